@@ -1,0 +1,22 @@
+//! The partition store core: plain synchronous state, fed with operations and the
+//! deciding node's clock reading, returning replies and events. No I/O, no timers.
+//!
+//! - [`state::Store`]: the replicated state machine of one partition (objects, versions,
+//!   locks, expiry). Every decision depends only on its state, the operation and the `now`
+//!   passed in, so replicas applying the same commands agree exactly.
+//! - [`expiry::DeadlineIndex`]: finds due objects and due lock leases without a scan.
+//! - [`waiters::LockQueue`]: the FIFO queue of requests waiting for a lock. It lives with
+//!   the partition leader, not in the replicated state: a waiter is a live connection, which
+//!   a replica could not answer anyway.
+
+pub mod expiry;
+pub mod state;
+pub mod waiters;
+
+pub use state::{Applied, Store, StoreConfig, StoreEvent, StoreStats};
+pub use waiters::{LockQueue, LockWait, QueueFull};
+
+#[cfg(test)]
+mod state_tests;
+#[cfg(test)]
+mod model_tests;

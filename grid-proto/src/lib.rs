@@ -1,0 +1,30 @@
+//! Wire protocol of the data grid: what crosses a process boundary.
+//!
+//! - [`frame`]: length-prefixed frames with a protocol version and a request id, so one
+//!   connection carries many requests in flight. The size limit is checked before any
+//!   allocation.
+//! - [`msg`]: requests ([`Request`], [`Op`]) and replies ([`Reply`]), encoded with rkyv and
+//!   validated on receipt ([`decode`]).
+//! - [`hash`]: the stable key hash that places an object in a partition.
+//! - [`limits`]: key, namespace and value bounds shared by client and node.
+//!
+//! The hard path through the system, which these types describe:
+//!
+//! ```text
+//! client ──frame(Request::Op)──▶ node ──▶ partition(hash(ns,key) % P) ──▶ store.apply
+//!    ▲                                                                     │
+//!    └────────────────────frame(Reply, same request id)◀───────────────────┘
+//! ```
+
+pub mod frame;
+pub mod hash;
+pub mod limits;
+pub mod msg;
+
+pub use frame::{Frame, FrameCodec, FrameError, PROTOCOL_VERSION};
+pub use hash::{key_hash, partition_of};
+pub use limits::{check_op, validate_object_key, KeyError, OpError};
+pub use msg::{
+    decode, encode, DecodeError, Millis, NodeStatus, ObjKey, ObjectInfo, Op, Reply, Request,
+    Timeout,
+};

@@ -1,0 +1,118 @@
+//! Bounds on what a request may carry. Checked on both sides: the client fails fast, the
+//! node never trusts the client.
+
+use thiserror::Error;
+
+use crate::msg::Op;
+
+/// Longest namespace name, in bytes.
+pub const MAX_NAMESPACE_BYTES: usize = 256;
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Default largest value a node accepts (`--max-value-bytes`).
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
+/// Room in a frame beyond the value: header, namespace, key and encoding overhead.
+pub const FRAME_OVERHEAD_BYTES: usize = 16 * 1024;
+
+/// The frame limit that fits one value of `max_value_bytes` plus its envelope.
+pub fn max_frame_for(max_value_bytes: usize) -> usize {
+    max_value_bytes.saturating_add(FRAME_OVERHEAD_BYTES)
+}
+
+/// Why a namespace or key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum KeyError {
+    /// The namespace is the empty string.
+    #[error("namespace is empty")]
+    EmptyNamespace,
+    /// The namespace is longer than [`MAX_NAMESPACE_BYTES`].
+    #[error("namespace is {len} bytes; the limit is {MAX_NAMESPACE_BYTES}")]
+    NamespaceTooLong {
+        /// Length that was sent.
+        len: usize,
+    },
+    /// The key has no bytes.
+    #[error("key is empty")]
+    EmptyKey,
+    /// The key is longer than [`MAX_KEY_BYTES`].
+    #[error("key is {len} bytes; the limit is {MAX_KEY_BYTES}")]
+    KeyTooLong {
+        /// Length that was sent.
+        len: usize,
+    },
+}
+
+/// Checks a namespace and key against the limits.
+pub fn validate_object_key(namespace: &str, key: &[u8]) -> Result<(), KeyError> {
+    if namespace.is_empty() {
+        return Err(KeyError::EmptyNamespace);
+    }
+    if namespace.len() > MAX_NAMESPACE_BYTES {
+        return Err(KeyError::NamespaceTooLong {
+            len: namespace.len(),
+        });
+    }
+    if key.is_empty() {
+        return Err(KeyError::EmptyKey);
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(KeyError::KeyTooLong { len: key.len() });
+    }
+    Ok(())
+}
+
+/// Why an operation was refused before it reached a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum OpError {
+    /// The namespace or key is out of bounds.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The value is over the limit.
+    #[error("value is {size} bytes; the limit is {limit}")]
+    ValueTooLarge {
+        /// Value length sent.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Checks an operation's key and value against the limits.
+pub fn check_op(op: &Op, max_value_bytes: usize) -> Result<(), OpError> {
+    let obj = op.obj();
+    validate_object_key(&obj.namespace, &obj.key)?;
+    let size = op.value_len();
+    if size > max_value_bytes {
+        return Err(OpError::ValueTooLarge {
+            size,
+            limit: max_value_bytes,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_inclusive() {
+        assert_eq!(validate_object_key("ns", b"k"), Ok(()));
+        assert_eq!(validate_object_key("", b"k"), Err(KeyError::EmptyNamespace));
+        assert_eq!(validate_object_key("ns", b""), Err(KeyError::EmptyKey));
+        let max_key = vec![b'k'; MAX_KEY_BYTES];
+        assert_eq!(validate_object_key("ns", &max_key), Ok(()));
+        let long_key = vec![b'k'; MAX_KEY_BYTES + 1];
+        assert_eq!(
+            validate_object_key("ns", &long_key),
+            Err(KeyError::KeyTooLong {
+                len: MAX_KEY_BYTES + 1
+            })
+        );
+        let long_ns = "n".repeat(MAX_NAMESPACE_BYTES + 1);
+        assert!(matches!(
+            validate_object_key(&long_ns, b"k"),
+            Err(KeyError::NamespaceTooLong { .. })
+        ));
+    }
+}

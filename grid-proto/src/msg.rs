@@ -1,0 +1,408 @@
+//! Requests and replies. Encoded with rkyv; every byte that arrives from the network is
+//! validated ([`decode`]) before use.
+//!
+//! Wire stability: the order of enum variants is their wire code. Add new variants at the
+//! end only; a breaking change bumps [`crate::PROTOCOL_VERSION`].
+
+use rkyv::rancor::Error as RkyvError;
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Serialize};
+use thiserror::Error;
+
+/// Milliseconds. Points in time are milliseconds since the Unix epoch, read from the
+/// deciding node's clock (the partition leader), never from a client's.
+pub type Millis = u64;
+
+/// An object's identity: its namespace and its key.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjKey {
+    /// Isolates the keys of one application (ScaleOut: a named cache).
+    pub namespace: String,
+    /// The key within the namespace: any bytes, bounded by [`crate::limits::MAX_KEY_BYTES`].
+    pub key: Vec<u8>,
+}
+
+impl ObjKey {
+    /// Builds a key from a namespace and key bytes.
+    pub fn new(namespace: impl Into<String>, key: impl Into<Vec<u8>>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            key: key.into(),
+        }
+    }
+}
+
+/// When an object expires by itself.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Timeout {
+    /// Never expires.
+    #[default]
+    None,
+    /// Expires `ms` after its last access (read, lock, write or timeout reset).
+    Sliding {
+        /// Idle time allowed, in milliseconds.
+        ms: Millis,
+    },
+    /// Expires `ms` after its last write, whatever the reads in between.
+    Absolute {
+        /// Lifetime after a write, in milliseconds.
+        ms: Millis,
+    },
+}
+
+/// An operation on one object: the input of the partition state machine.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Adds the object if absent. Replies `Added` or `AlreadyExists`.
+    Create {
+        /// Object to add.
+        obj: ObjKey,
+        /// Its bytes.
+        value: Vec<u8>,
+        /// Its expiry.
+        timeout: Timeout,
+        /// Marks the object uninitialized (ASP.NET `CreateUninitializedItem`); the next
+        /// read-and-lock reports it and clears the mark.
+        uninitialized: bool,
+    },
+    /// Adds or replaces the object. Replies `Added` or `Updated`; a locked object needs
+    /// its `lock_id` (else `Locked`).
+    Put {
+        /// Object to write.
+        obj: ObjKey,
+        /// New bytes.
+        value: Vec<u8>,
+        /// New expiry.
+        timeout: Timeout,
+        /// Lock id held by the caller, when the object is locked.
+        lock_id: Option<u64>,
+    },
+    /// Replaces an existing object. Replies `Updated`, `NotFound`, `VersionMismatch`,
+    /// `Locked` or `LockLost`.
+    Update {
+        /// Object to write.
+        obj: ObjKey,
+        /// New bytes.
+        value: Vec<u8>,
+        /// New expiry; `None` keeps the current one.
+        timeout: Option<Timeout>,
+        /// Only write if the object is at this version (compare-and-set).
+        expected_version: Option<u64>,
+        /// Lock id held by the caller; required when the object is locked.
+        lock_id: Option<u64>,
+        /// Release the lock in the same step (ASP.NET `SetAndReleaseItemExclusive`).
+        unlock: bool,
+    },
+    /// Reads the object and slides its expiry. With `cached_version` equal to the current
+    /// version the reply is `NotModified`, without the bytes.
+    Read {
+        /// Object to read.
+        obj: ObjKey,
+        /// Version the caller already holds.
+        cached_version: Option<u64>,
+    },
+    /// Reads and locks the object. Replies `Retrieved`/`NotModified` carrying the new
+    /// lock id, `Locked` if another holder keeps it past `wait_ms`, or `NotFound`.
+    ReadAndLock {
+        /// Object to lock.
+        obj: ObjKey,
+        /// Version the caller already holds.
+        cached_version: Option<u64>,
+        /// Lease after which the lock frees itself; `None` takes the node's default.
+        lease_ms: Option<Millis>,
+        /// How long to wait in the object's FIFO queue if it is locked; 0 = do not wait.
+        wait_ms: Millis,
+        /// Take over a lock held for at least this long (ASP.NET `executionTimeout`).
+        take_over_after_ms: Option<Millis>,
+    },
+    /// Releases a lock. Replies `Unlocked`, `LockLost` (the id is not the current lock) or
+    /// `NotFound`.
+    Unlock {
+        /// Locked object.
+        obj: ObjKey,
+        /// The holder's lock id.
+        lock_id: u64,
+    },
+    /// Extends a held lock's lease from now. Replies `LockRefreshed`, `LockLost` or
+    /// `NotFound`.
+    RefreshLock {
+        /// Locked object.
+        obj: ObjKey,
+        /// The holder's lock id.
+        lock_id: u64,
+    },
+    /// Removes the object. Replies `Removed`, `NotFound`, `Locked` or `LockLost`.
+    Remove {
+        /// Object to remove.
+        obj: ObjKey,
+        /// Lock id held by the caller; required when the object is locked.
+        lock_id: Option<u64>,
+    },
+    /// Restarts the object's expiry from now, optionally with a new timeout, without
+    /// changing its bytes or version. Replies `TimeoutReset` or `NotFound`.
+    ResetTimeout {
+        /// Object to touch.
+        obj: ObjKey,
+        /// New expiry; `None` keeps the current one.
+        timeout: Option<Timeout>,
+    },
+}
+
+impl Op {
+    /// The object this operation addresses.
+    pub fn obj(&self) -> &ObjKey {
+        match self {
+            Op::Create { obj, .. }
+            | Op::Put { obj, .. }
+            | Op::Update { obj, .. }
+            | Op::Read { obj, .. }
+            | Op::ReadAndLock { obj, .. }
+            | Op::Unlock { obj, .. }
+            | Op::RefreshLock { obj, .. }
+            | Op::Remove { obj, .. }
+            | Op::ResetTimeout { obj, .. } => obj,
+        }
+    }
+
+    /// The value bytes this operation carries, if any.
+    pub fn value_len(&self) -> usize {
+        match self {
+            Op::Create { value, .. } | Op::Put { value, .. } | Op::Update { value, .. } => {
+                value.len()
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// A message from a client to a node.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Opens a session. Must come first when the node requires a token.
+    Hello {
+        /// The shared secret configured on the node (`--auth-token`).
+        auth_token: Option<String>,
+        /// Free text naming the client, for logs.
+        client_name: String,
+    },
+    /// Liveness check. Replies `Pong`.
+    Ping,
+    /// Node counters. Replies `Status`.
+    Status,
+    /// An object operation.
+    Op(Op),
+}
+
+/// Lock and version facts about an object, returned with reads.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Changes on every write; never reused within a partition.
+    pub version: u64,
+    /// The current lock id: the caller's new lock after a read-and-lock, otherwise the
+    /// holder's (if any).
+    pub lock_id: Option<u64>,
+    /// How long the current lock has been held, by the node's clock.
+    pub lock_age_ms: Millis,
+    /// The object was created uninitialized. A read-and-lock reports it once, then
+    /// clears it (ASP.NET `InitializeItem`).
+    pub uninitialized: bool,
+    /// The object's expiry.
+    pub timeout: Timeout,
+}
+
+/// Counters a node reports for `gridctl status`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeStatus {
+    /// Node software version.
+    pub server_version: String,
+    /// Address the node serves clients on.
+    pub listen: String,
+    /// Partitions this node holds.
+    pub partitions: u32,
+    /// Objects stored.
+    pub objects: u64,
+    /// Bytes of values stored.
+    pub value_bytes: u64,
+    /// Objects locked right now.
+    pub locked: u64,
+    /// Open client connections.
+    pub connections: u64,
+    /// Requests served since start.
+    pub requests: u64,
+    /// Objects expired since start.
+    pub expired: u64,
+    /// Time since the node started.
+    pub uptime_ms: Millis,
+}
+
+/// A node's answer. Every operation ends in exactly one of these; none fails silently.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Session accepted.
+    Welcome {
+        /// Node software version.
+        server_version: String,
+        /// Largest value this node accepts.
+        max_value_bytes: u64,
+    },
+    /// Answer to `Ping`.
+    Pong,
+    /// Answer to `Status`.
+    Status(NodeStatus),
+    /// The object's bytes and facts.
+    Retrieved {
+        /// The bytes.
+        value: Vec<u8>,
+        /// Version and lock facts.
+        info: ObjectInfo,
+    },
+    /// The caller's cached version is current; no bytes sent.
+    NotModified {
+        /// Version and lock facts.
+        info: ObjectInfo,
+    },
+    /// A new object was stored.
+    Added {
+        /// Its version.
+        version: u64,
+    },
+    /// An existing object was replaced.
+    Updated {
+        /// Its new version.
+        version: u64,
+    },
+    /// The object is gone.
+    Removed,
+    /// The lock is released.
+    Unlocked,
+    /// The lock's lease was extended.
+    LockRefreshed,
+    /// The object's expiry restarted.
+    TimeoutReset,
+    /// No such object.
+    NotFound,
+    /// `Create` found the object present.
+    AlreadyExists,
+    /// Someone else holds the lock.
+    Locked {
+        /// The holder's lock id.
+        lock_id: u64,
+        /// How long it has been held, by the node's clock.
+        lock_age_ms: Millis,
+    },
+    /// The lock id given is not the object's current lock (it expired, was taken over,
+    /// or was never held).
+    LockLost,
+    /// `expected_version` did not match.
+    VersionMismatch {
+        /// The object's version now.
+        current: u64,
+    },
+    /// This node does not lead the object's partition.
+    NotLeader {
+        /// Address of the leader, when known.
+        leader_hint: Option<String>,
+    },
+    /// The caller routed with an outdated partition map.
+    WrongPartitionMap {
+        /// The current map epoch.
+        epoch: u64,
+    },
+    /// A value or frame over the node's limit.
+    TooLarge {
+        /// Size sent, in bytes.
+        size: u64,
+        /// The limit, in bytes.
+        limit: u64,
+    },
+    /// Missing or wrong authentication token.
+    Unauthorized,
+    /// The node cannot serve this now (shutting down, no quorum); retry elsewhere or later.
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+    /// The request is malformed (invalid encoding, empty or over-long key, ...).
+    BadRequest {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The frame carried a protocol version this node does not speak.
+    UnsupportedVersion {
+        /// Version sent.
+        got: u8,
+        /// Version this node speaks.
+        supported: u8,
+    },
+}
+
+/// An encoded payload failed validation.
+#[derive(Debug, Error)]
+#[error("invalid payload: {reason}")]
+pub struct DecodeError {
+    /// What the validator found.
+    pub reason: String,
+}
+
+/// Encodes a message into an aligned buffer.
+pub fn encode<T>(msg: &T) -> AlignedVec
+where
+    T: for<'a> Serialize<
+        rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, RkyvError>,
+    >,
+{
+    // Serializing into a growable in-memory buffer has no failure mode for these types.
+    rkyv::to_bytes::<RkyvError>(msg).unwrap_or_else(|e| panic!("rkyv encode failed: {e}"))
+}
+
+/// Validates and decodes a payload received from the network.
+pub fn decode<T>(bytes: &[u8]) -> Result<T, DecodeError>
+where
+    T: Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, RkyvError>>
+        + Deserialize<T, rkyv::api::high::HighDeserializer<RkyvError>>,
+{
+    rkyv::from_bytes::<T, RkyvError>(bytes).map_err(|e| DecodeError {
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips() {
+        let req = Request::Op(Op::ReadAndLock {
+            obj: ObjKey::new("sessions", b"abc".to_vec()),
+            cached_version: Some(7),
+            lease_ms: None,
+            wait_ms: 5000,
+            take_over_after_ms: Some(110_000),
+        });
+        let bytes = encode(&req);
+        assert_eq!(decode::<Request>(&bytes).unwrap(), req);
+    }
+
+    #[test]
+    fn reply_round_trips() {
+        let reply = Reply::Retrieved {
+            value: vec![1, 2, 3],
+            info: ObjectInfo {
+                version: 3,
+                lock_id: Some(9),
+                lock_age_ms: 12,
+                uninitialized: true,
+                timeout: Timeout::Sliding { ms: 1200 },
+            },
+        };
+        assert_eq!(decode::<Reply>(&encode(&reply)).unwrap(), reply);
+    }
+
+    #[test]
+    fn garbage_payload_is_an_error_not_a_panic() {
+        let mut bytes = AlignedVec::<16>::new();
+        bytes.extend_from_slice(&[0xff; 64]);
+        assert!(decode::<Request>(&bytes).is_err());
+    }
+}
