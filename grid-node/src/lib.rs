@@ -3,6 +3,10 @@
 //! - [`store`]: the pure partition state machine (objects, versions, locks, expiry) and
 //!   the FIFO lock wait queue.
 //! - [`partition`]: one partition as its leader runs it (store + waiters).
+//! - [`node`]: the partitions of one node and the single entry point for operations.
+//! - [`conn`] and [`server`]: the TCP protocol server, its accept loop and ticker;
+//!   [`admin`] and [`metrics`]: the admin HTTP endpoint.
+//! - [`config`] and [`cli`]: validated settings and the `grid-node` command line.
 //! - [`clock`]: the injected time source.
 //!
 //! ```text
@@ -11,6 +15,17 @@
 //!   └──────────── frame(reply) ◀── writer ◀────┴──────── reply / events ◀────┘
 //! ```
 
+pub mod admin;
+pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod conn;
+pub mod metrics;
+pub mod node;
 pub mod partition;
+pub mod server;
 pub mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::NodeConfig;
+pub use server::{start, RunningNode, StartError};

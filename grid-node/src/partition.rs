@@ -112,12 +112,14 @@ impl Partition {
     /// `expired`.
     pub fn execute(&mut self, op: &Op, now: Millis, expired: &mut Vec<Expiration>) -> Execution {
         if let Op::ReadAndLock { obj, wait_ms, .. } = op {
-            if *wait_ms > 0 && self.waiters.has_waiters(obj) {
+            if self.waiters.has_waiters(obj) {
                 // Earlier waiters go first: settle the object (a lapsed lease hands the
-                // lock to them), and join the back of the queue if it is still held.
+                // lock to them), and join the back of the queue if it is still held. This
+                // holds for a request that will not wait too, or it would take a lapsed
+                // lock from under the queue.
                 let events = self.store.settle_object(obj, now);
                 self.process(events, now, expired);
-                if self.waiters.has_waiters(obj) {
+                if *wait_ms > 0 && self.waiters.has_waiters(obj) {
                     if let Some((_, age)) = self.store.lock_of(obj, now) {
                         return self.park(op, age, now);
                     }
@@ -127,7 +129,9 @@ impl Partition {
         let applied = self.store.apply(op, now);
         self.process(applied.events, now, expired);
         match (&applied.reply, op) {
-            (Reply::Locked { lock_age_ms, .. }, Op::ReadAndLock { wait_ms, .. }) if *wait_ms > 0 => {
+            (Reply::Locked { lock_age_ms, .. }, Op::ReadAndLock { wait_ms, .. })
+                if *wait_ms > 0 =>
+            {
                 self.park(op, *lock_age_ms, now)
             }
             _ => Execution::Ready(applied.reply),
@@ -197,7 +201,13 @@ impl Partition {
 
     /// Sends a waiter its reply. A lock granted to a waiter that has gone away is released
     /// again; the events of that release are returned so the lock passes on.
-    fn deliver(&mut self, obj: &ObjKey, handle: Handle, reply: Reply, now: Millis) -> Vec<StoreEvent> {
+    fn deliver(
+        &mut self,
+        obj: &ObjKey,
+        handle: Handle,
+        reply: Reply,
+        now: Millis,
+    ) -> Vec<StoreEvent> {
         let granted = is_lock_grant(&reply);
         if handle.send(reply).is_ok() || !granted {
             return Vec::new();

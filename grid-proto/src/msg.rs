@@ -38,7 +38,8 @@ pub enum Timeout {
     /// Never expires.
     #[default]
     None,
-    /// Expires `ms` after its last access (read, lock, write or timeout reset).
+    /// Expires `ms` after its last access: any operation that finds the object, whether
+    /// it succeeds or is refused (a refused write still shows the object is in use).
     Sliding {
         /// Idle time allowed, in milliseconds.
         ms: Millis,
@@ -225,6 +226,8 @@ pub struct NodeStatus {
     pub value_bytes: u64,
     /// Objects locked right now.
     pub locked: u64,
+    /// Requests waiting in lock queues right now.
+    pub lock_waiters: u64,
     /// Open client connections.
     pub connections: u64,
     /// Requests served since start.
@@ -348,7 +351,11 @@ pub struct DecodeError {
 pub fn encode<T>(msg: &T) -> AlignedVec
 where
     T: for<'a> Serialize<
-        rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, RkyvError>,
+        rkyv::api::high::HighSerializer<
+            AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            RkyvError,
+        >,
     >,
 {
     // Serializing into a growable in-memory buffer has no failure mode for these types.

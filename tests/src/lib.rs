@@ -1,1 +1,40 @@
-//! Test harness.
+//! Harness for the integration and fault tests: real node processes on 127.0.0.1 with
+//! ephemeral ports, a raw protocol connection for sending bad input, and condition waits
+//! with deadlines (never fixed sleeps).
+//!
+//! - [`process::NodeProcess`]: a `grid-node` process, killed by process id when dropped.
+//! - [`raw::RawConn`]: frames by hand, including malformed ones.
+//! - [`wait_until`]: polls a condition until it holds or a generous deadline passes.
+
+pub mod process;
+pub mod raw;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Generous default deadline for conditions on a loaded 2-core machine.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it returns `Some`, or fails after `deadline`.
+pub async fn wait_until<T, F, Fut>(
+    what: &str,
+    deadline: Duration,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if start.elapsed() > deadline {
+            anyhow::bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}

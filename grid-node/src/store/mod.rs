@@ -17,6 +17,6 @@ pub use state::{Applied, Store, StoreConfig, StoreEvent, StoreStats};
 pub use waiters::{LockQueue, LockWait, QueueFull};
 
 #[cfg(test)]
-mod state_tests;
-#[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod state_tests;

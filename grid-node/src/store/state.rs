@@ -4,13 +4,17 @@
 //! - **Versions and lock ids** come from one counter per partition, so a version is never
 //!   reused (not even after remove and re-create: a near cache can trust it) and lock ids
 //!   of an object strictly increase (a fencing token).
-//! - **Expiry.** `Sliding` counts from the last access: any operation that finds the object.
+//! - **Expiry.** `Sliding` counts from the last access: any operation that finds the object,
+//!   even one that is refused.
 //!   `Absolute` counts from the last write or timeout reset. An object past its deadline is
 //!   gone for every operation at once (lazily), and `tick` sweeps the rest in deadline order.
 //! - **Locks.** A lock has an id, an acquire time and a lease. Past its lease it frees
 //!   itself. Writes and removes of a locked object need the holder's lock id: without one
 //!   the reply is `Locked{lock_id, lock_age}`, with a stale one `LockLost`. A read-and-lock
-//!   may take over a lock at least `take_over_after_ms` old.
+//!   may take over a lock at least `take_over_after_ms` old. An update checks the lock
+//!   before `expected_version`: a caller without the lock learns nothing about versions.
+//! - **Uninitialized mark.** Reported once by the first read-and-lock, then cleared; any
+//!   write clears it too (the item now has content).
 //! - Every time a lock frees (unlock, lease end, removal, expiry) a [`StoreEvent::LockFreed`]
 //!   comes out, so the runtime can hand the lock to the next waiter at once.
 
@@ -194,6 +198,9 @@ impl Store {
     pub fn apply(&mut self, op: &Op, now: Millis) -> Applied {
         let mut events = Vec::new();
         self.settle(op.obj(), now, &mut events);
+        // Any operation that finds the object is an access, whether or not it then
+        // succeeds (a refused write or a stale unlock still shows the object is in use).
+        self.touch(op.obj(), now);
         let reply = match op {
             Op::Create {
                 obj,
@@ -235,7 +242,7 @@ impl Store {
                 take_over_after_ms,
                 wait_ms: _,
             } => self.read_and_lock(obj, *cached_version, *lease_ms, *take_over_after_ms, now),
-            Op::Unlock { obj, lock_id } => self.unlock(obj, *lock_id, now, &mut events),
+            Op::Unlock { obj, lock_id } => self.unlock(obj, *lock_id, &mut events),
             Op::RefreshLock { obj, lock_id } => self.refresh_lock(obj, *lock_id, now),
             Op::Remove { obj, lock_id } => self.remove(obj, *lock_id, now, &mut events),
             Op::ResetTimeout { obj, timeout } => self.reset_timeout(obj, *timeout, now),
@@ -488,10 +495,6 @@ impl Store {
     }
 
     fn read(&mut self, obj: &ObjKey, cached_version: Option<u64>, now: Millis) -> Reply {
-        if !self.objects.contains_key(obj) {
-            return Reply::NotFound;
-        }
-        self.touch(obj, now);
         let Some(entry) = self.objects.get(obj) else {
             return Reply::NotFound;
         };
@@ -511,8 +514,7 @@ impl Store {
         };
         if let Some(lock) = entry.lock {
             let age = now.saturating_sub(lock.acquired);
-            if !take_over_after_ms.is_some_and(|limit| age >= limit) {
-                self.touch(obj, now);
+            if take_over_after_ms.is_none_or(|limit| age < limit) {
                 return Entry::locked_reply(lock, now);
             }
         }
@@ -524,7 +526,6 @@ impl Store {
             lease_end: now.saturating_add(lease_ms),
         };
         self.set_lock(obj, Some(lock));
-        self.touch(obj, now);
         let Some(entry) = self.objects.get_mut(obj) else {
             return Reply::NotFound;
         };
@@ -534,13 +535,7 @@ impl Store {
         Self::retrieved(entry, info, cached_version)
     }
 
-    fn unlock(
-        &mut self,
-        obj: &ObjKey,
-        lock_id: u64,
-        now: Millis,
-        events: &mut Vec<StoreEvent>,
-    ) -> Reply {
+    fn unlock(&mut self, obj: &ObjKey, lock_id: u64, events: &mut Vec<StoreEvent>) -> Reply {
         let Some(entry) = self.objects.get(obj) else {
             return Reply::NotFound;
         };
@@ -548,7 +543,6 @@ impl Store {
             return Reply::LockLost;
         }
         self.set_lock(obj, None);
-        self.touch(obj, now);
         events.push(StoreEvent::LockFreed { obj: obj.clone() });
         Reply::Unlocked
     }
@@ -566,7 +560,6 @@ impl Store {
             ..lock
         };
         self.set_lock(obj, Some(refreshed));
-        self.touch(obj, now);
         Reply::LockRefreshed
     }
 

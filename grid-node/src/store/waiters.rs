@@ -248,7 +248,10 @@ mod tests {
         let mut q = LockQueue::new(2);
         q.push(obj.clone(), wait(1), 1, ()).unwrap();
         q.push(obj.clone(), wait(1), 1, ()).unwrap();
-        assert_eq!(q.push(obj.clone(), wait(1), 1, ()), Err(QueueFull { limit: 2 }));
+        assert_eq!(
+            q.push(obj.clone(), wait(1), 1, ()),
+            Err(QueueFull { limit: 2 })
+        );
         // Other objects are unaffected.
         assert!(q.push(ObjKey::new("ns", "other"), wait(1), 1, ()).is_ok());
         assert_eq!(q.waiting_for(&obj), 2);

@@ -1,0 +1,102 @@
+//! What a client call can end in, besides its expected results.
+
+use std::time::Duration;
+
+use grid_proto::{Millis, OpError};
+use thiserror::Error;
+
+use crate::connstr::ConnStringError;
+
+/// A failed client call. Outcomes a caller normally branches on (not found, locked)
+/// appear in the typed results of the calls where they are expected, and as errors only
+/// where they are not.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The connection string is invalid.
+    #[error(transparent)]
+    Config(#[from] ConnStringError),
+    /// The request breaks a limit (key length, value size); it was not sent.
+    #[error("invalid request: {0}")]
+    Invalid(#[from] OpError),
+    /// No gateway could be reached.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The gateway tried last.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
+    /// No reply within the request timeout. A write may or may not have happened.
+    #[error("no reply within {after:?}; the outcome is unknown")]
+    Timeout {
+        /// The limit that passed.
+        after: Duration,
+    },
+    /// The connection broke after the request was sent. A write may or may not have
+    /// happened.
+    #[error("connection lost: {reason}; the outcome is unknown")]
+    ConnectionLost {
+        /// Why it closed.
+        reason: String,
+    },
+    /// The node refused the token.
+    #[error("unauthorized: the node requires a valid authToken")]
+    Unauthorized,
+    /// Someone else holds the object's lock.
+    #[error("object is locked (lock id {lock_id}, held for {lock_age_ms} ms)")]
+    Locked {
+        /// The holder's lock id.
+        lock_id: u64,
+        /// How long it has been held.
+        lock_age_ms: Millis,
+    },
+    /// The lock id given is no longer the object's lock.
+    #[error("lock lost: the lock id is not the object's current lock (expired or taken over)")]
+    LockLost,
+    /// The object does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The object is not at the expected version.
+    #[error("version mismatch: the object is at version {current}")]
+    VersionMismatch {
+        /// Its version now.
+        current: u64,
+    },
+    /// The node refused a value or frame as too large.
+    #[error("too large: {size} bytes, the node's limit is {limit}")]
+    TooLarge {
+        /// Size sent.
+        size: u64,
+        /// The node's limit.
+        limit: u64,
+    },
+    /// The node found the request malformed.
+    #[error("bad request: {reason}")]
+    BadRequest {
+        /// What the node said.
+        reason: String,
+    },
+    /// The node cannot serve this now.
+    #[error("unavailable: {reason}")]
+    Unavailable {
+        /// What the node said.
+        reason: String,
+    },
+    /// The node answered something this call does not expect (a version mismatch
+    /// between client and node, or a bug).
+    #[error("protocol error: {reason}")]
+    Protocol {
+        /// What arrived.
+        reason: String,
+    },
+}
+
+impl ClientError {
+    /// True when the request certainly did not run, so sending it again is safe.
+    pub fn did_not_run(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Connect { .. } | ClientError::Unavailable { .. }
+        )
+    }
+}

@@ -1,0 +1,204 @@
+//! Node settings: one typed, validated struct, built by the CLI or by tests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use grid_proto::limits::{max_frame_for, DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES};
+use thiserror::Error;
+
+use crate::partition::PartitionConfig;
+use crate::store::StoreConfig;
+
+/// Default client port, as in ScaleOut's connection strings.
+pub const DEFAULT_PORT: u16 = 7210;
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Address for client connections. Default `127.0.0.1:7210`.
+    pub listen: SocketAddr,
+    /// Address for the admin HTTP endpoint (`/metrics`, `/health`). Default: none.
+    pub admin: Option<SocketAddr>,
+    /// Shared secret every client must present first. Without one the node only listens
+    /// on loopback addresses.
+    pub auth_token: Option<String>,
+    /// Largest value accepted, in bytes. Default 16 MiB.
+    pub max_value_bytes: usize,
+    /// Partitions the key space is split into. Default 64.
+    pub partitions: u32,
+    /// Lock lease when a request names none. Default 90 s.
+    pub default_lock_lease: Duration,
+    /// Most requests that may queue for one object's lock. Default 1024.
+    pub max_waiters_per_object: usize,
+    /// How often expiry, lease ends and lock-wait deadlines are checked. Default 10 ms.
+    pub tick_interval: Duration,
+    /// How long shutdown waits for connections to finish their replies. Default 5 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            admin: None,
+            auth_token: None,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            partitions: 64,
+            default_lock_lease: Duration::from_secs(90),
+            max_waiters_per_object: 1024,
+            tick_interval: Duration::from_millis(10),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A setting that cannot work, named by its command-line flag.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// Listening beyond loopback without a token would expose the data to anyone.
+    #[error("--{flag} {addr} is not a loopback address; set --auth-token (or GRID_AUTH_TOKEN) to listen beyond loopback")]
+    NeedsAuthToken {
+        /// The flag that named the address.
+        flag: &'static str,
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// An empty token would be a password anyone guesses.
+    #[error("--auth-token must not be empty")]
+    EmptyAuthToken,
+    /// The value limit must leave room for a value and fit the frame length field.
+    #[error("--max-value-bytes {value} must be between 1 and {max}")]
+    MaxValueBytes {
+        /// The value given.
+        value: usize,
+        /// The largest allowed.
+        max: usize,
+    },
+    /// A cluster needs at least one partition.
+    #[error("--partitions {0} must be between 1 and 65536")]
+    Partitions(u32),
+    /// Waiters per object must be allowed.
+    #[error("max waiters per object must be at least 1")]
+    MaxWaiters,
+    /// Lease and tick must be positive.
+    #[error("{0} must be greater than zero")]
+    ZeroDuration(&'static str),
+}
+
+/// Largest `--max-value-bytes`: a frame's length must fit in 32 bits.
+pub const MAX_MAX_VALUE_BYTES: usize = (u32::MAX as usize) / 2;
+
+impl NodeConfig {
+    /// Checks every setting; the error names the flag to fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match &self.auth_token {
+            Some(t) if t.is_empty() => return Err(ConfigError::EmptyAuthToken),
+            Some(_) => {}
+            None => {
+                for (flag, addr) in [("listen", Some(self.listen)), ("admin", self.admin)] {
+                    if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+                        return Err(ConfigError::NeedsAuthToken { flag, addr });
+                    }
+                }
+            }
+        }
+        if self.max_value_bytes == 0 || self.max_value_bytes > MAX_MAX_VALUE_BYTES {
+            return Err(ConfigError::MaxValueBytes {
+                value: self.max_value_bytes,
+                max: MAX_MAX_VALUE_BYTES,
+            });
+        }
+        if self.partitions == 0 || self.partitions > 65_536 {
+            return Err(ConfigError::Partitions(self.partitions));
+        }
+        if self.max_waiters_per_object == 0 {
+            return Err(ConfigError::MaxWaiters);
+        }
+        if self.default_lock_lease.is_zero() {
+            return Err(ConfigError::ZeroDuration("lock lease"));
+        }
+        if self.tick_interval.is_zero() {
+            return Err(ConfigError::ZeroDuration("tick interval"));
+        }
+        Ok(())
+    }
+
+    /// The frame limit that fits the largest value, its key and envelope.
+    pub fn max_frame(&self) -> usize {
+        max_frame_for(self.max_value_bytes.max(MAX_KEY_BYTES))
+    }
+
+    /// Settings handed to each partition.
+    pub fn partition_config(&self) -> PartitionConfig {
+        PartitionConfig {
+            store: StoreConfig {
+                default_lease_ms: self.default_lock_lease.as_millis() as u64,
+            },
+            max_waiters_per_object: self.max_waiters_per_object,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(NodeConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn public_address_needs_a_token() {
+        let cfg = NodeConfig {
+            listen: "0.0.0.0:7210".parse().unwrap(),
+            ..NodeConfig::default()
+        };
+        let err = cfg.validate().unwrap_err();
+        assert!(err.to_string().contains("--auth-token"), "{err}");
+        let with_token = NodeConfig {
+            auth_token: Some("s3cret".into()),
+            ..cfg
+        };
+        assert_eq!(with_token.validate(), Ok(()));
+    }
+
+    #[test]
+    fn public_admin_address_needs_a_token() {
+        let cfg = NodeConfig {
+            admin: Some("0.0.0.0:9100".parse().unwrap()),
+            ..NodeConfig::default()
+        };
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::NeedsAuthToken { flag: "admin", .. })
+        ));
+    }
+
+    #[test]
+    fn bad_numbers_name_their_flag() {
+        let zero = NodeConfig {
+            max_value_bytes: 0,
+            ..NodeConfig::default()
+        };
+        assert!(zero
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--max-value-bytes"));
+        let parts = NodeConfig {
+            partitions: 0,
+            ..NodeConfig::default()
+        };
+        assert!(parts
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--partitions"));
+        let empty = NodeConfig {
+            auth_token: Some(String::new()),
+            ..NodeConfig::default()
+        };
+        assert_eq!(empty.validate(), Err(ConfigError::EmptyAuthToken));
+    }
+}

@@ -1,0 +1,241 @@
+//! One client connection: decode frames, authenticate, execute, reply.
+//!
+//! The reading task decodes and executes each request as it arrives; replies go through a
+//! channel to the connection's writer task, which batches everything queued into one
+//! write. Requests waiting for a lock are awaited here, beside the reader, so a waiting
+//! request never stops the others on the same connection.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use grid_proto::frame::encode_frame;
+use grid_proto::{decode, encode, Frame, FrameCodec, FrameError, Reply, Request, PROTOCOL_VERSION};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::inc;
+use crate::node::Node;
+use crate::partition::Execution;
+
+/// Replies queued for the writer before the reader stops reading (backpressure).
+const REPLY_QUEUE: usize = 1024;
+/// Largest batch the writer gathers before writing.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// How long a closing connection may take to flush its last replies.
+const FLUSH_GRACE: Duration = Duration::from_secs(2);
+
+type Waiting = Pin<Box<dyn Future<Output = (u64, Reply)> + Send>>;
+
+/// What to do after a frame.
+enum Step {
+    Reply(u64, Reply),
+    Wait(u64, tokio::sync::oneshot::Receiver<Reply>),
+    /// Send the reply, then close: the stream or the session cannot go on.
+    Close(u64, Reply),
+}
+
+/// Shared facts a connection needs.
+#[derive(Debug, Clone)]
+pub struct ConnContext {
+    /// The node's state.
+    pub node: Arc<Node>,
+    /// The client address the node listens on, for status replies.
+    pub listen: String,
+    /// Stops every connection at shutdown.
+    pub shutdown: CancellationToken,
+}
+
+/// Serves one connection until the client closes it, it breaks the protocol, or the node
+/// shuts down.
+pub async fn serve(stream: TcpStream, ctx: ConnContext) {
+    let node = Arc::clone(&ctx.node);
+    inc(&node.metrics.connections_total);
+    inc(&node.metrics.connections_open);
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let mut frames = FramedRead::new(rd, FrameCodec::new(node.config().max_frame()));
+    let (tx, rx) = mpsc::channel(REPLY_QUEUE);
+    let writer = tokio::spawn(write_replies(wr, rx));
+    let mut waiting: FuturesUnordered<Waiting> = FuturesUnordered::new();
+    let mut authenticated = node.config().auth_token.is_none();
+
+    loop {
+        let step = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            Some((id, reply)) = waiting.next(), if !waiting.is_empty() => Step::Reply(id, reply),
+            frame = frames.next() => match frame {
+                None => break,
+                Some(Ok(frame)) => handle(&ctx, &mut authenticated, frame),
+                Some(Err(err)) => match frame_error_reply(&node, err) {
+                    Some((id, reply)) => Step::Close(id, reply),
+                    None => break,
+                },
+            },
+        };
+        match step {
+            Step::Reply(id, reply) => {
+                if tx.send((id, reply)).await.is_err() {
+                    break;
+                }
+            }
+            Step::Wait(id, rx) => waiting.push(Box::pin(async move {
+                let reply = rx.await.unwrap_or_else(|_| Reply::Unavailable {
+                    reason: "the lock wait was cancelled".into(),
+                });
+                (id, reply)
+            })),
+            Step::Close(id, reply) => {
+                let _ = tx.send((id, reply)).await;
+                break;
+            }
+        }
+    }
+    drop(tx);
+    // Dropping the waits releases their queue places (the partition skips closed waiters).
+    drop(waiting);
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
+        abort.abort();
+    }
+    node.metrics
+        .connections_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn handle(ctx: &ConnContext, authenticated: &mut bool, frame: Frame) -> Step {
+    let node = &ctx.node;
+    let id = frame.request_id;
+    let request = match decode::<Request>(&frame.payload) {
+        Ok(request) => request,
+        Err(err) => {
+            inc(&node.metrics.bad_requests_total);
+            return Step::Reply(
+                id,
+                Reply::BadRequest {
+                    reason: err.to_string(),
+                },
+            );
+        }
+    };
+    inc(&node.metrics.requests_total);
+    if let Request::Hello {
+        auth_token,
+        client_name,
+    } = &request
+    {
+        if !token_matches(node.config().auth_token.as_deref(), auth_token.as_deref()) {
+            inc(&node.metrics.auth_failures_total);
+            tracing::warn!(client = %client_name, "authentication failed");
+            return Step::Close(id, Reply::Unauthorized);
+        }
+        *authenticated = true;
+        return Step::Reply(
+            id,
+            Reply::Welcome {
+                server_version: env!("CARGO_PKG_VERSION").to_string(),
+                max_value_bytes: node.config().max_value_bytes as u64,
+            },
+        );
+    }
+    if !*authenticated {
+        inc(&node.metrics.auth_failures_total);
+        return Step::Close(id, Reply::Unauthorized);
+    }
+    match request {
+        Request::Hello { .. } => unreachable!("handled above"),
+        Request::Ping => Step::Reply(id, Reply::Pong),
+        Request::Status => Step::Reply(id, Reply::Status(node.status(ctx.listen.clone()))),
+        Request::Op(op) => match node.execute(&op) {
+            Execution::Ready(reply) => Step::Reply(id, reply),
+            Execution::Waiting(rx) => Step::Wait(id, rx),
+        },
+    }
+}
+
+/// Compares tokens in time independent of where they differ.
+fn token_matches(expected: Option<&str>, given: Option<&str>) -> bool {
+    let Some(expected) = expected else {
+        return true;
+    };
+    let given = given.unwrap_or("");
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+/// The reply owed for a framing error, if the client can still be told anything.
+fn frame_error_reply(node: &Node, err: FrameError) -> Option<(u64, Reply)> {
+    if !matches!(err, FrameError::Io(_)) {
+        inc(&node.metrics.frame_errors_total);
+        tracing::info!(error = %err, "closing connection after a framing error");
+    }
+    match err {
+        FrameError::TooLarge { len, limit } => Some((
+            0,
+            Reply::TooLarge {
+                size: len as u64,
+                limit: limit as u64,
+            },
+        )),
+        FrameError::TooShort { .. } => Some((
+            0,
+            Reply::BadRequest {
+                reason: err.to_string(),
+            },
+        )),
+        FrameError::UnsupportedVersion { got, request_id } => Some((
+            request_id,
+            Reply::UnsupportedVersion {
+                got,
+                supported: PROTOCOL_VERSION,
+            },
+        )),
+        FrameError::Io(_) => None,
+    }
+}
+
+async fn write_replies(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<(u64, Reply)>) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    while let Some((id, reply)) = rx.recv().await {
+        encode_frame(&mut buf, id, &encode(&reply));
+        while buf.len() < WRITE_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok((id, reply)) => encode_frame(&mut buf, id, &encode(&reply)),
+                Err(_) => break,
+            }
+        }
+        if wr.write_all(&buf).await.is_err() {
+            return;
+        }
+        buf.clear();
+    }
+    let _ = wr.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn tokens_must_match_exactly() {
+        assert!(token_matches(None, None));
+        assert!(token_matches(None, Some("anything")));
+        assert!(token_matches(Some("s3cret"), Some("s3cret")));
+        assert!(!token_matches(Some("s3cret"), Some("s3cre")));
+        assert!(!token_matches(Some("s3cret"), Some("s3cret!")));
+        assert!(!token_matches(Some("s3cret"), Some("S3cret")));
+        assert!(!token_matches(Some("s3cret"), None));
+        assert!(!token_matches(Some("a"), Some("")));
+    }
+}

@@ -1,0 +1,3 @@
+fn main() -> anyhow::Result<()> {
+    grid_node::cli::main()
+}

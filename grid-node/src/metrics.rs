@@ -1,0 +1,119 @@
+//! Node counters, rendered in the Prometheus text format on the admin port.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use grid_proto::NodeStatus;
+
+/// Monotonic counters and gauges updated by the connection tasks.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Connections open now.
+    pub connections_open: AtomicU64,
+    /// Requests decoded and answered.
+    pub requests_total: AtomicU64,
+    /// Requests refused as malformed or over a limit.
+    pub bad_requests_total: AtomicU64,
+    /// Connections closed for a framing error (garbage, oversize, unknown version).
+    pub frame_errors_total: AtomicU64,
+    /// Failed authentications.
+    pub auth_failures_total: AtomicU64,
+    /// Objects that timed out.
+    pub expired_total: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Reads a counter.
+pub fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+impl Metrics {
+    /// Renders the counters and the node status as Prometheus text.
+    pub fn render(&self, status: &NodeStatus) -> String {
+        let rows: [(&str, &str, &str, u64); 12] = [
+            (
+                "grid_connections_total",
+                "counter",
+                "Client connections accepted.",
+                get(&self.connections_total),
+            ),
+            (
+                "grid_connections_open",
+                "gauge",
+                "Client connections open.",
+                get(&self.connections_open),
+            ),
+            (
+                "grid_requests_total",
+                "counter",
+                "Requests answered.",
+                get(&self.requests_total),
+            ),
+            (
+                "grid_bad_requests_total",
+                "counter",
+                "Requests refused as malformed or over a limit.",
+                get(&self.bad_requests_total),
+            ),
+            (
+                "grid_frame_errors_total",
+                "counter",
+                "Connections closed for a framing error.",
+                get(&self.frame_errors_total),
+            ),
+            (
+                "grid_auth_failures_total",
+                "counter",
+                "Failed authentications.",
+                get(&self.auth_failures_total),
+            ),
+            (
+                "grid_expired_total",
+                "counter",
+                "Objects that timed out.",
+                get(&self.expired_total),
+            ),
+            ("grid_objects", "gauge", "Objects stored.", status.objects),
+            (
+                "grid_value_bytes",
+                "gauge",
+                "Bytes of values stored.",
+                status.value_bytes,
+            ),
+            (
+                "grid_locked_objects",
+                "gauge",
+                "Objects locked.",
+                status.locked,
+            ),
+            (
+                "grid_lock_waiters",
+                "gauge",
+                "Requests waiting for a lock.",
+                status.lock_waiters,
+            ),
+            (
+                "grid_partitions",
+                "gauge",
+                "Partitions held by this node.",
+                u64::from(status.partitions),
+            ),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, value) in rows {
+            // Writing to a String cannot fail.
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,171 @@
+//! Starting and stopping a node: the listeners, the accept loop, the ticker and the
+//! admin endpoint, all owned by one supervisor and stopped by one token.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::admin;
+use crate::clock::Clock;
+use crate::config::{ConfigError, NodeConfig};
+use crate::conn::{self, ConnContext};
+use crate::node::Node;
+
+/// Why a node could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// A setting is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An address could not be bound.
+    #[error("cannot listen on {addr} (--{flag}): {source}")]
+    Bind {
+        /// The flag naming the address.
+        flag: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
+}
+
+/// A node serving in this process. Dropping it does not stop it; call
+/// [`RunningNode::shutdown`].
+#[derive(Debug)]
+pub struct RunningNode {
+    client_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    node: Arc<Node>,
+    shutdown: CancellationToken,
+    supervisor: JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Where clients connect (the real port when 0 was asked for).
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// Where the admin endpoint listens, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The node's state, for in-process inspection.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// A token that stops the node when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, lets connections flush, stops every task, and returns when all
+    /// have ended (bounded by the configured grace).
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the node has stopped (after its token was cancelled).
+    pub async fn wait(self) {
+        let _ = self.supervisor.await;
+    }
+}
+
+async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { flag, addr, source })
+}
+
+/// Validates the config, binds the listeners and starts serving.
+pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningNode, StartError> {
+    config.validate()?;
+    let listener = bind("listen", config.listen).await?;
+    let client_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        flag: "listen",
+        addr: config.listen,
+        source,
+    })?;
+    let admin_listener = match config.admin {
+        Some(addr) => Some(bind("admin", addr).await?),
+        None => None,
+    };
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let grace = config.shutdown_grace;
+    let tick = config.tick_interval;
+    let node = Arc::new(Node::new(config, clock));
+    let shutdown = CancellationToken::new();
+
+    let mut tasks = JoinSet::new();
+    let ctx = ConnContext {
+        node: Arc::clone(&node),
+        listen: client_addr.to_string(),
+        shutdown: shutdown.clone(),
+    };
+    tasks.spawn(accept_loop(listener, ctx.clone(), grace));
+    tasks.spawn(ticker(Arc::clone(&node), tick, shutdown.clone()));
+    if let Some(listener) = admin_listener {
+        tasks.spawn(admin::serve(listener, ctx));
+    }
+    let supervisor = tokio::spawn(async move {
+        while let Some(result) = tasks.join_next().await {
+            if let Err(err) = result {
+                tracing::error!(error = %err, "a node task failed");
+            }
+        }
+    });
+    tracing::info!(client = %client_addr, admin = ?admin_addr, "node serving");
+    Ok(RunningNode {
+        client_addr,
+        admin_addr,
+        node,
+        shutdown,
+        supervisor,
+    })
+}
+
+async fn accept_loop(listener: TcpListener, ctx: ConnContext, grace: Duration) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tracing::debug!(%peer, "connection accepted");
+                    conns.spawn(conn::serve(stream, ctx.clone()));
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} });
+    if drained.await.is_err() {
+        conns.abort_all();
+    }
+}
+
+async fn ticker(node: Arc<Node>, every: Duration, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = interval.tick() => node.tick(),
+        }
+    }
+}

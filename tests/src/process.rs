@@ -1,0 +1,163 @@
+//! Node processes for tests.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+
+use crate::DEADLINE;
+
+/// A running `grid-node` process. Killed (SIGKILL, by process id) when dropped.
+#[derive(Debug)]
+pub struct NodeProcess {
+    child: Child,
+    client_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+}
+
+impl NodeProcess {
+    /// Starts `bin` (the test-node binary) on an ephemeral loopback port with `args`
+    /// added, and waits for its ready line.
+    pub fn start(bin: &str, args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(bin)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("GRID_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {bin}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        // Reads the ready line, then drains stdout so the node never blocks on it.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let line = match rx.recv_timeout(DEADLINE) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                bail!("node printed no ready line within {DEADLINE:?} (exit: {status:?})");
+            }
+        };
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .map(str::to_string)
+        };
+        let client_addr = field("client=")
+            .ok_or_else(|| anyhow!("unexpected ready line {line:?}"))?
+            .parse()?;
+        let admin_addr = field("admin=").and_then(|a| a.parse().ok());
+        Ok(Self {
+            child,
+            client_addr,
+            admin_addr,
+        })
+    }
+
+    /// Where clients connect.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// The admin endpoint, if started with `--admin`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// A connection string for this node, with `extra` appended (`;key=value...`).
+    pub fn connection_string(&self, extra: &str) -> String {
+        format!("bootstrapGateways={}{extra}", self.client_addr)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by process id (`TERM`, `INT`, `KILL`).
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{name} {} failed", self.pid());
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit, up to `deadline`.
+    pub fn wait_exit(&mut self, deadline: Duration) -> anyhow::Result<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > deadline {
+                bail!("node {} still running after {deadline:?}", self.pid());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command to completion with a deadline, returning (status, stdout, stderr).
+pub fn run_with_deadline(
+    command: &mut Command,
+    stdin: Option<&[u8]>,
+    deadline: Duration,
+) -> anyhow::Result<(ExitStatus, Vec<u8>, String)> {
+    use std::io::Write;
+    let mut child = command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().context("no stdin")?;
+        pipe.write_all(input)?;
+    }
+    let (tx, rx) = mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(deadline) {
+        Ok(output) => {
+            let output = output?;
+            Ok((
+                output.status,
+                output.stdout,
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            ))
+        }
+        Err(_) => {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+            bail!("command did not finish within {deadline:?}")
+        }
+    }
+}
