@@ -30,7 +30,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show the node's version, object count, locks and connections.
+    /// Show the cluster: nodes, replicas and leaders per node, objects, and the map epoch.
     Status,
     /// Store a value (from VALUE, or from stdin when VALUE is omitted or "-").
     Put {
@@ -132,6 +132,62 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Prints the cluster: every node with its replicas (from the map), the partitions it
+/// leads and the objects in them, and the map epoch.
+async fn print_status(client: &GridClient) -> Result<(), Failure> {
+    client.refresh().await?;
+    let map = client
+        .partition_map()
+        .ok_or_else(|| Failure::Error("no partition map".into()))?;
+    let mut replicas = std::collections::BTreeMap::<u64, usize>::new();
+    for set in &map.replicas {
+        for id in set {
+            *replicas.entry(*id).or_default() += 1;
+        }
+    }
+    println!(
+        "cluster: map epoch {}, {} partitions, {} nodes ({} active)",
+        map.epoch,
+        map.partitions,
+        map.nodes.len(),
+        map.nodes.iter().filter(|n| n.active).count()
+    );
+    println!(
+        "{:>4}  {:<22} {:<8} {:>8} {:>6} {:>9} {:>10} {:>7} {:>9}  version",
+        "node", "address", "state", "replicas", "leads", "objects", "bytes", "locked", "unsettled"
+    );
+    let mut totals = (0u64, 0u64);
+    for node in &map.nodes {
+        let state = if node.active { "active" } else { "gone" };
+        let held = replicas.get(&node.id).copied().unwrap_or(0);
+        match client.node_status(&node.addr).await {
+            Ok(s) => {
+                totals.0 += s.objects;
+                totals.1 += s.value_bytes;
+                println!(
+                    "{:>4}  {:<22} {:<8} {:>8} {:>6} {:>9} {:>10} {:>7} {:>9}  {}",
+                    node.id,
+                    node.addr,
+                    state,
+                    held,
+                    s.partitions_led,
+                    s.objects,
+                    s.value_bytes,
+                    s.locked,
+                    s.unsettled,
+                    s.server_version
+                );
+            }
+            Err(e) => println!(
+                "{:>4}  {:<22} {:<8} {:>8}  unreachable: {e}",
+                node.id, node.addr, state, held
+            ),
+        }
+    }
+    println!("total: {} objects, {} bytes", totals.0, totals.1);
+    Ok(())
+}
+
 fn read_value(value: Option<String>) -> Result<Vec<u8>, Failure> {
     match value.as_deref() {
         Some(v) if v != "-" => Ok(v.as_bytes().to_vec()),
@@ -148,23 +204,7 @@ fn read_value(value: Option<String>) -> Result<Vec<u8>, Failure> {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let client = GridClient::connect(&cli.connect).await?;
     match cli.command {
-        Command::Status => {
-            let s = client.status().await?;
-            println!("node        {}", s.listen);
-            println!("version     {}", s.server_version);
-            println!(
-                "uptime      {}",
-                humantime::format_duration(Duration::from_secs(s.uptime_ms / 1000))
-            );
-            println!("partitions  {}", s.partitions);
-            println!("objects     {}", s.objects);
-            println!("value bytes {}", s.value_bytes);
-            println!("locked      {}", s.locked);
-            println!("lock queue  {}", s.lock_waiters);
-            println!("connections {}", s.connections);
-            println!("requests    {}", s.requests);
-            println!("expired     {}", s.expired);
-        }
+        Command::Status => print_status(&client).await?,
         Command::Put {
             ns,
             key,

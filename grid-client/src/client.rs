@@ -1,15 +1,19 @@
 //! The grid client: a typed API over pipelined, pooled connections.
 //!
-//! Requests go to the first reachable bootstrap gateway (a single node today; the
-//! partition map and leader routing extend [`GridClient::execute`] without changing the
-//! typed API). Each node gets up to `maxPoolSize` connections and requests are spread
-//! over them; each connection carries many requests in flight.
+//! The client fetches the partition map from a bootstrap gateway and sends each operation
+//! straight to the leader of the object's partition, following `NotLeader` redirects and
+//! refreshing the map when a node fails. Each node gets up to `maxPoolSize` connections
+//! and requests are spread over them; each connection carries many requests in flight.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use grid_proto::{check_op, Millis, NodeStatus, ObjKey, ObjectInfo, Op, Reply, Request, Timeout};
+use grid_proto::{
+    check_op, key_hash, partition_of, Millis, NodeStatus, ObjKey, ObjectInfo, Op, PartitionMap,
+    Reply, Request, Timeout,
+};
 
 use crate::conn::Connection;
 use crate::connstr::ClientConfig;
@@ -84,8 +88,15 @@ pub struct UpdateOptions {
     pub unlock: bool,
 }
 
+/// How this client introduces itself to nodes.
+const CLIENT_NAME: &str = concat!("grid-client/", env!("CARGO_PKG_VERSION"));
+
 fn ms(d: Duration) -> Millis {
     d.as_millis().min(u128::from(u64::MAX)) as Millis
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Turns a reply no typed result expects into an error.
@@ -105,6 +116,7 @@ fn unexpected(reply: Reply) -> ClientError {
         Reply::Unauthorized => ClientError::Unauthorized,
         Reply::BadRequest { reason } => ClientError::BadRequest { reason },
         Reply::Unavailable { reason } => ClientError::Unavailable { reason },
+        Reply::OutcomeUnknown { reason } => ClientError::OutcomeUnknown { reason },
         Reply::NotLeader { .. } | Reply::WrongPartitionMap { .. } => ClientError::Unavailable {
             reason: format!("routing: {reply:?}"),
         },
@@ -123,34 +135,36 @@ pub struct GridClient {
 #[derive(Debug)]
 struct Inner {
     config: ClientConfig,
-    /// Index of the gateway in use.
-    gateway: AtomicUsize,
-    /// Up to `max_pool_size` connections to it, opened on demand.
-    pool: Mutex<Vec<Option<Arc<Connection>>>>,
+    /// The partition map, with leaders learned from the nodes' answers.
+    map: Mutex<Option<PartitionMap>>,
+    /// Up to `max_pool_size` connections per node address, opened on demand.
+    pools: Mutex<HashMap<String, Vec<Option<Arc<Connection>>>>>,
     next_slot: AtomicUsize,
-    /// Largest value the node accepts, from its last welcome.
+    /// Largest value the nodes accept, from the last welcome.
     max_value_bytes: AtomicU64,
 }
 
+/// Redirects to another leader a request may follow without counting as a retry.
+const MAX_REDIRECTS: u32 = 8;
+
 impl GridClient {
-    /// Parses a connection string and connects to the first reachable gateway.
+    /// Parses a connection string, reaches a gateway and fetches the partition map.
     pub async fn connect(connection_string: &str) -> Result<Self, ClientError> {
         Self::with_config(connection_string.parse()?).await
     }
 
     /// Connects with an already parsed configuration.
     pub async fn with_config(config: ClientConfig) -> Result<Self, ClientError> {
-        let pool = vec![None; config.max_pool_size as usize];
         let client = GridClient {
             inner: Arc::new(Inner {
                 config,
-                gateway: AtomicUsize::new(0),
-                pool: Mutex::new(pool),
+                map: Mutex::new(None),
+                pools: Mutex::new(HashMap::new()),
                 next_slot: AtomicUsize::new(0),
                 max_value_bytes: AtomicU64::new(u64::MAX),
             }),
         };
-        client.connection().await?;
+        client.refresh_map().await?;
         Ok(client)
     }
 
@@ -159,48 +173,90 @@ impl GridClient {
         &self.inner.config
     }
 
-    fn pool(&self) -> std::sync::MutexGuard<'_, Vec<Option<Arc<Connection>>>> {
-        self.inner
-            .pool
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// Fetches the partition map again.
+    pub async fn refresh(&self) -> Result<(), ClientError> {
+        self.refresh_map().await
     }
 
-    /// A live connection from the pool, opening one (trying gateways in order from the
-    /// current one) when the slot is empty or broken.
-    async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
+    /// The partition map as this client knows it.
+    pub fn partition_map(&self) -> Option<PartitionMap> {
+        lock(&self.inner.map).clone()
+    }
+
+    /// A live pooled connection to `addr`, opened when its slot is empty or broken.
+    async fn connection(&self, addr: &str) -> Result<Arc<Connection>, ClientError> {
         let slots = self.inner.config.max_pool_size as usize;
         let slot = self.inner.next_slot.fetch_add(1, Ordering::Relaxed) % slots;
-        if let Some(conn) = self.pool()[slot].as_ref().filter(|c| !c.is_closed()) {
+        if let Some(conn) = lock(&self.inner.pools)
+            .get(addr)
+            .and_then(|pool| pool[slot].as_ref())
+            .filter(|c| !c.is_closed())
+        {
             return Ok(Arc::clone(conn));
         }
-        let gateways = &self.inner.config.gateways;
-        let start = self.inner.gateway.load(Ordering::Relaxed);
+        let conn = Connection::open(
+            addr,
+            self.inner.config.auth_token.as_deref(),
+            CLIENT_NAME,
+            self.inner.config.connect_timeout,
+        )
+        .await?;
+        self.inner
+            .max_value_bytes
+            .store(conn.max_value_bytes, Ordering::Relaxed);
+        let conn = Arc::new(conn);
+        lock(&self.inner.pools)
+            .entry(addr.to_string())
+            .or_insert_with(|| vec![None; slots])[slot] = Some(Arc::clone(&conn));
+        Ok(conn)
+    }
+
+    /// Addresses to ask for the map: the known nodes first, then the gateways.
+    fn map_sources(&self) -> Vec<String> {
+        let mut sources: Vec<String> = lock(&self.inner.map)
+            .as_ref()
+            .map(|m| {
+                m.nodes
+                    .iter()
+                    .filter(|n| n.active)
+                    .map(|n| n.addr.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for g in &self.inner.config.gateways {
+            let g = g.to_string();
+            if !sources.contains(&g) {
+                sources.push(g);
+            }
+        }
+        sources
+    }
+
+    /// Fetches the partition map from the first node that answers.
+    async fn refresh_map(&self) -> Result<(), ClientError> {
         let mut last_err = None;
-        for i in 0..gateways.len() {
-            let index = (start + i) % gateways.len();
-            let addr = gateways[index].to_string();
-            let opened = Connection::open(
-                &addr,
-                self.inner.config.auth_token.as_deref(),
-                self.inner.config.connect_timeout,
-            )
-            .await;
-            match opened {
+        for addr in self.map_sources() {
+            let fetched = match self.connection(&addr).await {
                 Ok(conn) => {
-                    self.inner
-                        .max_value_bytes
-                        .store(conn.max_value_bytes, Ordering::Relaxed);
-                    let conn = Arc::new(conn);
-                    if index != start {
-                        // Another gateway answered: move the whole pool over to it.
-                        self.inner.gateway.store(index, Ordering::Relaxed);
-                        self.pool().iter_mut().for_each(|c| *c = None);
-                    }
-                    self.pool()[slot] = Some(Arc::clone(&conn));
-                    return Ok(conn);
+                    conn.call(&Request::GetMap, self.inner.config.request_timeout)
+                        .await
                 }
-                Err(ClientError::Unauthorized) => return Err(ClientError::Unauthorized),
+                Err(e) => Err(e),
+            };
+            match fetched {
+                Ok(Reply::Map(map)) if map.partitions > 0 => {
+                    *lock(&self.inner.map) = Some(map);
+                    return Ok(());
+                }
+                Ok(Reply::Map(_)) => {
+                    last_err = Some(ClientError::Unavailable {
+                        reason: format!("{addr} has not joined a cluster yet"),
+                    })
+                }
+                Ok(Reply::Unauthorized) | Err(ClientError::Unauthorized) => {
+                    return Err(ClientError::Unauthorized)
+                }
+                Ok(other) => last_err = Some(unexpected(other)),
                 Err(e) => last_err = Some(e),
             }
         }
@@ -210,38 +266,87 @@ impl GridClient {
         }))
     }
 
-    /// Sends a request, retrying within `maxRequestRetries` when it surely did not run,
-    /// or when it only reads and its connection broke.
+    /// The address of the node believed to lead `obj`'s partition, and the partition.
+    fn route(&self, obj: &ObjKey) -> Option<(String, u32)> {
+        let map = lock(&self.inner.map);
+        let map = map.as_ref()?;
+        let p = partition_of(key_hash(&obj.namespace, &obj.key), map.partitions);
+        let leader = map.leaders.get(p as usize).copied().flatten();
+        let replicas = map.replicas.get(p as usize)?;
+        let id = leader.or_else(|| replicas.first().copied())?;
+        Some((map.addr_of(id)?.to_string(), p))
+    }
+
+    /// Records that `addr` leads partition `p` (from a redirect).
+    fn learn_leader(&self, p: u32, addr: &str) -> bool {
+        let mut map = lock(&self.inner.map);
+        let Some(map) = map.as_mut() else {
+            return false;
+        };
+        let Some(id) = map.nodes.iter().find(|n| n.addr == addr).map(|n| n.id) else {
+            return false;
+        };
+        if let Some(slot) = map.leaders.get_mut(p as usize) {
+            *slot = Some(id);
+        }
+        true
+    }
+
+    /// Sends a request to a node: the partition leader for operations, any node
+    /// otherwise. Follows leader redirects, refreshes the map on failures, and retries
+    /// within `maxRequestRetries` when the request surely did not run, or when it only
+    /// reads.
     async fn call(&self, request: &Request, extra_wait: Duration) -> Result<Reply, ClientError> {
         let idempotent = matches!(
             request,
-            Request::Ping | Request::Status | Request::Op(Op::Read { .. })
+            Request::Ping | Request::Status | Request::GetMap | Request::Op(Op::Read { .. })
         );
         let timeout = self.inner.config.request_timeout + extra_wait;
-        let mut attempt = 0;
+        let (mut attempt, mut redirects) = (0u32, 0u32);
         loop {
-            let result = match self.connection().await {
+            let routed = match request {
+                Request::Op(op) => self.route(op.obj()),
+                _ => None,
+            };
+            let addr = match &routed {
+                Some((addr, _)) => addr.clone(),
+                None => self.map_sources().into_iter().next().unwrap_or_default(),
+            };
+            let result = match self.connection(&addr).await {
                 Ok(conn) => conn.call(request, timeout).await,
                 Err(e) => Err(e),
             };
-            let result = match result {
-                Ok(reply @ (Reply::Unavailable { .. } | Reply::NotLeader { .. })) => {
-                    Err(unexpected(reply))
+            if let (Ok(Reply::NotLeader { leader_hint }), Some((_, p))) = (&result, &routed) {
+                let learned = leader_hint
+                    .as_deref()
+                    .is_some_and(|hint| hint != addr && self.learn_leader(*p, hint));
+                if learned && redirects < MAX_REDIRECTS {
+                    redirects += 1;
+                    continue;
                 }
+            }
+            let result = match result {
+                Ok(
+                    reply @ (Reply::Unavailable { .. }
+                    | Reply::NotLeader { .. }
+                    | Reply::OutcomeUnknown { .. }),
+                ) => Err(unexpected(reply)),
                 other => other,
             };
             let retry = match &result {
                 Err(e) if e.did_not_run() => true,
-                Err(ClientError::ConnectionLost { .. }) => idempotent,
+                Err(e) if e.is_indeterminate() => idempotent,
                 _ => false,
             };
             if !retry || attempt >= self.inner.config.max_request_retries {
                 return result;
             }
             attempt += 1;
-            let backoff = Duration::from_millis(20u64 << attempt.min(6));
+            let backoff = Duration::from_millis(50u64 << attempt.min(5));
             tracing::debug!(attempt, ?backoff, error = ?result.err(), "retrying request");
             tokio::time::sleep(backoff).await;
+            // The node may be gone or no longer lead: learn the map again.
+            let _ = self.refresh_map().await;
         }
     }
 
@@ -265,7 +370,19 @@ impl GridClient {
         }
     }
 
-    /// The node's counters.
+    /// The counters of the node at `addr`.
+    pub async fn node_status(&self, addr: &str) -> Result<NodeStatus, ClientError> {
+        let conn = self.connection(addr).await?;
+        match conn
+            .call(&Request::Status, self.inner.config.request_timeout)
+            .await?
+        {
+            Reply::Status(status) => Ok(status),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The counters of the first node that answers.
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         match self.call(&Request::Status, Duration::ZERO).await? {
             Reply::Status(status) => Ok(status),

@@ -58,6 +58,7 @@ impl Connection {
     pub async fn open(
         addr: &str,
         auth_token: Option<&str>,
+        client_name: &str,
         connect_timeout: Duration,
     ) -> Result<Self, ClientError> {
         let connect_err = |reason: String| ClientError::Connect {
@@ -93,7 +94,7 @@ impl Connection {
         };
         let hello = Request::Hello {
             auth_token: auth_token.map(str::to_string),
-            client_name: format!("grid-client/{}", env!("CARGO_PKG_VERSION")),
+            client_name: client_name.to_string(),
         };
         match conn.call(&hello, connect_timeout).await {
             Ok(Reply::Welcome {

@@ -39,6 +39,13 @@ pub enum ClientError {
         /// Why it closed.
         reason: String,
     },
+    /// The write reached the partition's log but leadership changed before it was
+    /// confirmed: it may or may not have taken effect.
+    #[error("outcome unknown: {reason}")]
+    OutcomeUnknown {
+        /// What the node said.
+        reason: String,
+    },
     /// The node refused the token.
     #[error("unauthorized: the node requires a valid authToken")]
     Unauthorized,
@@ -97,6 +104,17 @@ impl ClientError {
         matches!(
             self,
             ClientError::Connect { .. } | ClientError::Unavailable { .. }
+        )
+    }
+
+    /// True when a write may or may not have happened (timeout, broken connection,
+    /// leadership change mid-write).
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Timeout { .. }
+                | ClientError::ConnectionLost { .. }
+                | ClientError::OutcomeUnknown { .. }
         )
     }
 }

@@ -57,15 +57,36 @@ struct ServeArgs {
     /// itself.
     #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
     lock_lease: Duration,
+    /// Join the cluster through these members (comma-separated host:port). Without it the
+    /// node bootstraps a new cluster.
+    #[arg(long, value_delimiter = ',')]
+    join: Vec<String>,
+    /// Replicas per partition of a new cluster (fewer while it has fewer nodes).
+    #[arg(long, default_value_t = 3)]
+    replicas: u32,
+    /// Address other nodes and clients reach this node at (default: the --listen address).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// How long a node may be unreachable before its partitions are re-replicated
+    /// elsewhere, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    down_after: Duration,
+    /// Raft election timeout (lower bound; the upper is twice this), e.g. 1s.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    raft_election_timeout: Duration,
+    /// Testing only: serve POST /faults/block on the admin port to cut this node off from
+    /// the listed peers. Never enable in production.
+    #[arg(long)]
+    fault_injection: bool,
 }
 
 #[derive(Debug, Args)]
 struct LocalArgs {
-    /// Nodes to start. Multi-node clusters need the replicated cluster (coming next);
-    /// until then only 1 is accepted.
-    #[arg(long, default_value_t = 1)]
+    /// Nodes to start, on consecutive ports from --port; the first bootstraps the
+    /// cluster and the others join it.
+    #[arg(long, default_value_t = 3)]
     nodes: u32,
-    /// Client port of the first node.
+    /// Client port of the first node; node i listens on port + i.
     #[arg(long, default_value_t = DEFAULT_PORT)]
     port: u16,
     /// Check the grid and exit instead of serving until Ctrl-C.
@@ -82,6 +103,12 @@ impl ServeArgs {
             max_value_bytes: self.max_value_bytes,
             partitions: self.partitions,
             default_lock_lease: self.lock_lease,
+            join: self.join.clone(),
+            replicas: self.replicas,
+            advertise: self.advertise.clone(),
+            down_after: self.down_after,
+            raft_election_timeout: self.raft_election_timeout,
+            fault_injection: self.fault_injection,
             ..NodeConfig::default()
         }
     }
@@ -105,7 +132,7 @@ pub fn main() -> anyhow::Result<()> {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GRID_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -177,36 +204,67 @@ impl Signals {
 }
 
 async fn local(args: LocalArgs) -> anyhow::Result<()> {
-    if args.nodes != 1 {
-        bail!(
-            "--nodes {}: this build runs single-node grids only; multi-node clusters arrive with the replicated cluster",
-            args.nodes
-        );
+    if !(1..=16).contains(&args.nodes) {
+        bail!("--nodes {} must be between 1 and 16", args.nodes);
     }
-    let config = NodeConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], args.port)),
-        ..NodeConfig::default()
-    };
     let signals = Signals::install()?;
-    let node = start(config).await?;
-    let connection = format!("bootstrapGateways={}", node.client_addr());
+    let mut nodes = Vec::new();
+    for i in 0..args.nodes {
+        let port = args
+            .port
+            .checked_add(i as u16)
+            .context("--port leaves no room for that many nodes")?;
+        let join = nodes
+            .first()
+            .map(|n: &RunningNode| vec![n.client_addr().to_string()])
+            .unwrap_or_default();
+        let config = NodeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            join,
+            ..NodeConfig::default()
+        };
+        nodes.push(start(config).await?);
+    }
+    let gateways: Vec<String> = nodes.iter().map(|n| n.client_addr().to_string()).collect();
+    let connection = format!("bootstrapGateways={}", gateways.join(","));
     println!("connection string: {connection}");
-    let checked = self_check(&connection).await;
+    let checked = self_check(&connection, nodes.len()).await;
     if let Err(err) = &checked {
         println!("self-check FAILED: {err:#}");
     }
-    if args.check_only || checked.is_err() {
-        node.shutdown().await;
-        return checked;
+    if !args.check_only && checked.is_ok() {
+        println!("try: GRID_CONNECTION='{connection}' gridctl status");
+        println!("serving until Ctrl-C");
+        signals.recv().await;
     }
-    println!("try: GRID_CONNECTION='{connection}' gridctl get demo greeting");
-    println!("serving until Ctrl-C");
-    stop_on_signal(node, signals).await
+    for node in nodes.into_iter().rev() {
+        node.shutdown().await;
+    }
+    checked
 }
 
-/// Shows the grid working through the real client: write, read, lock, unlock.
-async fn self_check(connection: &str) -> anyhow::Result<()> {
+/// Shows the grid working through the real client: every node holds its share of the
+/// partitions, then a write, read, lock and unlock.
+async fn self_check(connection: &str, nodes: usize) -> anyhow::Result<()> {
     let client = GridClient::connect(connection).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let map = client.partition_map().context("no partition map")?;
+        let active = map.nodes.iter().filter(|n| n.active).count();
+        let placed = map.replicas.iter().all(|r| r.len() == nodes.min(3));
+        if active == nodes && placed {
+            println!(
+                "cluster: {active} nodes, {} partitions, map epoch {}",
+                map.partitions, map.epoch
+            );
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the cluster did not form within 60 s ({active} of {nodes} nodes active)");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        client.refresh().await?;
+    }
     let version = client
         .put("demo", "greeting", "hello from the grid", Timeout::None)
         .await?;

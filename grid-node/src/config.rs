@@ -34,6 +34,23 @@ pub struct NodeConfig {
     pub tick_interval: Duration,
     /// How long shutdown waits for connections to finish their replies. Default 5 s.
     pub shutdown_grace: Duration,
+    /// Members to join through; empty bootstraps a new cluster. Default: empty.
+    pub join: Vec<String>,
+    /// Address other nodes and clients use for this node. Default: the bound client
+    /// address.
+    pub advertise: Option<String>,
+    /// Replicas per partition of a new cluster (fewer while it has fewer nodes). Default 3.
+    pub replicas: u32,
+    /// How long a node may be unreachable before its partitions are re-replicated
+    /// elsewhere. Default 10 s.
+    pub down_after: Duration,
+    /// Raft heartbeat interval. Default 100 ms.
+    pub raft_heartbeat: Duration,
+    /// Raft election timeout, lower bound (the upper is twice this). Default 1 s.
+    pub raft_election_timeout: Duration,
+    /// Serve `POST /faults/block` on the admin port, to cut this node off from peers in
+    /// fault tests. Never in production. Default off.
+    pub fault_injection: bool,
 }
 
 impl Default for NodeConfig {
@@ -48,6 +65,13 @@ impl Default for NodeConfig {
             max_waiters_per_object: 1024,
             tick_interval: Duration::from_millis(10),
             shutdown_grace: Duration::from_secs(5),
+            join: Vec::new(),
+            advertise: None,
+            replicas: 3,
+            down_after: Duration::from_secs(10),
+            raft_heartbeat: Duration::from_millis(100),
+            raft_election_timeout: Duration::from_secs(1),
+            fault_injection: false,
         }
     }
 }
@@ -83,6 +107,12 @@ pub enum ConfigError {
     /// Lease and tick must be positive.
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
+    /// Replication factor out of range.
+    #[error("--replicas {0} must be between 1 and 7")]
+    Replicas(u32),
+    /// An election must outlast several heartbeats.
+    #[error("--raft-election-timeout must be at least 3 x --raft-heartbeat")]
+    ElectionTimeout,
 }
 
 /// Largest `--max-value-bytes`: a frame's length must fit in 32 bits.
@@ -119,6 +149,15 @@ impl NodeConfig {
         }
         if self.tick_interval.is_zero() {
             return Err(ConfigError::ZeroDuration("tick interval"));
+        }
+        if !(1..=7).contains(&self.replicas) {
+            return Err(ConfigError::Replicas(self.replicas));
+        }
+        if self.raft_heartbeat.is_zero() {
+            return Err(ConfigError::ZeroDuration("--raft-heartbeat"));
+        }
+        if self.raft_election_timeout < self.raft_heartbeat * 3 {
+            return Err(ConfigError::ElectionTimeout);
         }
         Ok(())
     }

@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::inc;
 use crate::node::Node;
-use crate::partition::Execution;
+
+/// Hello names starting with this come from other nodes of the cluster.
+const PEER_CLIENT_PREFIX: &str = "grid-peer/";
 
 /// Replies queued for the writer before the reader stops reading (backpressure).
 const REPLY_QUEUE: usize = 1024;
@@ -32,12 +34,16 @@ const WRITE_BATCH_BYTES: usize = 256 * 1024;
 /// How long a closing connection may take to flush its last replies.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
 
-type Waiting = Pin<Box<dyn Future<Output = (u64, Reply)> + Send>>;
+type Pending = Pin<Box<dyn Future<Output = (u64, Reply)> + Send>>;
+
+/// Largest frame a peer node may send (Raft batches and snapshot chunks).
+const PEER_MAX_FRAME: usize = 1 << 30;
 
 /// What to do after a frame.
 enum Step {
     Reply(u64, Reply),
-    Wait(u64, tokio::sync::oneshot::Receiver<Reply>),
+    /// The reply comes later; other requests go on meanwhile.
+    Later(Pending),
     /// Send the reply, then close: the stream or the session cannot go on.
     Close(u64, Reply),
 }
@@ -64,16 +70,26 @@ pub async fn serve(stream: TcpStream, ctx: ConnContext) {
     let mut frames = FramedRead::new(rd, FrameCodec::new(node.config().max_frame()));
     let (tx, rx) = mpsc::channel(REPLY_QUEUE);
     let writer = tokio::spawn(write_replies(wr, rx));
-    let mut waiting: FuturesUnordered<Waiting> = FuturesUnordered::new();
-    let mut authenticated = node.config().auth_token.is_none();
+    let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
+    let mut authenticated = if node.config().auth_token.is_none() {
+        Auth::Client
+    } else {
+        Auth::None
+    };
 
     loop {
         let step = tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
-            Some((id, reply)) = waiting.next(), if !waiting.is_empty() => Step::Reply(id, reply),
+            Some((id, reply)) = pending.next(), if !pending.is_empty() => Step::Reply(id, reply),
             frame = frames.next() => match frame {
                 None => break,
-                Some(Ok(frame)) => handle(&ctx, &mut authenticated, frame),
+                Some(Ok(frame)) => {
+                    let step = handle(&ctx, &mut authenticated, frame);
+                    if authenticated == Auth::Peer {
+                        frames.decoder_mut().set_max_frame(PEER_MAX_FRAME);
+                    }
+                    step
+                }
                 Some(Err(err)) => match frame_error_reply(&node, err) {
                     Some((id, reply)) => Step::Close(id, reply),
                     None => break,
@@ -86,12 +102,7 @@ pub async fn serve(stream: TcpStream, ctx: ConnContext) {
                     break;
                 }
             }
-            Step::Wait(id, rx) => waiting.push(Box::pin(async move {
-                let reply = rx.await.unwrap_or_else(|_| Reply::Unavailable {
-                    reason: "the lock wait was cancelled".into(),
-                });
-                (id, reply)
-            })),
+            Step::Later(future) => pending.push(future),
             Step::Close(id, reply) => {
                 let _ = tx.send((id, reply)).await;
                 break;
@@ -99,8 +110,8 @@ pub async fn serve(stream: TcpStream, ctx: ConnContext) {
         }
     }
     drop(tx);
-    // Dropping the waits releases their queue places (the partition skips closed waiters).
-    drop(waiting);
+    // Dropping pending requests releases their lock-queue places.
+    drop(pending);
     let abort = writer.abort_handle();
     if tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
         abort.abort();
@@ -110,7 +121,18 @@ pub async fn serve(stream: TcpStream, ctx: ConnContext) {
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-fn handle(ctx: &ConnContext, authenticated: &mut bool, frame: Frame) -> Step {
+/// What a connection has proven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// Nothing yet; only a hello is accepted.
+    None,
+    /// A client (or no token is required).
+    Client,
+    /// Another node of the cluster.
+    Peer,
+}
+
+fn handle(ctx: &ConnContext, auth: &mut Auth, frame: Frame) -> Step {
     let node = &ctx.node;
     let id = frame.request_id;
     let request = match decode::<Request>(&frame.payload) {
@@ -136,7 +158,11 @@ fn handle(ctx: &ConnContext, authenticated: &mut bool, frame: Frame) -> Step {
             tracing::warn!(client = %client_name, "authentication failed");
             return Step::Close(id, Reply::Unauthorized);
         }
-        *authenticated = true;
+        *auth = if client_name.starts_with(PEER_CLIENT_PREFIX) {
+            Auth::Peer
+        } else {
+            Auth::Client
+        };
         return Step::Reply(
             id,
             Reply::Welcome {
@@ -145,7 +171,7 @@ fn handle(ctx: &ConnContext, authenticated: &mut bool, frame: Frame) -> Step {
             },
         );
     }
-    if !*authenticated {
+    if *auth == Auth::None {
         inc(&node.metrics.auth_failures_total);
         return Step::Close(id, Reply::Unauthorized);
     }
@@ -153,10 +179,18 @@ fn handle(ctx: &ConnContext, authenticated: &mut bool, frame: Frame) -> Step {
         Request::Hello { .. } => unreachable!("handled above"),
         Request::Ping => Step::Reply(id, Reply::Pong),
         Request::Status => Step::Reply(id, Reply::Status(node.status(ctx.listen.clone()))),
-        Request::Op(op) => match node.execute(&op) {
-            Execution::Ready(reply) => Step::Reply(id, reply),
-            Execution::Waiting(rx) => Step::Wait(id, rx),
-        },
+        Request::GetMap => Step::Reply(id, Reply::Map(node.map())),
+        Request::Op(op) => {
+            let node = Arc::clone(node);
+            Step::Later(Box::pin(async move { (id, node.execute(op).await) }))
+        }
+        Request::Peer { payload } => {
+            let node = Arc::clone(node);
+            Step::Later(Box::pin(async move {
+                let payload = node.cluster().handle_peer(&payload).await;
+                (id, Reply::Peer { payload })
+            }))
+        }
     }
 }
 

@@ -37,7 +37,7 @@ pub fn get(counter: &AtomicU64) -> u64 {
 impl Metrics {
     /// Renders the counters and the node status as Prometheus text.
     pub fn render(&self, status: &NodeStatus) -> String {
-        let rows: [(&str, &str, &str, u64); 12] = [
+        let rows: [(&str, &str, &str, u64); 15] = [
             (
                 "grid_connections_total",
                 "counter",
@@ -102,8 +102,26 @@ impl Metrics {
             (
                 "grid_partitions",
                 "gauge",
-                "Partitions held by this node.",
+                "Partition replicas held by this node.",
                 u64::from(status.partitions),
+            ),
+            (
+                "grid_partitions_led",
+                "gauge",
+                "Partitions this node leads.",
+                u64::from(status.partitions_led),
+            ),
+            (
+                "grid_partitions_unsettled",
+                "gauge",
+                "Partitions whose replicas do not match the map yet.",
+                u64::from(status.unsettled),
+            ),
+            (
+                "grid_map_epoch",
+                "gauge",
+                "Partition map epoch known to this node.",
+                status.map_epoch,
             ),
         ];
         let mut out = String::new();

@@ -1,24 +1,72 @@
-//! One partition as its leader runs it: the replicated [`Store`] plus the leader-local
-//! [`LockQueue`]. Still synchronous and clock-driven; the node wraps it in a mutex and
-//! the connection tasks await the channels it hands back.
+//! One partition's replicated state: the [`Store`] plus the FIFO queues of requests waiting
+//! for locks. Pure and deterministic: every replica applies the same [`Command`]s with the
+//! same `now` (the leader's clock, carried in the log) and reaches the same state, so a
+//! lock passes to the next waiter inside the apply that releases it, on every replica
+//! alike, with no second round trip and no chance for a newer request to barge in.
+//!
+//! A waiter is named by a [`WaiterId`]: the node that holds the client's request and a
+//! sequence number there. Answers to waiters come out in [`Outcome::answers`]; only the
+//! node that owns a waiter acts on them. A new leader drops the waiters of other nodes
+//! ([`Command::AdoptWaiters`]): their requests failed with the old leader and are retried.
 //!
 //! ```text
-//! execute(op, now) ─▶ store.apply ─▶ reply ─────────────────────────▶ Ready(reply)
-//!                            │  └─ Locked + wait ─▶ queue.push ───────▶ Wait(rx)
-//!                            └─ LockFreed ─▶ hand_off: apply the first waiter's
-//!                                            read-and-lock, answer it on its channel
-//! tick(now) ─▶ store.tick (expiry, lease ends) + due waiters (wait over, or take-over)
+//! apply(Op, waiter) ─▶ store.apply ─▶ reply ──────────────────────▶ Outcome.reply
+//!                           │   └─ Locked + wait ─▶ queue (reply = None, answered later)
+//!                           └─ LockFreed ─▶ first waiter's read-and-lock ─▶ Outcome.answers
+//! apply(Tick) ─▶ expiry and lease ends; waiters whose wait ended or may take over
 //! ```
 
 use std::collections::VecDeque;
 
 use grid_proto::{Millis, ObjKey, Op, Reply};
-use tokio::sync::oneshot;
+use serde::{Deserialize, Serialize};
 
 use crate::store::{LockQueue, LockWait, Store, StoreConfig, StoreEvent, StoreStats};
 
+/// A node's identity in the cluster.
+pub type NodeId = u64;
+
+/// Names a parked read-and-lock: the node holding the client's request, and a number
+/// unique on that node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WaiterId {
+    /// The node that answers it.
+    pub owner: NodeId,
+    /// Unique on that node.
+    pub seq: u64,
+}
+
+/// An input of the partition state machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A client operation. A read-and-lock that must wait is parked under `waiter`.
+    Op {
+        /// The operation.
+        op: Op,
+        /// Where a later answer goes, if it waits.
+        waiter: Option<WaiterId>,
+    },
+    /// Expire due objects and leases; answer waiters whose wait ended or who may take over.
+    Tick,
+    /// Accesses seen by lock-free reads, batched, for sliding expiry.
+    Touch {
+        /// Objects read, each with the leader's clock at the read.
+        accesses: Vec<(ObjKey, Millis)>,
+    },
+    /// The waiter's request went away (its connection closed).
+    CancelWait {
+        /// The waiter.
+        waiter: WaiterId,
+    },
+    /// A new leader: forget the waiters of every other node.
+    AdoptWaiters {
+        /// The new leader.
+        owner: NodeId,
+    },
+}
+
 /// An expired object, for `Session_End`-style delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Expiration {
     /// The object.
     pub obj: ObjKey,
@@ -28,17 +76,19 @@ pub struct Expiration {
     pub version: u64,
 }
 
-/// How an operation's reply arrives.
-#[derive(Debug)]
-pub enum Execution {
-    /// The reply is ready now.
-    Ready(Reply),
-    /// The request waits in the object's lock queue; the reply comes on this channel.
-    Waiting(oneshot::Receiver<Reply>),
+/// What applying one command produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The answer to the command's own request; `None` when it was parked to wait.
+    pub reply: Option<Reply>,
+    /// Answers to requests parked earlier.
+    pub answers: Vec<(WaiterId, Reply)>,
+    /// Objects that expired.
+    pub expired: Vec<Expiration>,
 }
 
-/// Settings of the partition runtime.
-#[derive(Debug, Clone, Copy)]
+/// Settings of a partition; identical on every replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionConfig {
     /// State-machine settings.
     pub store: StoreConfig,
@@ -55,16 +105,15 @@ impl Default for PartitionConfig {
     }
 }
 
-type Handle = oneshot::Sender<Reply>;
-
-/// A partition's store and lock waiters.
-#[derive(Debug)]
+/// A partition's objects and lock waiters.
+#[derive(Debug, Clone)]
 pub struct Partition {
     store: Store,
-    waiters: LockQueue<Handle>,
+    waiters: LockQueue<WaiterId>,
 }
 
-fn is_lock_grant(reply: &Reply) -> bool {
+/// True for the replies that grant a lock.
+pub fn is_lock_grant(reply: &Reply) -> bool {
     matches!(reply, Reply::Retrieved { .. } | Reply::NotModified { .. })
 }
 
@@ -108,63 +157,12 @@ impl Partition {
         self.waiters.len()
     }
 
-    /// Runs one validated operation at `now`. Expirations it caused are appended to
-    /// `expired`.
-    pub fn execute(&mut self, op: &Op, now: Millis, expired: &mut Vec<Expiration>) -> Execution {
-        if let Op::ReadAndLock { obj, wait_ms, .. } = op {
-            if self.waiters.has_waiters(obj) {
-                // Earlier waiters go first: settle the object (a lapsed lease hands the
-                // lock to them), and join the back of the queue if it is still held. This
-                // holds for a request that will not wait too, or it would take a lapsed
-                // lock from under the queue.
-                let events = self.store.settle_object(obj, now);
-                self.process(events, now, expired);
-                if *wait_ms > 0 && self.waiters.has_waiters(obj) {
-                    if let Some((_, age)) = self.store.lock_of(obj, now) {
-                        return self.park(op, age, now);
-                    }
-                }
-            }
-        }
-        let applied = self.store.apply(op, now);
-        self.process(applied.events, now, expired);
-        match (&applied.reply, op) {
-            (Reply::Locked { lock_age_ms, .. }, Op::ReadAndLock { wait_ms, .. })
-                if *wait_ms > 0 =>
-            {
-                self.park(op, *lock_age_ms, now)
-            }
-            _ => Execution::Ready(applied.reply),
-        }
+    /// The store, for lock-free reads on the leader.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
-    /// Expires due objects and leases, and retries waiters whose wait ended or whose
-    /// take-over time came. Returns the expirations.
-    pub fn tick(&mut self, now: Millis) -> Vec<Expiration> {
-        let mut expired = Vec::new();
-        let events = self.store.tick(now);
-        self.process(events, now, &mut expired);
-        while let Some(waiter) = self.waiters.pop_due(now) {
-            if waiter.handle.is_closed() {
-                continue;
-            }
-            let applied = self.store.apply(&lock_op(&waiter.obj, &waiter.wait), now);
-            self.process(applied.events, now, &mut expired);
-            match applied.reply {
-                Reply::Locked { lock_age_ms, .. } if now < waiter.wait.wait_until => {
-                    let at = wake_at(&waiter.wait, lock_age_ms, now);
-                    self.waiters.requeue(waiter, at);
-                }
-                reply => {
-                    let events = self.deliver(&waiter.obj, waiter.handle, reply, now);
-                    self.process(events, now, &mut expired);
-                }
-            }
-        }
-        expired
-    }
-
-    /// The earliest time `tick` has work.
+    /// The earliest time a [`Command::Tick`] has work.
     pub fn next_deadline(&self) -> Option<Millis> {
         match (self.store.next_deadline(), self.waiters.next_wakeup()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -172,61 +170,129 @@ impl Partition {
         }
     }
 
-    fn park(&mut self, op: &Op, lock_age_ms: Millis, now: Millis) -> Execution {
-        let Op::ReadAndLock {
-            obj,
-            cached_version,
-            lease_ms,
-            wait_ms,
-            take_over_after_ms,
-        } = op
-        else {
-            unreachable!("only read-and-lock waits")
+    /// Applies one command at `now`.
+    pub fn apply(&mut self, command: &Command, now: Millis) -> Outcome {
+        let mut out = Outcome::default();
+        match command {
+            Command::Op { op, waiter } => {
+                out.reply = self.execute(op, *waiter, now, &mut out);
+            }
+            Command::Tick => self.tick(now, &mut out),
+            Command::Touch { accesses } => {
+                for (obj, at) in accesses {
+                    self.store.touch_existing(obj, (*at).min(now));
+                }
+            }
+            Command::CancelWait { waiter } => {
+                self.waiters.retain(|w| w != waiter);
+            }
+            Command::AdoptWaiters { owner } => {
+                self.waiters.retain(|w| w.owner == *owner);
+            }
+        }
+        out
+    }
+
+    fn execute(
+        &mut self,
+        op: &Op,
+        waiter: Option<WaiterId>,
+        now: Millis,
+        out: &mut Outcome,
+    ) -> Option<Reply> {
+        if let Op::ReadAndLock { obj, .. } = op {
+            if self.waiters.has_waiters(obj) {
+                // Earlier waiters go first: settle the object (a lapsed lease hands the lock
+                // to them), and if it is still held, wait behind them or answer Locked.
+                let events = self.store.settle_object(obj, now);
+                self.process(events, now, out);
+                if self.waiters.has_waiters(obj) {
+                    if let Some((lock_id, lock_age_ms)) = self.store.lock_of(obj, now) {
+                        // It found the object: an access, as `store.apply` would count it.
+                        self.store.touch_existing(obj, now);
+                        return self.park_or_locked(op, waiter, lock_id, lock_age_ms, now);
+                    }
+                }
+            }
+        }
+        let applied = self.store.apply(op, now);
+        self.process(applied.events, now, out);
+        match applied.reply {
+            Reply::Locked {
+                lock_id,
+                lock_age_ms,
+            } if matches!(op, Op::ReadAndLock { .. }) => {
+                self.park_or_locked(op, waiter, lock_id, lock_age_ms, now)
+            }
+            reply => Some(reply),
+        }
+    }
+
+    /// Parks a read-and-lock that may wait; answers `Locked` to one that may not.
+    fn park_or_locked(
+        &mut self,
+        op: &Op,
+        waiter: Option<WaiterId>,
+        lock_id: u64,
+        lock_age_ms: Millis,
+        now: Millis,
+    ) -> Option<Reply> {
+        let locked = Reply::Locked {
+            lock_id,
+            lock_age_ms,
         };
+        let (
+            Op::ReadAndLock {
+                obj,
+                cached_version,
+                lease_ms,
+                wait_ms,
+                take_over_after_ms,
+            },
+            Some(waiter),
+        ) = (op, waiter)
+        else {
+            return Some(locked);
+        };
+        if *wait_ms == 0 {
+            return Some(locked);
+        }
         let wait = LockWait {
             cached_version: *cached_version,
             lease_ms: *lease_ms,
             take_over_after_ms: *take_over_after_ms,
             wait_until: now.saturating_add(*wait_ms),
         };
-        let (tx, rx) = oneshot::channel();
-        let at = wake_at(&wait, lock_age_ms, now);
-        match self.waiters.push(obj.clone(), wait, at, tx) {
-            Ok(_) => Execution::Waiting(rx),
-            Err(full) => Execution::Ready(Reply::Unavailable {
+        match self
+            .waiters
+            .push(obj.clone(), wait, wake_at(&wait, lock_age_ms, now), waiter)
+        {
+            Ok(_) => None,
+            Err(full) => Some(Reply::Unavailable {
                 reason: full.to_string(),
             }),
         }
     }
 
-    /// Sends a waiter its reply. A lock granted to a waiter that has gone away is released
-    /// again; the events of that release are returned so the lock passes on.
-    fn deliver(
-        &mut self,
-        obj: &ObjKey,
-        handle: Handle,
-        reply: Reply,
-        now: Millis,
-    ) -> Vec<StoreEvent> {
-        let granted = is_lock_grant(&reply);
-        if handle.send(reply).is_ok() || !granted {
-            return Vec::new();
-        }
-        match self.store.lock_of(obj, now) {
-            Some((lock_id, _)) => {
-                let unlock = Op::Unlock {
-                    obj: obj.clone(),
-                    lock_id,
-                };
-                self.store.apply(&unlock, now).events
+    fn tick(&mut self, now: Millis, out: &mut Outcome) {
+        let events = self.store.tick(now);
+        self.process(events, now, out);
+        while let Some(waiter) = self.waiters.pop_due(now) {
+            let applied = self.store.apply(&lock_op(&waiter.obj, &waiter.wait), now);
+            self.process(applied.events, now, out);
+            match applied.reply {
+                Reply::Locked { lock_age_ms, .. } if now < waiter.wait.wait_until => {
+                    let at = wake_at(&waiter.wait, lock_age_ms, now);
+                    self.waiters.requeue(waiter, at);
+                }
+                reply => out.answers.push((waiter.handle, reply)),
             }
-            None => Vec::new(),
         }
     }
 
-    /// Acts on store events: collects expirations and hands freed locks on, until no
-    /// more events come.
-    fn process(&mut self, events: Vec<StoreEvent>, now: Millis, expired: &mut Vec<Expiration>) {
+    /// Acts on store events: collects expirations and hands freed locks to the first
+    /// waiter, until no more events come.
+    fn process(&mut self, events: Vec<StoreEvent>, now: Millis, out: &mut Outcome) {
         let mut pending = VecDeque::from(events);
         while let Some(event) = pending.pop_front() {
             match event {
@@ -234,34 +300,52 @@ impl Partition {
                     obj,
                     value,
                     version,
-                } => expired.push(Expiration {
+                } => out.expired.push(Expiration {
                     obj,
                     value,
                     version,
                 }),
                 StoreEvent::LockFreed { obj } => {
                     while let Some(waiter) = self.waiters.pop_front(&obj) {
-                        if waiter.handle.is_closed() {
-                            continue;
-                        }
                         let applied = self.store.apply(&lock_op(&obj, &waiter.wait), now);
                         pending.extend(applied.events);
-                        let granted = is_lock_grant(&applied.reply);
                         if let Reply::Locked { lock_age_ms, .. } = applied.reply {
-                            // Someone holds it again; keep the waiter's place.
+                            // Held again already; keep the waiter's place.
                             let at = wake_at(&waiter.wait, lock_age_ms, now);
                             self.waiters.requeue(waiter, at);
                             break;
                         }
-                        pending.extend(self.deliver(&obj, waiter.handle, applied.reply, now));
+                        let granted = is_lock_grant(&applied.reply);
+                        out.answers.push((waiter.handle, applied.reply));
                         if granted {
-                            // Delivered, or released again for the next waiter.
                             break;
                         }
+                        // NotFound and the like: the next waiter is told too.
                     }
                 }
             }
         }
+    }
+
+    /// Serializes the partition (objects, locks, waiters).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let waiters = postcard::to_allocvec(&self.waiters)
+            .unwrap_or_else(|e| panic!("waiter snapshot encode failed: {e}"));
+        postcard::to_allocvec(&(self.store.snapshot(), waiters))
+            .unwrap_or_else(|e| panic!("partition snapshot encode failed: {e}"))
+    }
+
+    /// Rebuilds a partition from [`Partition::snapshot`] bytes.
+    pub fn restore(
+        config: PartitionConfig,
+        bytes: &[u8],
+    ) -> Result<Self, crate::store::SnapshotError> {
+        let corrupt = |e: postcard::Error| crate::store::SnapshotError::Corrupt(e.to_string());
+        let (store, waiters): (Vec<u8>, Vec<u8>) = postcard::from_bytes(bytes).map_err(corrupt)?;
+        Ok(Self {
+            store: Store::restore(config.store, &store)?,
+            waiters: postcard::from_bytes(&waiters).map_err(corrupt)?,
+        })
     }
 }
 

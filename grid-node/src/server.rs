@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin;
 use crate::clock::Clock;
+use crate::cluster::runtime::{ClusterConfig, ClusterError, ClusterNode};
 use crate::config::{ConfigError, NodeConfig};
 use crate::conn::{self, ConnContext};
 use crate::node::Node;
@@ -23,6 +24,9 @@ pub enum StartError {
     /// A setting is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The node could not bootstrap or join its cluster.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// An address could not be bound.
     #[error("cannot listen on {addr} (--{flag}): {source}")]
     Bind {
@@ -102,7 +106,24 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let grace = config.shutdown_grace;
     let tick = config.tick_interval;
-    let node = Arc::new(Node::new(config, clock));
+    let cluster = Arc::new(ClusterNode::new(
+        ClusterConfig {
+            advertise: config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| client_addr.to_string()),
+            join: config.join.clone(),
+            partitions: config.partitions,
+            replicas: config.replicas,
+            down_after: config.down_after,
+            heartbeat: config.raft_heartbeat,
+            election_timeout: config.raft_election_timeout,
+            auth_token: config.auth_token.clone(),
+            partition: config.partition_config(),
+        },
+        Arc::clone(&clock),
+    )?);
+    let node = Arc::new(Node::new(config, Arc::clone(&cluster), clock));
     let shutdown = CancellationToken::new();
 
     let mut tasks = JoinSet::new();
@@ -112,7 +133,13 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
         shutdown: shutdown.clone(),
     };
     tasks.spawn(accept_loop(listener, ctx.clone(), grace));
-    tasks.spawn(ticker(Arc::clone(&node), tick, shutdown.clone()));
+    // Peers must reach this node while it joins, so the listener is up first.
+    if let Err(e) = cluster.start().await {
+        shutdown.cancel();
+        while tasks.join_next().await.is_some() {}
+        return Err(e.into());
+    }
+    tasks.spawn(Arc::clone(&cluster).run(tick, shutdown.clone()));
     if let Some(listener) = admin_listener {
         tasks.spawn(admin::serve(listener, ctx));
     }
@@ -156,16 +183,5 @@ async fn accept_loop(listener: TcpListener, ctx: ConnContext, grace: Duration) {
     let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} });
     if drained.await.is_err() {
         conns.abort_all();
-    }
-}
-
-async fn ticker(node: Arc<Node>, every: Duration, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = interval.tick() => node.tick(),
-        }
     }
 }

@@ -75,6 +75,12 @@ impl FrameCodec {
     pub fn max_frame(&self) -> usize {
         self.max_frame
     }
+
+    /// Changes the limit for the frames still to come (a peer node, once authenticated,
+    /// may send Raft batches larger than one value).
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
+    }
 }
 
 impl Decoder for FrameCodec {

@@ -7,6 +7,7 @@
 use rkyv::rancor::Error as RkyvError;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
+use serde::{Deserialize as SerdeDeserialize, Serialize as SerdeSerialize};
 use thiserror::Error;
 
 /// Milliseconds. Points in time are milliseconds since the Unix epoch, read from the
@@ -14,7 +15,20 @@ use thiserror::Error;
 pub type Millis = u64;
 
 /// An object's identity: its namespace and its key.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    SerdeSerialize,
+    SerdeDeserialize,
+)]
 pub struct ObjKey {
     /// Isolates the keys of one application (ScaleOut: a named cache).
     pub namespace: String,
@@ -33,7 +47,19 @@ impl ObjKey {
 }
 
 /// When an object expires by itself.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    SerdeSerialize,
+    SerdeDeserialize,
+)]
 pub enum Timeout {
     /// Never expires.
     #[default]
@@ -52,7 +78,9 @@ pub enum Timeout {
 }
 
 /// An operation on one object: the input of the partition state machine.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, SerdeSerialize, SerdeDeserialize,
+)]
 pub enum Op {
     /// Adds the object if absent. Replies `Added` or `AlreadyExists`.
     Create {
@@ -192,10 +220,77 @@ pub enum Request {
     Status,
     /// An object operation.
     Op(Op),
+    /// The partition map, with the leaders this node knows. Replies `Map`.
+    GetMap,
+    /// Node-to-node traffic (Raft, joins), encoded by the nodes themselves.
+    Peer {
+        /// The encoded peer message.
+        payload: Vec<u8>,
+    },
+}
+
+/// A node of the cluster, as the map shows it.
+#[derive(
+    Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, SerdeSerialize, SerdeDeserialize,
+)]
+pub struct MapNode {
+    /// Its id.
+    pub id: u64,
+    /// Its client address.
+    pub addr: String,
+    /// False once it is leaving or down.
+    pub active: bool,
+}
+
+/// Where every partition lives.
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Default,
+    SerdeSerialize,
+    SerdeDeserialize,
+)]
+pub struct PartitionMap {
+    /// Grows on every change.
+    pub epoch: u64,
+    /// Number of partitions.
+    pub partitions: u32,
+    /// The nodes.
+    pub nodes: Vec<MapNode>,
+    /// Each partition's replica set (node ids); the first is the preferred leader.
+    pub replicas: Vec<Vec<u64>>,
+    /// Each partition's leader as known to the answering node, if known.
+    pub leaders: Vec<Option<u64>>,
+}
+
+impl PartitionMap {
+    /// The address of node `id`.
+    pub fn addr_of(&self, id: u64) -> Option<&str> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.addr.as_str())
+    }
 }
 
 /// Lock and version facts about an object, returned with reads.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    SerdeSerialize,
+    SerdeDeserialize,
+)]
 pub struct ObjectInfo {
     /// Changes on every write; never reused within a partition.
     pub version: u64,
@@ -212,13 +307,24 @@ pub struct ObjectInfo {
 }
 
 /// Counters a node reports for `gridctl status`.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Default,
+    SerdeSerialize,
+    SerdeDeserialize,
+)]
 pub struct NodeStatus {
     /// Node software version.
     pub server_version: String,
     /// Address the node serves clients on.
     pub listen: String,
-    /// Partitions this node holds.
+    /// Partitions this node holds a replica of.
     pub partitions: u32,
     /// Objects stored.
     pub objects: u64,
@@ -236,10 +342,20 @@ pub struct NodeStatus {
     pub expired: u64,
     /// Time since the node started.
     pub uptime_ms: Millis,
+    /// The node's id in its cluster (0 before it has joined).
+    pub node_id: u64,
+    /// The partition map epoch this node has.
+    pub map_epoch: u64,
+    /// Partitions this node leads.
+    pub partitions_led: u32,
+    /// Hosted partitions whose Raft voters do not match the map yet (moving, catching up).
+    pub unsettled: u32,
 }
 
 /// A node's answer. Every operation ends in exactly one of these; none fails silently.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, SerdeSerialize, SerdeDeserialize,
+)]
 pub enum Reply {
     /// Session accepted.
     Welcome {
@@ -301,7 +417,7 @@ pub enum Reply {
         /// The object's version now.
         current: u64,
     },
-    /// This node does not lead the object's partition.
+    /// This node does not lead the object's partition; the request did not run.
     NotLeader {
         /// Address of the leader, when known.
         leader_hint: Option<String>,
@@ -336,6 +452,19 @@ pub enum Reply {
         got: u8,
         /// Version this node speaks.
         supported: u8,
+    },
+    /// Answer to `GetMap`.
+    Map(PartitionMap),
+    /// Answer to `Peer`.
+    Peer {
+        /// The encoded peer answer.
+        payload: Vec<u8>,
+    },
+    /// The write was handed to the partition's log, but leadership changed (or the node
+    /// failed) before it was confirmed: it may or may not have taken effect.
+    OutcomeUnknown {
+        /// What happened.
+        reason: String,
     },
 }
 

@@ -3,9 +3,14 @@
 //! with deadlines (never fixed sleeps).
 //!
 //! - [`process::NodeProcess`]: a `grid-node` process, killed by process id when dropped.
+//! - [`cluster::TestCluster`]: several node processes forming one cluster, with kills and
+//!   network partitions.
+//! - [`linearizability`]: a checker for recorded histories.
 //! - [`raw::RawConn`]: frames by hand, including malformed ones.
 //! - [`wait_until`]: polls a condition until it holds or a generous deadline passes.
 
+pub mod cluster;
+pub mod linearizability;
 pub mod process;
 pub mod raw;
 

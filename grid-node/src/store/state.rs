@@ -24,6 +24,9 @@ use grid_proto::{Millis, ObjKey, ObjectInfo, Op, Reply, Timeout};
 
 use super::expiry::DeadlineIndex;
 
+mod snapshot;
+pub use snapshot::SnapshotError;
+
 /// Settings of the state machine; identical on every replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -78,7 +81,7 @@ pub struct StoreStats {
     pub locked: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Lock {
     id: u64,
     acquired: Millis,
@@ -88,7 +91,7 @@ struct Lock {
     lease_end: Millis,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Entry {
     value: Vec<u8>,
     version: u64,
@@ -347,6 +350,36 @@ impl Store {
         if let Some(lock) = lock {
             self.leases.insert(lock.lease_end, obj.clone());
         }
+    }
+
+    /// Records an access at time `at` seen outside the log (a lock-free read on the
+    /// leader), if the object still exists and was not due by then.
+    pub fn touch_existing(&mut self, obj: &ObjKey, at: Millis) {
+        let due = self
+            .objects
+            .get(obj)
+            .and_then(|e| e.expires_at)
+            .is_some_and(|deadline| deadline <= at);
+        if !due {
+            self.touch(obj, at);
+        }
+    }
+
+    /// Answers a read without changing anything: what `Op::Read` would reply at `now`,
+    /// except that the access is recorded separately (batched `touch_existing`).
+    pub fn peek(&self, obj: &ObjKey, cached_version: Option<u64>, now: Millis) -> Reply {
+        let Some(entry) = self.objects.get(obj) else {
+            return Reply::NotFound;
+        };
+        if entry.expires_at.is_some_and(|at| at <= now) {
+            return Reply::NotFound;
+        }
+        let mut info = entry.info(now);
+        if entry.lock.is_some_and(|l| l.lease_end <= now) {
+            info.lock_id = None;
+            info.lock_age_ms = 0;
+        }
+        Self::retrieved(entry, info, cached_version)
     }
 
     /// Records an access (for sliding expiry).

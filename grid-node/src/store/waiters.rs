@@ -8,16 +8,17 @@
 //! those back; the runtime retries them and re-parks the ones still waiting
 //! ([`LockQueue::requeue`]), in their original place.
 //!
-//! Generic over the handle `H` that answers a waiter (a channel in the node), so this stays
-//! pure and is tested without a runtime.
+//! Generic over the handle `H` that names a waiter (a [`crate::partition::WaiterId`] in the
+//! node), so this stays pure and is tested without a runtime.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use grid_proto::{Millis, ObjKey};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// What a waiter asked for, kept to replay its read-and-lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockWait {
     /// Version the waiter already caches.
     pub cached_version: Option<u64>,
@@ -51,7 +52,7 @@ pub struct QueueFull {
 }
 
 /// Waiters of every object of one partition.
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockQueue<H> {
     per_object: HashMap<ObjKey, BTreeMap<u64, (LockWait, H)>>,
     /// `(wake_at, seq)` of every waiter, with its object, for `pop_due`.
@@ -169,6 +170,28 @@ impl<H> LockQueue<H> {
             wait,
             handle,
         })
+    }
+
+    /// Removes every waiter whose handle fails `keep`; returns how many went.
+    pub fn retain(&mut self, mut keep: impl FnMut(&H) -> bool) -> usize {
+        let mut gone = Vec::new();
+        for (obj, queue) in &self.per_object {
+            for (seq, (_, handle)) in queue {
+                if !keep(handle) {
+                    gone.push((obj.clone(), *seq));
+                }
+            }
+        }
+        for (obj, seq) in &gone {
+            if let Some(queue) = self.per_object.get_mut(obj) {
+                queue.remove(seq);
+                if queue.is_empty() {
+                    self.per_object.remove(obj);
+                }
+            }
+            self.unfile_wakeup(*seq, obj);
+        }
+        gone.len()
     }
 
     /// The earliest wake-up time, if anyone waits.

@@ -1,0 +1,281 @@
+//! The control group's state: the cluster's nodes and the partition map, with an epoch
+//! that grows on every change. Pure; the control group's Raft replicates it.
+//!
+//! The map is the desired placement. Each partition's leader moves its group's
+//! membership toward it (learner catch-up, then a voter change), so nothing is lost while
+//! data moves.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::placement::{plan, ReplicaSet};
+use super::raft_types::NodeId;
+
+/// A node's standing in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeState {
+    /// Serving and assigned partitions.
+    Active,
+    /// Leaving gracefully: its partitions are moving away.
+    Leaving,
+    /// Unreachable past the grace period; its partitions were re-placed.
+    Down,
+}
+
+/// A node as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Client and peer address.
+    pub addr: String,
+    /// Its standing.
+    pub state: NodeState,
+}
+
+/// An input of the control state machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlCommand {
+    /// Creates the cluster with its first node (id 1).
+    Init {
+        /// Partitions of the cluster, fixed from now on.
+        partitions: u32,
+        /// Replicas per partition.
+        replicas: u32,
+        /// The first node's address.
+        addr: String,
+    },
+    /// A node asks to join; it gets the next id.
+    Join {
+        /// Its address.
+        addr: String,
+    },
+    /// A node leaves gracefully.
+    Leave {
+        /// The node.
+        id: NodeId,
+    },
+    /// A node was unreachable past the grace period.
+    MarkDown {
+        /// The node.
+        id: NodeId,
+    },
+}
+
+/// The result of a control command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlResponse {
+    /// Applied; the map is at `epoch`.
+    Applied {
+        /// Map epoch after the command.
+        epoch: u64,
+    },
+    /// A node joined under `id`.
+    Joined {
+        /// Its new id.
+        id: NodeId,
+        /// Map epoch after the join.
+        epoch: u64,
+    },
+    /// Refused, with the reason.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Nodes and the partition map.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Grows on every change of nodes or map.
+    pub epoch: u64,
+    /// Number of partitions (0 until initialized).
+    pub partitions: u32,
+    /// Replicas per partition.
+    pub replicas: u32,
+    /// Next id to hand out.
+    pub next_node_id: NodeId,
+    /// Every node ever admitted that is not forgotten.
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Desired replica set of each partition; index 0 is the preferred leader.
+    pub assignment: Vec<ReplicaSet>,
+}
+
+impl ClusterState {
+    /// Nodes that should hold data.
+    pub fn active_nodes(&self) -> BTreeSet<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.state == NodeState::Active)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// A node's address.
+    pub fn addr_of(&self, id: NodeId) -> Option<&str> {
+        self.nodes.get(&id).map(|n| n.addr.as_str())
+    }
+
+    fn replan(&mut self) {
+        let active = self.active_nodes();
+        if !active.is_empty() {
+            let previous = (!self.assignment.is_empty()).then_some(self.assignment.as_slice());
+            self.assignment = plan(self.partitions, self.replicas as usize, &active, previous);
+        }
+        self.epoch += 1;
+    }
+
+    /// Applies one command.
+    pub fn apply(&mut self, command: ControlCommand) -> ControlResponse {
+        let refused = |reason: &str| ControlResponse::Refused {
+            reason: reason.to_string(),
+        };
+        match command {
+            ControlCommand::Init {
+                partitions,
+                replicas,
+                addr,
+            } => {
+                if self.partitions != 0 {
+                    return refused("the cluster is already initialized");
+                }
+                self.partitions = partitions;
+                self.replicas = replicas;
+                self.next_node_id = 2;
+                self.nodes.insert(
+                    1,
+                    NodeInfo {
+                        addr,
+                        state: NodeState::Active,
+                    },
+                );
+                self.replan();
+                ControlResponse::Joined {
+                    id: 1,
+                    epoch: self.epoch,
+                }
+            }
+            ControlCommand::Join { addr } => {
+                if self.partitions == 0 {
+                    return refused("the cluster is not initialized");
+                }
+                let id = self.next_node_id;
+                self.next_node_id += 1;
+                // The same address again is a restarted process: its old self is gone.
+                for node in self.nodes.values_mut() {
+                    if node.addr == addr && node.state == NodeState::Active {
+                        node.state = NodeState::Down;
+                    }
+                }
+                self.nodes.insert(
+                    id,
+                    NodeInfo {
+                        addr,
+                        state: NodeState::Active,
+                    },
+                );
+                self.replan();
+                ControlResponse::Joined {
+                    id,
+                    epoch: self.epoch,
+                }
+            }
+            ControlCommand::Leave { id } | ControlCommand::MarkDown { id } => {
+                let state = if matches!(command, ControlCommand::Leave { .. }) {
+                    NodeState::Leaving
+                } else {
+                    NodeState::Down
+                };
+                let active = self.active_nodes().len();
+                let Some(node) = self.nodes.get_mut(&id) else {
+                    return refused("no such node");
+                };
+                if node.state == state {
+                    return ControlResponse::Applied { epoch: self.epoch };
+                }
+                if active == 1 && node.state == NodeState::Active {
+                    return refused(
+                        "the last active node cannot leave; its data would have nowhere to go",
+                    );
+                }
+                node.state = state;
+                self.replan();
+                ControlResponse::Applied { epoch: self.epoch }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined(resp: ControlResponse) -> NodeId {
+        match resp {
+            ControlResponse::Joined { id, .. } => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn nodes_join_and_the_map_follows() {
+        let mut s = ClusterState::default();
+        assert!(matches!(
+            s.apply(ControlCommand::Join { addr: "a".into() }),
+            ControlResponse::Refused { .. }
+        ));
+        assert_eq!(
+            joined(s.apply(ControlCommand::Init {
+                partitions: 8,
+                replicas: 3,
+                addr: "a:1".into()
+            })),
+            1
+        );
+        assert!(s.assignment.iter().all(|r| r == &vec![1]));
+        let e1 = s.epoch;
+        assert_eq!(
+            joined(s.apply(ControlCommand::Join { addr: "b:1".into() })),
+            2
+        );
+        assert_eq!(
+            joined(s.apply(ControlCommand::Join { addr: "c:1".into() })),
+            3
+        );
+        assert!(s.epoch > e1);
+        assert!(s.assignment.iter().all(|r| r.len() == 3));
+        // Down: re-placed away, epoch grows, twice is a no-op.
+        let e2 = s.epoch;
+        assert!(matches!(
+            s.apply(ControlCommand::MarkDown { id: 3 }),
+            ControlResponse::Applied { .. }
+        ));
+        assert!(s.assignment.iter().all(|r| !r.contains(&3) && r.len() == 2));
+        assert!(s.epoch > e2);
+        let e3 = s.epoch;
+        s.apply(ControlCommand::MarkDown { id: 3 });
+        assert_eq!(s.epoch, e3);
+        // A restart at the same address gets a new id and retires the old one.
+        let again = joined(s.apply(ControlCommand::Join { addr: "b:1".into() }));
+        assert_eq!(again, 4);
+        assert_eq!(s.nodes[&2].state, NodeState::Down);
+        assert_eq!(s.active_nodes(), BTreeSet::from([1, 4]));
+    }
+
+    #[test]
+    fn the_last_node_cannot_leave() {
+        let mut s = ClusterState::default();
+        s.apply(ControlCommand::Init {
+            partitions: 4,
+            replicas: 3,
+            addr: "a".into(),
+        });
+        assert!(matches!(
+            s.apply(ControlCommand::Leave { id: 1 }),
+            ControlResponse::Refused { .. }
+        ));
+        assert!(matches!(
+            s.apply(ControlCommand::Leave { id: 9 }),
+            ControlResponse::Refused { .. }
+        ));
+    }
+}

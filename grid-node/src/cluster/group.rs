@@ -1,0 +1,344 @@
+//! A partition group as this node runs it: client operations go through the group's Raft
+//! log (writes, locks) or a linearizable read (plain reads); answers to parked lock
+//! waiters are delivered to the requests this node holds.
+//!
+//! ```text
+//! execute(op) ─▶ client_write(now, Op) ─▶ every replica applies ─▶ Outcome
+//!                                                                   ├─ reply ─▶ caller
+//!                                                                   └─ answers ─▶ parked callers here
+//! read(op)    ─▶ ensure_linearizable ─▶ peek the local state ─▶ caller (access batched as Touch)
+//! maintain()  ─▶ (leader) AdoptWaiters on a new term, CancelWait, Touch, Tick when due
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use grid_proto::{Millis, ObjKey, Op, Reply};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::ServerState;
+use tokio::sync::{mpsc, oneshot};
+
+use super::raft_types::{GroupCommand, GroupId, GroupRaft, GroupResponse, Member, NodeId};
+use super::state_machine::{GroupSm, Machine};
+use crate::clock::Clock;
+use crate::partition::{is_lock_grant, Command, Expiration, Outcome, WaiterId};
+
+/// A partition group hosted on this node.
+pub struct PartitionGroup {
+    /// The partition number.
+    pub id: GroupId,
+    /// The group's Raft.
+    pub raft: GroupRaft,
+    sm: GroupSm,
+    me: NodeId,
+    clock: Arc<dyn Clock>,
+    /// Parked requests of this node: waiter seq -> (object, answer channel).
+    waiters: Mutex<HashMap<u64, (ObjKey, oneshot::Sender<Reply>)>>,
+    next_waiter: AtomicU64,
+    cancelled_tx: mpsc::UnboundedSender<WaiterId>,
+    cancelled_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<WaiterId>>,
+    touches: Mutex<Vec<(ObjKey, Millis)>>,
+    /// The term in which this node last adopted the group's waiters as leader.
+    adopted_term: AtomicU64,
+    expired_total: AtomicU64,
+}
+
+impl std::fmt::Debug for PartitionGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionGroup")
+            .field("id", &self.id)
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Removes a parked request's registration if its caller goes away, and asks the leader
+/// to drop it from the queue.
+struct WaitGuard<'a> {
+    group: &'a PartitionGroup,
+    seq: Option<u64>,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(seq) = self.seq {
+            let removed = lock(&self.group.waiters).remove(&seq).is_some();
+            if removed {
+                let _ = self.group.cancelled_tx.send(WaiterId {
+                    owner: self.group.me,
+                    seq,
+                });
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn not_leader(leader: Option<&Member>) -> Reply {
+    Reply::NotLeader {
+        leader_hint: leader.map(|m| m.addr.clone()),
+    }
+}
+
+/// A proposal that fails after it was handed to the log may still commit (a new leader
+/// can finish it), so it is reported as of unknown outcome, never as "not run".
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> Reply {
+    Reply::OutcomeUnknown {
+        reason: match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                "leadership changed while the write was in flight".to_string()
+            }
+            other => other.to_string(),
+        },
+    }
+}
+
+fn read_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>) -> Reply {
+    match e {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
+            not_leader(f.leader_node.as_ref())
+        }
+        other => Reply::Unavailable {
+            reason: other.to_string(),
+        },
+    }
+}
+
+impl PartitionGroup {
+    /// Wraps a started Raft group.
+    pub fn new(
+        id: GroupId,
+        raft: GroupRaft,
+        sm: GroupSm,
+        me: NodeId,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let (cancelled_tx, cancelled_rx) = mpsc::unbounded_channel();
+        Self {
+            id,
+            raft,
+            sm,
+            me,
+            clock,
+            waiters: Mutex::new(HashMap::new()),
+            next_waiter: AtomicU64::new(1),
+            cancelled_tx,
+            cancelled_rx: tokio::sync::Mutex::new(cancelled_rx),
+            touches: Mutex::new(Vec::new()),
+            adopted_term: AtomicU64::new(0),
+            expired_total: AtomicU64::new(0),
+        }
+    }
+
+    /// True while this node leads the group.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// The leader as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Objects that expired while this node led the group.
+    pub fn expired_total(&self) -> u64 {
+        self.expired_total.load(Ordering::Relaxed)
+    }
+
+    /// Reads the partition state.
+    pub fn with_partition<T>(
+        &self,
+        f: impl FnOnce(&crate::partition::Partition) -> T,
+    ) -> Option<T> {
+        match &self.sm.read().machine {
+            Machine::Partition(p) => Some(f(p)),
+            Machine::Control(_) => None,
+        }
+    }
+
+    /// `NotLeader`, with the leader's address when known, unless this node leads.
+    fn check_leader(&self) -> Result<(), Reply> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        if m.state == ServerState::Leader {
+            return Ok(());
+        }
+        let leader = m
+            .current_leader
+            .and_then(|id| m.membership_config.membership().get_node(&id).cloned());
+        Err(not_leader(leader.as_ref()))
+    }
+
+    /// Proposes one command stamped with this node's clock and waits for its outcome.
+    /// `NotLeader` means it did not run; `OutcomeUnknown` that it may have.
+    async fn propose(&self, cmd: Command) -> Result<Outcome, Reply> {
+        self.check_leader()?;
+        let entry = GroupCommand::Partition {
+            now: self.clock.now(),
+            cmd,
+        };
+        match self.raft.client_write(entry).await {
+            Ok(resp) => match resp.data {
+                GroupResponse::Partition(outcome) => Ok(outcome),
+                other => Err(Reply::Unavailable {
+                    reason: format!("unexpected group response {other:?}"),
+                }),
+            },
+            Err(e) => Err(write_error(e)),
+        }
+    }
+
+    /// Runs one validated operation on the partition.
+    pub async fn execute(&self, op: Op) -> Reply {
+        if let Op::Read {
+            obj,
+            cached_version,
+        } = &op
+        {
+            return self.read(obj, *cached_version).await;
+        }
+        let mut guard = WaitGuard {
+            group: self,
+            seq: None,
+        };
+        let mut parked = None;
+        let mut waiter = None;
+        if let Op::ReadAndLock { obj, wait_ms, .. } = &op {
+            if *wait_ms > 0 {
+                let seq = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = oneshot::channel();
+                lock(&self.waiters).insert(seq, (obj.clone(), tx));
+                guard.seq = Some(seq);
+                parked = Some(rx);
+                waiter = Some(WaiterId {
+                    owner: self.me,
+                    seq,
+                });
+            }
+        }
+        let outcome = match self.propose(Command::Op { op, waiter }).await {
+            Ok(outcome) => outcome,
+            Err(reply) => return reply,
+        };
+        let reply = outcome.reply.clone();
+        self.settle(outcome).await;
+        match (reply, parked) {
+            (Some(reply), _) => reply,
+            (None, Some(rx)) => {
+                let reply = rx.await.unwrap_or_else(|_| Reply::Unavailable {
+                    reason: "the lock wait was cancelled".into(),
+                });
+                guard.seq = None;
+                reply
+            }
+            (None, None) => Reply::Unavailable {
+                reason: "parked without a waiter".into(),
+            },
+        }
+    }
+
+    async fn read(&self, obj: &ObjKey, cached_version: Option<u64>) -> Reply {
+        if let Err(e) = self.raft.ensure_linearizable().await {
+            return read_error(e);
+        }
+        let now = self.clock.now();
+        let reply = self
+            .with_partition(|p| p.store().peek(obj, cached_version, now))
+            .unwrap_or(Reply::NotFound);
+        if !matches!(reply, Reply::NotFound) {
+            lock(&self.touches).push((obj.clone(), now));
+        }
+        reply
+    }
+
+    /// Delivers answers to this node's parked requests and counts expirations. A lock
+    /// granted to a request that is gone is released again, so it passes on.
+    async fn settle(&self, outcome: Outcome) {
+        self.count_expired(&outcome.expired);
+        let mut answers = outcome.answers;
+        while let Some((waiter, reply)) = answers.pop() {
+            if waiter.owner != self.me {
+                continue;
+            }
+            let grant = is_lock_grant(&reply).then(|| match &reply {
+                Reply::Retrieved { info, .. } | Reply::NotModified { info } => info.lock_id,
+                _ => None,
+            });
+            let entry = lock(&self.waiters).remove(&waiter.seq);
+            let (obj, delivered) = match entry {
+                Some((obj, tx)) => {
+                    let ok = tx.send(reply).is_ok();
+                    (Some(obj), ok)
+                }
+                None => (None, false),
+            };
+            if let (false, Some(Some(lock_id)), Some(obj)) = (delivered, grant, obj) {
+                let unlock = Op::Unlock { obj, lock_id };
+                if let Ok(outcome) = self
+                    .propose(Command::Op {
+                        op: unlock,
+                        waiter: None,
+                    })
+                    .await
+                {
+                    self.count_expired(&outcome.expired);
+                    answers.extend(outcome.answers);
+                }
+            }
+        }
+    }
+
+    fn count_expired(&self, expired: &[Expiration]) {
+        for e in expired {
+            self.expired_total.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(partition = self.id, namespace = %e.obj.namespace, version = e.version, "object expired");
+        }
+    }
+
+    /// Leader housekeeping, called often: adopt waiters in a new term, drop cancelled
+    /// waits, record batched read accesses, and tick when something is due.
+    pub async fn maintain(&self) {
+        let (state, term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.state, m.current_term)
+        };
+        if state != ServerState::Leader {
+            return;
+        }
+        if self.adopted_term.load(Ordering::Relaxed) != term {
+            if self
+                .propose(Command::AdoptWaiters { owner: self.me })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            self.adopted_term.store(term, Ordering::Relaxed);
+        }
+        let cancelled: Vec<WaiterId> = {
+            let mut rx = self.cancelled_rx.lock().await;
+            std::iter::from_fn(|| rx.try_recv().ok()).collect()
+        };
+        for waiter in cancelled {
+            let _ = self.propose(Command::CancelWait { waiter }).await;
+        }
+        let accesses = std::mem::take(&mut *lock(&self.touches));
+        if !accesses.is_empty() {
+            let _ = self.propose(Command::Touch { accesses }).await;
+        }
+        let now = self.clock.now();
+        let due = self
+            .with_partition(|p| p.next_deadline().is_some_and(|at| at <= now))
+            .unwrap_or(false);
+        if due {
+            if let Ok(outcome) = self.propose(Command::Tick).await {
+                self.settle(outcome).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The in-memory Raft log (and vote) of one group. Shared by the group's core and its
+//! replication tasks through an `Arc`.
+//!
+//! Memory only: a node that restarts comes back empty and rejoins under a new node id, so
+//! it never votes twice in a term it has forgotten.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{Entry, LogId, RaftLogId, StorageError, Vote};
+use tokio::sync::Mutex;
+
+use super::raft_types::{NodeId, TypeConfig};
+
+#[derive(Debug, Default)]
+struct Inner {
+    last_purged: Option<LogId<NodeId>>,
+    log: BTreeMap<u64, Entry<TypeConfig>>,
+    committed: Option<LogId<NodeId>>,
+    vote: Option<Vote<NodeId>>,
+}
+
+/// A group's log.
+#[derive(Debug, Clone, Default)]
+pub struct MemLog(Arc<Mutex<Inner>>);
+
+impl RaftLogReader<TypeConfig> for MemLog {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        Ok(self
+            .0
+            .lock()
+            .await
+            .log
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for MemLog {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let inner = self.0.lock().await;
+        let last = inner
+            .log
+            .values()
+            .next_back()
+            .map(|e| *e.get_log_id())
+            .or(inner.last_purged);
+        Ok(LogState {
+            last_purged_log_id: inner.last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.0.lock().await.vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        Ok(self.0.lock().await.vote)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        self.0.lock().await.committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        Ok(self.0.lock().await.committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut inner = self.0.lock().await;
+        for entry in entries {
+            inner.log.insert(entry.log_id.index, entry);
+        }
+        // Memory is the medium: the entries are "flushed" now. The core waits for this.
+        callback.log_io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.0.lock().await.log.split_off(&log_id.index);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let mut inner = self.0.lock().await;
+        inner.last_purged = Some(log_id);
+        let keep = inner.log.split_off(&(log_id.index + 1));
+        inner.log = keep;
+        Ok(())
+    }
+}

@@ -1,0 +1,334 @@
+//! Node-to-node traffic: Raft RPCs of every group and cluster requests (join, ping),
+//! over one pipelined connection per peer. Messages are serde types encoded with
+//! postcard and carried in the wire protocol's `Peer` request, so peers use the same port,
+//! framing and token as clients.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use grid_client::conn::Connection;
+use grid_client::ClientError;
+use grid_proto::{Reply, Request};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::raft_types::{GroupId, Member, NodeId, TypeConfig};
+
+/// How a node introduces itself to a peer; the peer then accepts large frames from it.
+pub const PEER_CLIENT_NAME: &str = concat!("grid-peer/", env!("CARGO_PKG_VERSION"));
+
+/// A Raft RPC for one group.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRpc {
+    /// Log replication and heartbeats.
+    Append(AppendEntriesRequest<TypeConfig>),
+    /// Elections.
+    Vote(VoteRequest<NodeId>),
+    /// A snapshot chunk.
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// A message from one node to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// A Raft RPC for `group`.
+    Raft {
+        /// The group.
+        group: GroupId,
+        /// The RPC.
+        rpc: RaftRpc,
+    },
+    /// A new node asks to join the cluster.
+    Join {
+        /// Its address.
+        addr: String,
+    },
+    /// Liveness probe from the control leader.
+    Ping,
+}
+
+/// The answer to a [`PeerRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// Answer to `Append`.
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    /// Answer to `Vote`.
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    /// Answer to `Snapshot`.
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    /// The group is not hosted here (yet, or any more).
+    NoSuchGroup,
+    /// Joined under `id`.
+    Joined {
+        /// The new node's id.
+        id: NodeId,
+    },
+    /// Ask the control leader instead.
+    NotLeader {
+        /// Its address, when known.
+        leader_addr: Option<String>,
+    },
+    /// Refused, with the reason.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// Answer to `Ping`.
+    Pong {
+        /// The answering node's id (0 before it has joined).
+        id: NodeId,
+    },
+}
+
+/// A peer could not be asked.
+#[derive(Debug, Error)]
+pub enum PeerError {
+    /// No connection could be opened.
+    #[error("peer {addr} unreachable: {reason}")]
+    Unreachable {
+        /// The peer.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The request failed on an open connection (timeout, reset, bad answer).
+    #[error("peer {addr}: {reason}")]
+    Failed {
+        /// The peer.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Encodes a peer message.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    postcard::to_allocvec(msg).unwrap_or_else(|e| panic!("peer message encode failed: {e}"))
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Connection>>>>;
+
+/// One connection per peer address, shared by every group on this node.
+#[derive(Debug)]
+pub struct Peers {
+    auth_token: Option<String>,
+    connect_timeout: Duration,
+    slots: Mutex<HashMap<String, Slot>>,
+    /// Fault injection: peers this node cannot reach (tests only).
+    blocked: Mutex<HashSet<String>>,
+}
+
+impl Peers {
+    /// A pool that authenticates with `auth_token`.
+    pub fn new(auth_token: Option<String>, connect_timeout: Duration) -> Self {
+        Self {
+            auth_token,
+            connect_timeout,
+            slots: Mutex::new(HashMap::new()),
+            blocked: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Fault injection: from now on, messages to `addrs` fail as unreachable (replaces the
+    /// previous set; empty heals).
+    pub fn block(&self, addrs: HashSet<String>) {
+        *self.blocked.lock().unwrap_or_else(PoisonError::into_inner) = addrs;
+    }
+
+    async fn connection(&self, addr: &str) -> Result<Arc<Connection>, PeerError> {
+        let slot = Arc::clone(
+            self.slots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(addr.to_string())
+                .or_default(),
+        );
+        let mut slot = slot.lock().await;
+        if let Some(conn) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(Arc::clone(conn));
+        }
+        let conn = Connection::open(
+            addr,
+            self.auth_token.as_deref(),
+            PEER_CLIENT_NAME,
+            self.connect_timeout,
+        )
+        .await
+        .map_err(|e| PeerError::Unreachable {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+        let conn = Arc::new(conn);
+        *slot = Some(Arc::clone(&conn));
+        Ok(conn)
+    }
+
+    /// Sends one message and waits up to `timeout` for the answer.
+    pub async fn call(
+        &self,
+        addr: &str,
+        request: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, PeerError> {
+        let failed = |reason: String| PeerError::Failed {
+            addr: addr.to_string(),
+            reason,
+        };
+        if self
+            .blocked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(addr)
+        {
+            return Err(PeerError::Unreachable {
+                addr: addr.to_string(),
+                reason: "blocked by fault injection".into(),
+            });
+        }
+        let conn = self.connection(addr).await?;
+        let reply = conn
+            .call(
+                &Request::Peer {
+                    payload: encode(request),
+                },
+                timeout,
+            )
+            .await
+            .map_err(|e| match e {
+                ClientError::Connect { reason, .. } => PeerError::Unreachable {
+                    addr: addr.to_string(),
+                    reason,
+                },
+                other => failed(other.to_string()),
+            })?;
+        match reply {
+            Reply::Peer { payload } => {
+                postcard::from_bytes(&payload).map_err(|e| failed(e.to_string()))
+            }
+            other => Err(failed(format!("unexpected reply {other:?}"))),
+        }
+    }
+}
+
+/// Makes [`GroupLink`]s for one group.
+#[derive(Debug, Clone)]
+pub struct NetworkFactory {
+    /// The node's peer pool.
+    pub peers: Arc<Peers>,
+    /// The group.
+    pub group: GroupId,
+}
+
+/// The way from one group member to another.
+#[derive(Debug)]
+pub struct GroupLink {
+    peers: Arc<Peers>,
+    group: GroupId,
+    target: NodeId,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = GroupLink;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> GroupLink {
+        GroupLink {
+            peers: Arc::clone(&self.peers),
+            group: self.group,
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+fn unreachable_err<E: std::error::Error>(reason: String) -> RPCError<NodeId, Member, E> {
+    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(reason)))
+}
+
+impl GroupLink {
+    async fn call<E: std::error::Error>(
+        &self,
+        rpc: RaftRpc,
+        option: &RPCOption,
+    ) -> Result<PeerResponse, RPCError<NodeId, Member, E>> {
+        let request = PeerRequest::Raft {
+            group: self.group,
+            rpc,
+        };
+        match self
+            .peers
+            .call(&self.addr, &request, option.hard_ttl())
+            .await
+        {
+            Ok(PeerResponse::NoSuchGroup) => Err(unreachable_err(format!(
+                "group {} not hosted on node {}",
+                self.group, self.target
+            ))),
+            Ok(response) => Ok(response),
+            Err(PeerError::Unreachable { reason, .. }) => Err(unreachable_err(reason)),
+            Err(e @ PeerError::Failed { .. }) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
+    }
+
+    fn unexpected<E: std::error::Error>(&self, got: &PeerResponse) -> RPCError<NodeId, Member, E> {
+        RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
+            "unexpected peer answer {got:?}"
+        ))))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for GroupLink {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        match self.call(RaftRpc::Append(rpc), &option).await? {
+            PeerResponse::Append(Ok(r)) => Ok(r),
+            PeerResponse::Append(Err(e)) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        match self.call(RaftRpc::Snapshot(rpc), &option).await? {
+            PeerResponse::Snapshot(Ok(r)) => Ok(r),
+            PeerResponse::Snapshot(Err(e)) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        match self.call(RaftRpc::Vote(rpc), &option).await? {
+            PeerResponse::Vote(Ok(r)) => Ok(r),
+            PeerResponse::Vote(Err(e)) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            other => Err(self.unexpected(&other)),
+        }
+    }
+}

@@ -1,0 +1,732 @@
+//! A cluster node: bootstraps the cluster or joins it, hosts the Raft groups the map gives
+//! it, moves each group it leads toward the map, and (on the control leader) admits
+//! nodes, watches them, and re-places the partitions of nodes that stay unreachable.
+//!
+//! ```text
+//! start ─▶ bootstrap (id 1: control + all partitions on itself) | join (ask any member)
+//! reconcile, every 200 ms:
+//!   control leader: control membership ⇐ active nodes; ping nodes; MarkDown after grace
+//!   every node:     host groups the map assigns; as a group's leader, add learners then
+//!                   swap voters to the map's replica set; drop groups it no longer holds
+//! maintain, every tick: each led group adopts waiters, records touches, ticks when due
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use grid_proto::{key_hash, partition_of, MapNode, Op, PartitionMap, Reply};
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use thiserror::Error;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::control::{ClusterState, ControlCommand, ControlResponse, NodeState};
+use super::group::PartitionGroup;
+use super::log_store::MemLog;
+use super::peer::{encode, NetworkFactory, PeerRequest, PeerResponse, Peers, RaftRpc};
+use super::raft_types::{GroupCommand, GroupId, GroupRaft, GroupResponse, NodeId, CONTROL_GROUP};
+use super::state_machine::{GroupSm, Machine};
+use crate::clock::Clock;
+use crate::partition::{Partition, PartitionConfig};
+use crate::store::StoreStats;
+
+/// Most voters of the control group.
+const CONTROL_VOTERS: usize = 5;
+/// How often the map is reconciled.
+const RECONCILE_EVERY: Duration = Duration::from_millis(200);
+/// How long a node may take to join or bootstrap.
+const JOIN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Cluster settings of a node.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Address peers and clients reach this node at.
+    pub advertise: String,
+    /// Members to join through; empty bootstraps a new cluster.
+    pub join: Vec<String>,
+    /// Partitions of a new cluster.
+    pub partitions: u32,
+    /// Replicas per partition of a new cluster.
+    pub replicas: u32,
+    /// How long a node may be unreachable before its partitions are re-placed.
+    pub down_after: Duration,
+    /// Raft heartbeat interval.
+    pub heartbeat: Duration,
+    /// Raft election timeout (the lower bound; the upper is twice this).
+    pub election_timeout: Duration,
+    /// Token for peer connections.
+    pub auth_token: Option<String>,
+    /// Settings of every partition.
+    pub partition: PartitionConfig,
+}
+
+/// A node could not start its cluster role.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    /// The Raft settings are inconsistent.
+    #[error("raft settings: {0}")]
+    RaftConfig(String),
+    /// A Raft group failed to start or initialize.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// No member admitted this node.
+    #[error("could not join through {seeds:?}: {reason}")]
+    Join {
+        /// Members tried.
+        seeds: Vec<String>,
+        /// The last failure.
+        reason: String,
+    },
+}
+
+/// What a node holds, for status and metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeReport {
+    /// The node's id.
+    pub node_id: NodeId,
+    /// Map epoch known here.
+    pub map_epoch: u64,
+    /// Groups hosted.
+    pub hosted: u32,
+    /// Groups led.
+    pub led: u32,
+    /// Hosted groups whose voters differ from the map.
+    pub unsettled: u32,
+    /// Store counters summed over the groups led.
+    pub led_stats: StoreStats,
+    /// Lock waiters in the groups led.
+    pub lock_waiters: u64,
+    /// Expirations seen while leading.
+    pub expired: u64,
+}
+
+/// One node's part in the cluster.
+pub struct ClusterNode {
+    me: AtomicU64,
+    config: ClusterConfig,
+    clock: Arc<dyn Clock>,
+    peers: Arc<Peers>,
+    raft_config: Arc<openraft::Config>,
+    control: OnceLock<(GroupRaft, GroupSm)>,
+    groups: RwLock<BTreeMap<GroupId, Arc<PartitionGroup>>>,
+    changing: Arc<Mutex<BTreeSet<GroupId>>>,
+    last_seen: Mutex<HashMap<NodeId, Instant>>,
+    tasks: tokio::sync::Mutex<JoinSet<()>>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("id", &self.id())
+            .field("advertise", &self.config.advertise)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl ClusterNode {
+    /// A node that has not bootstrapped or joined yet; it answers peers meanwhile.
+    pub fn new(config: ClusterConfig, clock: Arc<dyn Clock>) -> Result<Self, ClusterError> {
+        let heartbeat = config.heartbeat.as_millis() as u64;
+        let election = config.election_timeout.as_millis() as u64;
+        let raft_config = openraft::Config {
+            cluster_name: "grid".into(),
+            heartbeat_interval: heartbeat,
+            election_timeout_min: election,
+            election_timeout_max: election * 2,
+            install_snapshot_timeout: 5_000,
+            snapshot_max_chunk_size: 1024 * 1024,
+            max_payload_entries: 64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
+            max_in_snapshot_log_to_keep: 1_000,
+            purge_batch_size: 256,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::RaftConfig(e.to_string()))?;
+        Ok(Self {
+            me: AtomicU64::new(0),
+            peers: Arc::new(Peers::new(
+                config.auth_token.clone(),
+                Duration::from_secs(2),
+            )),
+            config,
+            clock,
+            raft_config: Arc::new(raft_config),
+            control: OnceLock::new(),
+            groups: RwLock::new(BTreeMap::new()),
+            changing: Arc::default(),
+            last_seen: Mutex::new(HashMap::new()),
+            tasks: tokio::sync::Mutex::new(JoinSet::new()),
+        })
+    }
+
+    /// Fault injection: drop this node's messages to the peers at `addrs`.
+    pub fn block_peers(&self, addrs: std::collections::HashSet<String>) {
+        tracing::warn!(?addrs, "fault injection: blocking peers");
+        self.peers.block(addrs);
+    }
+
+    /// This node's id; 0 until it has joined.
+    pub fn id(&self) -> NodeId {
+        self.me.load(Ordering::Relaxed)
+    }
+
+    async fn new_raft(
+        &self,
+        group: GroupId,
+        machine: Machine,
+    ) -> Result<(GroupRaft, GroupSm), ClusterError> {
+        let sm = GroupSm::new(machine, self.config.partition);
+        let network = NetworkFactory {
+            peers: Arc::clone(&self.peers),
+            group,
+        };
+        let raft = GroupRaft::new(
+            self.id(),
+            Arc::clone(&self.raft_config),
+            network,
+            MemLog::default(),
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        Ok((raft, sm))
+    }
+
+    async fn host_group(&self, p: GroupId) -> Result<Arc<PartitionGroup>, ClusterError> {
+        if let Some(g) = self.group(p) {
+            return Ok(g);
+        }
+        let machine = Machine::Partition(Partition::new(self.config.partition));
+        let (raft, sm) = self.new_raft(p, machine).await?;
+        let group = Arc::new(PartitionGroup::new(
+            p,
+            raft,
+            sm,
+            self.id(),
+            Arc::clone(&self.clock),
+        ));
+        let mut groups = self.groups.write().unwrap_or_else(PoisonError::into_inner);
+        Ok(Arc::clone(groups.entry(p).or_insert(group)))
+    }
+
+    fn group(&self, p: GroupId) -> Option<Arc<PartitionGroup>> {
+        self.groups
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&p)
+            .cloned()
+    }
+
+    fn all_groups(&self) -> Vec<Arc<PartitionGroup>> {
+        self.groups
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn control_raft(&self) -> Option<&GroupRaft> {
+        self.control.get().map(|(raft, _)| raft)
+    }
+
+    /// The replicated cluster state, once this node has it.
+    pub fn state(&self) -> Option<ClusterState> {
+        let (_, sm) = self.control.get()?;
+        match &sm.read().machine {
+            Machine::Control(state) if state.partitions > 0 => Some(state.clone()),
+            _ => None,
+        }
+    }
+
+    fn self_member(&self) -> BTreeMap<NodeId, BasicNode> {
+        BTreeMap::from([(self.id(), BasicNode::new(&self.config.advertise))])
+    }
+
+    /// Bootstraps a new cluster or joins an existing one.
+    pub async fn start(&self) -> Result<(), ClusterError> {
+        if self.config.join.is_empty() {
+            self.bootstrap().await
+        } else {
+            let id = self.join().await?;
+            self.me.store(id, Ordering::Relaxed);
+            let (raft, sm) = self
+                .new_raft(CONTROL_GROUP, Machine::Control(ClusterState::default()))
+                .await?;
+            let _ = self.control.set((raft, sm));
+            tracing::info!(id, "joined the cluster");
+            Ok(())
+        }
+    }
+
+    async fn bootstrap(&self) -> Result<(), ClusterError> {
+        self.me.store(1, Ordering::Relaxed);
+        let raft_err = |e: String| ClusterError::Raft(e);
+        let (raft, sm) = self
+            .new_raft(CONTROL_GROUP, Machine::Control(ClusterState::default()))
+            .await?;
+        raft.initialize(self.self_member())
+            .await
+            .map_err(|e| raft_err(e.to_string()))?;
+        raft.wait(Some(JOIN_DEADLINE))
+            .state(ServerState::Leader, "control group leader")
+            .await
+            .map_err(|e| raft_err(e.to_string()))?;
+        let init = ControlCommand::Init {
+            partitions: self.config.partitions,
+            replicas: self.config.replicas,
+            addr: self.config.advertise.clone(),
+        };
+        raft.client_write(GroupCommand::Control(init))
+            .await
+            .map_err(|e| raft_err(e.to_string()))?;
+        let _ = self.control.set((raft, sm));
+        for p in 0..self.config.partitions {
+            let group = self.host_group(p).await?;
+            group
+                .raft
+                .initialize(self.self_member())
+                .await
+                .map_err(|e| raft_err(e.to_string()))?;
+        }
+        tracing::info!(
+            partitions = self.config.partitions,
+            "bootstrapped a new cluster"
+        );
+        Ok(())
+    }
+
+    async fn join(&self) -> Result<NodeId, ClusterError> {
+        let started = Instant::now();
+        let mut queue: Vec<String> = self.config.join.clone();
+        let mut reason = String::from("no member answered");
+        while started.elapsed() < JOIN_DEADLINE {
+            let Some(seed) = queue.first().cloned() else {
+                queue = self.config.join.clone();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            queue.remove(0);
+            let request = PeerRequest::Join {
+                addr: self.config.advertise.clone(),
+            };
+            match self
+                .peers
+                .call(&seed, &request, Duration::from_secs(10))
+                .await
+            {
+                Ok(PeerResponse::Joined { id }) => return Ok(id),
+                Ok(PeerResponse::NotLeader {
+                    leader_addr: Some(addr),
+                }) => queue.insert(0, addr),
+                Ok(PeerResponse::Refused { reason }) => {
+                    return Err(ClusterError::Join {
+                        seeds: self.config.join.clone(),
+                        reason,
+                    })
+                }
+                Ok(other) => reason = format!("{seed} answered {other:?}"),
+                Err(e) => reason = e.to_string(),
+            }
+        }
+        Err(ClusterError::Join {
+            seeds: self.config.join.clone(),
+            reason,
+        })
+    }
+
+    /// Runs one validated client operation.
+    pub async fn execute(&self, op: Op) -> Reply {
+        let Some(state) = self.state() else {
+            return Reply::Unavailable {
+                reason: "this node has not joined a cluster yet".into(),
+            };
+        };
+        let obj = op.obj();
+        let p = partition_of(key_hash(&obj.namespace, &obj.key), state.partitions);
+        match self.group(p) {
+            Some(group) => group.execute(op).await,
+            None => Reply::NotLeader {
+                leader_hint: state.assignment[p as usize]
+                    .first()
+                    .and_then(|id| state.addr_of(*id))
+                    .map(str::to_string),
+            },
+        }
+    }
+
+    /// The partition map with the leaders this node knows.
+    pub fn map(&self) -> PartitionMap {
+        let Some(state) = self.state() else {
+            return PartitionMap::default();
+        };
+        let leaders = (0..state.partitions)
+            .map(|p| self.group(p).and_then(|g| g.leader()))
+            .collect();
+        PartitionMap {
+            epoch: state.epoch,
+            partitions: state.partitions,
+            nodes: state
+                .nodes
+                .iter()
+                .map(|(id, n)| MapNode {
+                    id: *id,
+                    addr: n.addr.clone(),
+                    active: n.state == NodeState::Active,
+                })
+                .collect(),
+            replicas: state.assignment.clone(),
+            leaders,
+        }
+    }
+
+    /// What this node holds and leads.
+    pub fn report(&self) -> NodeReport {
+        let mut report = NodeReport {
+            node_id: self.id(),
+            ..NodeReport::default()
+        };
+        let state = self.state();
+        report.map_epoch = state.as_ref().map_or(0, |s| s.epoch);
+        let me = self.id();
+        for g in self.all_groups() {
+            report.hosted += 1;
+            report.expired += g.expired_total();
+            let voters: BTreeSet<NodeId> = g
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            let target: BTreeSet<NodeId> = state
+                .as_ref()
+                .and_then(|s| s.assignment.get(g.id as usize))
+                .map(|r| r.iter().copied().collect())
+                .unwrap_or_default();
+            let leader = g.is_leader();
+            if (target.contains(&me) && !voters.contains(&me)) || (leader && voters != target) {
+                report.unsettled += 1;
+            }
+            if leader {
+                report.led += 1;
+                if let Some((s, w)) = g.with_partition(|p| (p.stats(), p.waiting())) {
+                    report.led_stats.objects += s.objects;
+                    report.led_stats.value_bytes += s.value_bytes;
+                    report.led_stats.locked += s.locked;
+                    report.lock_waiters += w as u64;
+                }
+            }
+        }
+        report
+    }
+
+    /// Answers a peer message.
+    pub async fn handle_peer(&self, payload: &[u8]) -> Vec<u8> {
+        let response = match postcard::from_bytes::<PeerRequest>(payload) {
+            Err(e) => PeerResponse::Refused {
+                reason: format!("undecodable peer message: {e}"),
+            },
+            Ok(PeerRequest::Ping) => PeerResponse::Pong { id: self.id() },
+            Ok(PeerRequest::Join { addr }) => self.admit(addr).await,
+            Ok(PeerRequest::Raft { group, rpc }) => {
+                let raft = if group == CONTROL_GROUP {
+                    self.control_raft().cloned()
+                } else {
+                    self.group(group).map(|g| g.raft.clone())
+                };
+                match raft {
+                    None => PeerResponse::NoSuchGroup,
+                    Some(raft) => match rpc {
+                        RaftRpc::Append(r) => PeerResponse::Append(raft.append_entries(r).await),
+                        RaftRpc::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
+                        RaftRpc::Snapshot(r) => {
+                            PeerResponse::Snapshot(raft.install_snapshot(r).await)
+                        }
+                    },
+                }
+            }
+        };
+        encode(&response)
+    }
+
+    fn control_leader_addr(&self) -> Option<String> {
+        let leader = self.control_raft()?.metrics().borrow().current_leader?;
+        self.state()?.addr_of(leader).map(str::to_string)
+    }
+
+    async fn admit(&self, addr: String) -> PeerResponse {
+        let Some(raft) = self.control_raft() else {
+            return PeerResponse::NotLeader { leader_addr: None };
+        };
+        match raft
+            .client_write(GroupCommand::Control(ControlCommand::Join { addr }))
+            .await
+        {
+            Ok(resp) => match resp.data {
+                GroupResponse::Control(ControlResponse::Joined { id, .. }) => {
+                    PeerResponse::Joined { id }
+                }
+                GroupResponse::Control(ControlResponse::Refused { reason }) => {
+                    PeerResponse::Refused { reason }
+                }
+                other => PeerResponse::Refused {
+                    reason: format!("unexpected control response {other:?}"),
+                },
+            },
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => PeerResponse::NotLeader {
+                    leader_addr: f
+                        .leader_node
+                        .as_ref()
+                        .map(|n| n.addr.clone())
+                        .or_else(|| self.control_leader_addr()),
+                },
+                None => PeerResponse::Refused {
+                    reason: e.to_string(),
+                },
+            },
+        }
+    }
+
+    /// Runs the reconcile and maintenance loops until `shutdown`, then stops every group.
+    pub async fn run(self: Arc<Self>, tick: Duration, shutdown: CancellationToken) {
+        let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+        let mut maintain = tokio::time::interval(tick);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = reconcile.tick() => self.reconcile().await,
+                _ = maintain.tick() => {
+                    for g in self.all_groups() {
+                        g.maintain().await;
+                    }
+                }
+            }
+            let mut tasks = self.tasks.lock().await;
+            while tasks.try_join_next().is_some() {}
+        }
+        self.tasks.lock().await.abort_all();
+        for g in self.all_groups() {
+            let _ = g.raft.shutdown().await;
+        }
+        if let Some(raft) = self.control_raft() {
+            let _ = raft.shutdown().await;
+        }
+    }
+
+    async fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.lock().await.spawn(task);
+    }
+
+    async fn reconcile(self: &Arc<Self>) {
+        let Some(state) = self.state() else {
+            return;
+        };
+        let me = self.id();
+        if self
+            .control_raft()
+            .is_some_and(|r| r.metrics().borrow().state == ServerState::Leader)
+        {
+            self.manage_control_members(&state).await;
+            self.watch_nodes(&state).await;
+        }
+        for p in 0..state.partitions {
+            let target: BTreeSet<NodeId> = state.assignment[p as usize].iter().copied().collect();
+            let hosted = self.group(p);
+            if hosted.is_none() && target.contains(&me) {
+                if let Err(e) = self.host_group(p).await {
+                    tracing::warn!(partition = p, error = %e, "cannot host partition");
+                }
+                continue;
+            }
+            let Some(group) = hosted else { continue };
+            let membership = group.raft.metrics().borrow().membership_config.clone();
+            let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+            if group.is_leader() {
+                if voters != target && !target.is_empty() && lock(&self.changing).insert(p) {
+                    let members: BTreeMap<NodeId, String> = target
+                        .iter()
+                        .filter_map(|id| state.addr_of(*id).map(|a| (*id, a.to_string())))
+                        .collect();
+                    let changing = Arc::clone(&self.changing);
+                    self.spawn(async move {
+                        move_group(&group, voters, members).await;
+                        lock(&changing).remove(&p);
+                    })
+                    .await;
+                }
+            } else if !target.contains(&me)
+                && !membership.membership().nodes().any(|(id, _)| *id == me)
+            {
+                // The group moved away from this node: stop hosting it.
+                let removed = self
+                    .groups
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&p);
+                if let Some(g) = removed {
+                    let _ = g.raft.shutdown().await;
+                    tracing::info!(partition = p, "partition moved away");
+                }
+            }
+        }
+    }
+
+    /// Control leader: every active node is a member; up to five are voters; down nodes go.
+    async fn manage_control_members(&self, state: &ClusterState) {
+        let Some(raft) = self.control_raft() else {
+            return;
+        };
+        if !lock(&self.changing).insert(CONTROL_GROUP) {
+            return;
+        }
+        let membership = raft.metrics().borrow().membership_config.clone();
+        let members: BTreeSet<NodeId> =
+            membership.membership().nodes().map(|(id, _)| *id).collect();
+        let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+        let active = state.active_nodes();
+        let result: Result<(), String> = async {
+            for id in active.difference(&members) {
+                if let Some(addr) = state.addr_of(*id) {
+                    raft.add_learner(*id, BasicNode::new(addr), false)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            let mut want: BTreeSet<NodeId> = voters.intersection(&active).copied().collect();
+            for id in &active {
+                if want.len() >= CONTROL_VOTERS.min(active.len()) {
+                    break;
+                }
+                want.insert(*id);
+            }
+            if want != voters && !want.is_empty() {
+                raft.change_membership(want, false)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            let gone: BTreeSet<NodeId> = members
+                .iter()
+                .filter(|id| !active.contains(id))
+                .copied()
+                .collect();
+            if !gone.is_empty() {
+                let now: BTreeSet<NodeId> = raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect();
+                let removable: BTreeSet<NodeId> = gone.difference(&now).copied().collect();
+                if !removable.is_empty() {
+                    raft.change_membership(ChangeMembers::RemoveNodes(removable), false)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "control membership change deferred");
+        }
+        lock(&self.changing).remove(&CONTROL_GROUP);
+    }
+
+    /// Control leader: pings active nodes and marks those silent past the grace period down.
+    async fn watch_nodes(&self, state: &ClusterState) {
+        let me = self.id();
+        let now = Instant::now();
+        let targets: Vec<(NodeId, String)> = state
+            .nodes
+            .iter()
+            .filter(|(id, n)| **id != me && n.state == NodeState::Active)
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect();
+        let pings = targets.iter().map(|(id, addr)| async move {
+            let ok = matches!(
+                self.peers.call(addr, &PeerRequest::Ping, Duration::from_millis(500)).await,
+                Ok(PeerResponse::Pong { id: answered }) if answered == *id
+            );
+            (*id, ok)
+        });
+        let results = futures_util::future::join_all(pings).await;
+        let mut down = Vec::new();
+        {
+            let mut seen = lock(&self.last_seen);
+            for (id, ok) in results {
+                let last = seen.entry(id).or_insert(now);
+                if ok {
+                    *last = now;
+                } else if now.duration_since(*last) > self.config.down_after {
+                    down.push(id);
+                }
+            }
+        }
+        for id in down {
+            tracing::warn!(
+                node = id,
+                "node unreachable past the grace period; re-placing its partitions"
+            );
+            if let Some(raft) = self.control_raft() {
+                let _ = raft
+                    .client_write(GroupCommand::Control(ControlCommand::MarkDown { id }))
+                    .await;
+            }
+            lock(&self.last_seen).remove(&id);
+        }
+    }
+}
+
+/// Moves a group's voters to `target`: new members join as learners and catch up first,
+/// then one membership change swaps the voters.
+async fn move_group(
+    group: &PartitionGroup,
+    voters: BTreeSet<NodeId>,
+    target: BTreeMap<NodeId, String>,
+) {
+    for (id, addr) in &target {
+        if voters.contains(id) {
+            continue;
+        }
+        let added = tokio::time::timeout(
+            Duration::from_secs(30),
+            group.raft.add_learner(*id, BasicNode::new(addr), true),
+        )
+        .await;
+        match added {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(partition = group.id, node = id, error = %e, "add learner deferred");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    partition = group.id,
+                    node = id,
+                    "learner catch-up timed out; will retry"
+                );
+                return;
+            }
+        }
+    }
+    let ids: BTreeSet<NodeId> = target.keys().copied().collect();
+    match group.raft.change_membership(ids, false).await {
+        Ok(_) => {
+            tracing::info!(partition = group.id, voters = ?target.keys().collect::<Vec<_>>(), "partition moved")
+        }
+        Err(e) => tracing::debug!(partition = group.id, error = %e, "membership change deferred"),
+    }
+}

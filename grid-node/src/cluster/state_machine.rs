@@ -1,0 +1,230 @@
+//! The state machine behind every group: a partition or the control state, plus what Raft
+//! needs around it (last applied log id, membership, the latest snapshot).
+//!
+//! The state sits behind a `std` read-write lock that is never held across an `.await`,
+//! so the leader's lock-free reads and the ticker can look at it directly.
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{Entry, EntryPayload, LogId, StorageError, StorageIOError, StoredMembership};
+use serde::{Deserialize, Serialize};
+
+use super::control::ClusterState;
+use super::raft_types::{GroupCommand, GroupResponse, Member, NodeId, TypeConfig};
+use crate::partition::{Partition, PartitionConfig};
+
+/// What a group replicates.
+#[derive(Debug, Clone)]
+pub enum Machine {
+    /// A partition's objects and lock waiters.
+    Partition(Partition),
+    /// The cluster's membership and partition map.
+    Control(ClusterState),
+}
+
+/// The state plus Raft's bookkeeping.
+#[derive(Debug)]
+pub struct SmState {
+    /// Last entry applied.
+    pub last_applied: Option<LogId<NodeId>>,
+    /// Membership as of the last applied membership entry.
+    pub last_membership: StoredMembership<NodeId, Member>,
+    /// The replicated state.
+    pub machine: Machine,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    last_applied: Option<LogId<NodeId>>,
+    last_membership: StoredMembership<NodeId, Member>,
+    machine: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: RwLock<SmState>,
+    current: Mutex<Option<(SnapshotMeta<NodeId, Member>, Vec<u8>)>>,
+    partition_config: PartitionConfig,
+    snapshots_built: AtomicU64,
+}
+
+/// A group's state machine; clones share it.
+#[derive(Debug, Clone)]
+pub struct GroupSm(Arc<Inner>);
+
+fn storage_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
+    StorageIOError::read_state_machine(&std::io::Error::other(e.to_string())).into()
+}
+
+impl GroupSm {
+    /// A state machine starting from `machine`.
+    pub fn new(machine: Machine, partition_config: PartitionConfig) -> Self {
+        Self(Arc::new(Inner {
+            state: RwLock::new(SmState {
+                last_applied: None,
+                last_membership: StoredMembership::default(),
+                machine,
+            }),
+            current: Mutex::new(None),
+            partition_config,
+            snapshots_built: AtomicU64::new(0),
+        }))
+    }
+
+    /// Reads the state. Do not hold across an `.await`.
+    pub fn read(&self) -> RwLockReadGuard<'_, SmState> {
+        self.0.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, SmState> {
+        self.0.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn encode(state: &SmState) -> Vec<u8> {
+        let machine = match &state.machine {
+            Machine::Partition(p) => p.snapshot(),
+            Machine::Control(c) => postcard::to_allocvec(c)
+                .unwrap_or_else(|e| panic!("control snapshot encode failed: {e}")),
+        };
+        let file = SnapshotFile {
+            last_applied: state.last_applied,
+            last_membership: state.last_membership.clone(),
+            machine,
+        };
+        postcard::to_allocvec(&file).unwrap_or_else(|e| panic!("snapshot encode failed: {e}"))
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<SmState, StorageError<NodeId>> {
+        let file: SnapshotFile = postcard::from_bytes(bytes).map_err(storage_err)?;
+        let machine = match &self.read().machine {
+            Machine::Partition(_) => Machine::Partition(
+                Partition::restore(self.0.partition_config, &file.machine).map_err(storage_err)?,
+            ),
+            Machine::Control(_) => {
+                Machine::Control(postcard::from_bytes(&file.machine).map_err(storage_err)?)
+            }
+        };
+        Ok(SmState {
+            last_applied: file.last_applied,
+            last_membership: file.last_membership,
+            machine,
+        })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for GroupSm {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let (bytes, last_applied, last_membership) = {
+            let state = self.read();
+            (
+                Self::encode(&state),
+                state.last_applied,
+                state.last_membership.clone(),
+            )
+        };
+        let n = self.0.snapshots_built.fetch_add(1, Ordering::Relaxed);
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership,
+            snapshot_id: format!("{}-{n}", last_applied.map_or(0, |l| l.index)),
+        };
+        *self
+            .0
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((meta.clone(), bytes.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for GroupSm {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>), StorageError<NodeId>>
+    {
+        let state = self.read();
+        Ok((state.last_applied, state.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<GroupResponse>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut state = self.write();
+        let mut out = Vec::new();
+        for entry in entries {
+            state.last_applied = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => GroupResponse::None,
+                EntryPayload::Membership(m) => {
+                    state.last_membership = StoredMembership::new(Some(entry.log_id), m);
+                    GroupResponse::None
+                }
+                EntryPayload::Normal(command) => match (&mut state.machine, command) {
+                    (Machine::Partition(p), GroupCommand::Partition { now, cmd }) => {
+                        GroupResponse::Partition(p.apply(&cmd, now))
+                    }
+                    (Machine::Control(c), GroupCommand::Control(cmd)) => {
+                        GroupResponse::Control(c.apply(cmd))
+                    }
+                    // A command for the other kind of group cannot be proposed (each group
+                    // handle only proposes its own kind); answer nothing rather than panic.
+                    _ => GroupResponse::None,
+                },
+            };
+            out.push(response);
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let bytes = snapshot.into_inner();
+        let mut installed = self.decode(&bytes)?;
+        installed.last_applied = meta.last_log_id;
+        installed.last_membership = meta.last_membership.clone();
+        *self.write() = installed;
+        *self
+            .0
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((meta.clone(), bytes));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let current = self
+            .0
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(current.as_ref().map(|(meta, bytes)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(Cursor::new(bytes.clone())),
+        }))
+    }
+}

@@ -1,0 +1,191 @@
+//! A cluster of real node processes on loopback for fault tests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use grid_client::GridClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::process::NodeProcess;
+use crate::{wait_until, DEADLINE};
+
+/// Settings every test node gets: fast failure detection and fault injection.
+const NODE_ARGS: &[&str] = &[
+    "--admin",
+    "127.0.0.1:0",
+    "--fault-injection",
+    "--raft-election-timeout",
+    "500ms",
+    "--down-after",
+    "3s",
+];
+
+/// Real node processes forming one cluster. Killed nodes stay as `None`.
+#[derive(Debug)]
+pub struct TestCluster {
+    bin: String,
+    extra: Vec<String>,
+    nodes: Vec<Option<NodeProcess>>,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes: the first bootstraps, the others join it. Waits until the
+    /// cluster has settled (every partition fully replicated as the map says).
+    pub async fn start(bin: &str, n: usize, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut cluster = Self {
+            bin: bin.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            nodes: Vec::new(),
+        };
+        for _ in 0..n {
+            cluster.add_node_process()?;
+        }
+        cluster.wait_settled(n).await?;
+        Ok(cluster)
+    }
+
+    /// Starts one more node, joining through the live ones. Does not wait for it to settle.
+    pub fn add_node_process(&mut self) -> anyhow::Result<usize> {
+        let join: Vec<String> = self.live().map(|n| n.client_addr().to_string()).collect();
+        let mut args: Vec<String> = NODE_ARGS.iter().map(|s| s.to_string()).collect();
+        args.extend(self.extra.iter().cloned());
+        if !join.is_empty() {
+            args.push("--join".into());
+            args.push(join.join(","));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.nodes.push(Some(NodeProcess::start(&self.bin, &args)?));
+        Ok(self.nodes.len() - 1)
+    }
+
+    /// The live nodes.
+    pub fn live(&self) -> impl Iterator<Item = &NodeProcess> {
+        self.nodes.iter().flatten()
+    }
+
+    /// Node `i`, if alive.
+    pub fn node(&self, i: usize) -> Option<&NodeProcess> {
+        self.nodes.get(i).and_then(Option::as_ref)
+    }
+
+    /// Index of the live node at `addr`.
+    pub fn index_of(&self, addr: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| {
+            n.as_ref()
+                .is_some_and(|n| n.client_addr().to_string() == addr)
+        })
+    }
+
+    /// A connection string naming every live node.
+    pub fn connection_string(&self, extra: &str) -> String {
+        let gateways: Vec<String> = self.live().map(|n| n.client_addr().to_string()).collect();
+        format!("bootstrapGateways={}{extra}", gateways.join(","))
+    }
+
+    /// Kills node `i` with SIGKILL, by process id.
+    pub fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = self
+            .nodes
+            .get_mut(i)
+            .and_then(Option::take)
+            .context("no such live node")?;
+        node.signal("KILL")?;
+        drop(node);
+        Ok(())
+    }
+
+    /// Waits until `expected` nodes are active in the map, every live node knows the same
+    /// epoch, every partition has a leader, and no live node reports unsettled groups.
+    pub async fn wait_settled(&self, expected: usize) -> anyhow::Result<()> {
+        let cs = self.connection_string(";requestTimeout=2s;connectTimeout=1s");
+        let client = GridClient::connect(&cs).await?;
+        let addrs: Vec<String> = self.live().map(|n| n.client_addr().to_string()).collect();
+        wait_until("cluster settled", DEADLINE * 3, || {
+            let client = client.clone();
+            let addrs = addrs.clone();
+            async move {
+                client.refresh().await.ok()?;
+                let map = client.partition_map()?;
+                let active = map.nodes.iter().filter(|n| n.active).count();
+                if active != expected {
+                    return None;
+                }
+                let mut epochs = Vec::new();
+                let mut led = 0u32;
+                for addr in &addrs {
+                    let s = client.node_status(addr).await.ok()?;
+                    if s.unsettled > 0 {
+                        return None;
+                    }
+                    epochs.push(s.map_epoch);
+                    led += s.partitions_led;
+                }
+                (epochs.iter().all(|e| *e == map.epoch) && led == map.partitions).then_some(())
+            }
+        })
+        .await
+    }
+
+    /// Cuts node `i` off from the peers at `others` (its outgoing messages to them fail);
+    /// an empty list heals it.
+    pub async fn block(&self, i: usize, others: &[usize]) -> anyhow::Result<()> {
+        let node = self.node(i).context("no such live node")?;
+        let admin = node.admin_addr().context("node has no admin address")?;
+        let body: Vec<String> = others
+            .iter()
+            .filter_map(|j| self.node(*j).map(|n| n.client_addr().to_string()))
+            .collect();
+        http_post(admin, "/faults/block", &body.join(",")).await
+    }
+
+    /// Splits the live nodes into two sides that cannot reach each other.
+    pub async fn partition(&self, side_a: &[usize], side_b: &[usize]) -> anyhow::Result<()> {
+        for a in side_a {
+            self.block(*a, side_b).await?;
+        }
+        for b in side_b {
+            self.block(*b, side_a).await?;
+        }
+        Ok(())
+    }
+
+    /// Heals every partition.
+    pub async fn heal(&self) -> anyhow::Result<()> {
+        for i in 0..self.nodes.len() {
+            if self.node(i).is_some() {
+                self.block(i, &[]).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A minimal HTTP POST over loopback, for the admin endpoint.
+async fn http_post(addr: SocketAddr, path: &str, body: &str) -> anyhow::Result<()> {
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .context("admin connect timed out")??;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .context("admin answer timed out")??;
+    if !response.starts_with("HTTP/1.1 200") {
+        bail!(
+            "admin {path} answered: {}",
+            response.lines().next().unwrap_or("")
+        );
+    }
+    Ok(())
+}
