@@ -245,7 +245,7 @@ impl GridClient {
             };
             match fetched {
                 Ok(Reply::Map(map)) if map.partitions > 0 => {
-                    *lock(&self.inner.map) = Some(map);
+                    *lock(&self.inner.map) = Some(*map);
                     return Ok(());
                 }
                 Ok(Reply::Map(_)) => {
@@ -377,7 +377,7 @@ impl GridClient {
             .call(&Request::Status, self.inner.config.request_timeout)
             .await?
         {
-            Reply::Status(status) => Ok(status),
+            Reply::Status(status) => Ok(*status),
             other => Err(unexpected(other)),
         }
     }
@@ -385,7 +385,7 @@ impl GridClient {
     /// The counters of the first node that answers.
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         match self.call(&Request::Status, Duration::ZERO).await? {
-            Reply::Status(status) => Ok(status),
+            Reply::Status(status) => Ok(*status),
             other => Err(unexpected(other)),
         }
     }

@@ -16,8 +16,13 @@ use crate::server::{self, RunningNode};
 /// A node of the in-memory data grid.
 ///
 /// Serves objects (bytes with versions, timeouts and exclusive locks) to grid clients over
-/// TCP. Without --auth-token the node only listens on loopback addresses; with it, every
-/// client must present the token first. Stop it with Ctrl-C or SIGTERM: it stops
+/// TCP. Without --join it bootstraps a new cluster; with --join it joins one through any
+/// member. Each partition is a Raft group of --replicas nodes, so acknowledged writes
+/// survive the loss of a node. Without --auth-token the node only listens on loopback
+/// addresses; with it, every client and peer must present the token first.
+///
+/// Stop it with Ctrl-C or SIGTERM: in a cluster with other nodes it first leaves
+/// gracefully (its replicas and leadership move to the others, up to 60 s), then stops
 /// accepting, lets open connections flush their replies, and exits.
 #[derive(Debug, Parser)]
 #[command(name = "grid-node", version, args_conflicts_with_subcommands = true)]
@@ -159,7 +164,15 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
 
 async fn stop_on_signal(node: RunningNode, signals: Signals) -> anyhow::Result<()> {
     signals.recv().await;
-    tracing::info!("signal received; shutting down");
+    let cluster = node.node().cluster();
+    if cluster.can_leave() {
+        // Hand this node's replicas and leadership to the others before going.
+        tracing::info!("signal received; leaving the cluster gracefully");
+        if let Err(e) = cluster.leave(Duration::from_secs(60)).await {
+            tracing::warn!(error = %e, "graceful leave incomplete; stopping anyway");
+        }
+    }
+    tracing::info!("shutting down");
     node.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -178,8 +178,10 @@ fn handle(ctx: &ConnContext, auth: &mut Auth, frame: Frame) -> Step {
     match request {
         Request::Hello { .. } => unreachable!("handled above"),
         Request::Ping => Step::Reply(id, Reply::Pong),
-        Request::Status => Step::Reply(id, Reply::Status(node.status(ctx.listen.clone()))),
-        Request::GetMap => Step::Reply(id, Reply::Map(node.map())),
+        Request::Status => {
+            Step::Reply(id, Reply::Status(Box::new(node.status(ctx.listen.clone()))))
+        }
+        Request::GetMap => Step::Reply(id, Reply::Map(Box::new(node.map()))),
         Request::Op(op) => {
             let node = Arc::clone(node);
             Step::Later(Box::pin(async move { (id, node.execute(op).await) }))

@@ -494,31 +494,29 @@ fn a_restored_snapshot_carries_on_exactly_like_the_original() {
 
 fn arb_op() -> impl Strategy<Value = Op> {
     let key = || prop::sample::select(vec!["a", "b"]);
-    let timeouts = [
+    let timeouts = vec![
         Timeout::None,
-        Timeout::Sliding { ms: 400 },
-        Timeout::Absolute { ms: 700 },
+        Timeout::Sliding { ms: 600 },
+        Timeout::Absolute { ms: 1500 },
     ];
-    let ids = 1..40u64;
+    let ids = || 1..30u64;
+    let lock = (
+        key(),
+        prop::sample::select(vec![0, 200, 1000]),
+        prop::option::of(Just(250)),
+        prop::option::of(Just(400)),
+    );
     prop_oneof![
-        (key(), prop::sample::select(timeouts.to_vec())).prop_map(|(k, t)| create(k, b"v", t)),
-        (
-            key(),
-            prop::sample::select(vec![0, 100, 1000]),
-            prop::option::of(Just(250)),
-            prop::option::of(Just(150)),
-        )
-            .prop_map(
-                |(k, wait_ms, lease_ms, take_over_after_ms)| Op::ReadAndLock {
-                    obj: obj(k),
-                    cached_version: None,
-                    lease_ms,
-                    wait_ms,
-                    take_over_after_ms,
-                }
-            ),
-        (key(), ids.clone()).prop_map(|(k, id)| unlock(k, id)),
-        (key(), ids.clone()).prop_map(|(k, id)| Op::Update {
+        2 => (key(), prop::sample::select(timeouts)).prop_map(|(k, t)| create(k, b"v", t)),
+        5 => lock.prop_map(|(k, wait_ms, lease_ms, take_over_after_ms)| Op::ReadAndLock {
+            obj: obj(k),
+            cached_version: None,
+            lease_ms,
+            wait_ms,
+            take_over_after_ms,
+        }),
+        2 => (key(), ids()).prop_map(|(k, id)| unlock(k, id)),
+        1 => (key(), ids()).prop_map(|(k, id)| Op::Update {
             obj: obj(k),
             value: id.to_le_bytes().to_vec(),
             timeout: None,
@@ -526,22 +524,26 @@ fn arb_op() -> impl Strategy<Value = Op> {
             lock_id: Some(id),
             unlock: true,
         }),
-        (key(), prop::option::of(ids)).prop_map(|(k, lock_id)| Op::Remove {
+        1 => (key(), prop::option::of(ids())).prop_map(|(k, lock_id)| Op::Remove {
             obj: obj(k),
-            lock_id
+            lock_id,
         }),
-        key().prop_map(read),
+        1 => key().prop_map(read),
     ]
 }
 
+/// Commands over two objects, with waiter ids that repeat so `CancelWait` finds some.
 fn arb_command() -> impl Strategy<Value = Command> {
     let waiter = (1..3u64, 0..6u64).prop_map(|(owner, seq)| w(owner, seq));
+    let accesses = prop::collection::vec(
+        (prop::sample::select(vec!["a", "b", "c"]), 0..5000u64),
+        0..3,
+    );
     prop_oneof![
-        6 => (arb_op(), prop::option::of(waiter.clone()))
+        8 => (arb_op(), prop::option::weighted(0.85, waiter.clone()))
             .prop_map(|(op, waiter)| Command::Op { op, waiter }),
         2 => Just(Command::Tick),
-        1 => prop::collection::vec((prop::sample::select(vec!["a", "b", "c"]), 0..8000u64), 0..3)
-            .prop_map(|accesses| touch(&accesses)),
+        1 => accesses.prop_map(|accesses| touch(&accesses)),
         1 => waiter.prop_map(|waiter| Command::CancelWait { waiter }),
         1 => (1..3u64).prop_map(|owner| Command::AdoptWaiters { owner }),
     ]
@@ -550,19 +552,19 @@ fn arb_command() -> impl Strategy<Value = Command> {
 proptest! {
     #![proptest_config(ProptestConfig {
         failure_persistence: None,
-        ..ProptestConfig::with_cases(64)
+        ..ProptestConfig::with_cases(128)
     })]
 
     /// Two replicas fed the same commands agree on every outcome; so does a third one
     /// restored mid-way from the first one's snapshot.
     #[test]
     fn replicas_and_restored_snapshots_give_identical_outcomes(
-        steps in prop::collection::vec((0..200u64, arb_command()), 1..80),
+        steps in prop::collection::vec((0..80u64, arb_command()), 1..120),
         split in any::<prop::sample::Index>(),
     ) {
         let config = PartitionConfig {
             store: StoreConfig { default_lease_ms: 300 },
-            max_waiters_per_object: 2,
+            max_waiters_per_object: 3,
         };
         let (mut p, mut q) = (Partition::new(config), Partition::new(config));
         let split = split.index(steps.len());

@@ -367,7 +367,7 @@ pub enum Reply {
     /// Answer to `Ping`.
     Pong,
     /// Answer to `Status`.
-    Status(NodeStatus),
+    Status(Box<NodeStatus>),
     /// The object's bytes and facts.
     Retrieved {
         /// The bytes.
@@ -454,7 +454,7 @@ pub enum Reply {
         supported: u8,
     },
     /// Answer to `GetMap`.
-    Map(PartitionMap),
+    Map(Box<PartitionMap>),
     /// Answer to `Peer`.
     Peer {
         /// The encoded peer answer.

@@ -95,36 +95,70 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Waits for node `i` to exit by itself; it no longer counts as live afterwards.
+    pub fn wait_exit(
+        &mut self,
+        i: usize,
+        deadline: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let node = self
+            .nodes
+            .get_mut(i)
+            .and_then(Option::as_mut)
+            .context("no such live node")?;
+        let status = node.wait_exit(deadline)?;
+        self.nodes[i] = None;
+        Ok(status)
+    }
+
     /// Waits until `expected` nodes are active in the map, every live node knows the same
     /// epoch, every partition has a leader, and no live node reports unsettled groups.
     pub async fn wait_settled(&self, expected: usize) -> anyhow::Result<()> {
         let cs = self.connection_string(";requestTimeout=2s;connectTimeout=1s");
         let client = GridClient::connect(&cs).await?;
         let addrs: Vec<String> = self.live().map(|n| n.client_addr().to_string()).collect();
-        wait_until("cluster settled", DEADLINE * 3, || {
-            let client = client.clone();
-            let addrs = addrs.clone();
+        let last_seen = std::sync::Mutex::new(String::new());
+        let settled = wait_until("cluster settled", DEADLINE * 3, || {
+            let (client, addrs, last_seen) = (client.clone(), addrs.clone(), &last_seen);
             async move {
                 client.refresh().await.ok()?;
                 let map = client.partition_map()?;
                 let active = map.nodes.iter().filter(|n| n.active).count();
-                if active != expected {
-                    return None;
-                }
-                let mut epochs = Vec::new();
+                let mut seen = format!("map epoch {}, {active} active; ", map.epoch);
+                let mut done = active == expected;
                 let mut led = 0u32;
                 for addr in &addrs {
-                    let s = client.node_status(addr).await.ok()?;
-                    if s.unsettled > 0 {
-                        return None;
+                    match client.node_status(addr).await {
+                        Ok(s) => {
+                            seen += &format!(
+                                "[node {} {addr}: epoch {}, hosts {}, leads {}, unsettled {}] ",
+                                s.node_id, s.map_epoch, s.partitions, s.partitions_led, s.unsettled
+                            );
+                            done &= s.unsettled == 0 && s.map_epoch == map.epoch;
+                            led += s.partitions_led;
+                        }
+                        Err(e) => {
+                            seen += &format!("[{addr}: {e}] ");
+                            done = false;
+                        }
                     }
-                    epochs.push(s.map_epoch);
-                    led += s.partitions_led;
                 }
-                (epochs.iter().all(|e| *e == map.epoch) && led == map.partitions).then_some(())
+                done &= led == map.partitions;
+                *last_seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = seen;
+                done.then_some(())
             }
         })
-        .await
+        .await;
+        settled.with_context(|| {
+            format!(
+                "last seen: {}",
+                last_seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            )
+        })
     }
 
     /// Cuts node `i` off from the peers at `others` (its outgoing messages to them fail);

@@ -1,58 +1,65 @@
 //! Linearizability checking for recorded histories of concurrent operations.
 //!
 //! - [`Model`]: a sequential specification (states, and which outputs are legal).
-//! - [`check`]: Wing & Gong / Lowe search with memoization of (linearized set, state),
-//!   the algorithm of Porcupine.
+//! - [`check`]: Wing & Gong / Lowe search with memoization of (placed ops, state), the
+//!   algorithm of Porcupine, plus the pruning rules below.
 //! - [`check_per_key`]: checks each key's sub-history on its own (P-compositionality:
 //!   a history of independent objects is linearizable iff each object's is).
 //! - [`VersionedRegister`]: the model of one grid object (value plus server version).
 //!
 //! ```text
-//! history --sort--> call/return events --WGL search--> Linearizable
-//!                   (doubly linked list)   | step()      NotLinearizable { explanation }
-//!                                          | memo (bitset, state)   Timeout
+//! ops --sort--> completed: call/return events --+--> depth-first search --> Linearizable
+//!               pending:   call events ---------+    memo, pruning          NotLinearizable
+//!                                                    clock budget           Timeout
 //! ```
 //!
 //! # The search
 //!
-//! Calls and returns are sorted by time into a linked list. Walking it from the head,
-//! every call met before the first return belongs to an op that may take effect next;
-//! the search tries each, applies it to the model, removes ("lifts") it from the list
-//! and starts over. Meeting a return means that op was not placed in time, so the last
-//! choice is undone. A (set of placed ops, model state) pair already explored is never
-//! explored again, which keeps real histories with bounded concurrency near-linear.
-//! Equal timestamps count as overlapping, so clock ties never cause a false alarm.
-//! An indeterminate op placed right before an op that hides its effect (a blind
-//! overwrite, or another indeterminate write) is pruned, using [`Model::dominates`]:
-//! dropping it gives a shorter linearization, so only shortest ones need be searched.
+//! Completed ops' calls and returns are sorted by time into a linked list. Every call
+//! before the first return belongs to an op that may take effect next; the search tries
+//! each, applies it to the model, removes it from the list and starts over. Meeting a
+//! return means that op was not placed in time, so the last choice is undone. Equal
+//! timestamps count as overlapping, so clock ties never cause a false alarm. A
+//! configuration (placed ops, state) is explored at most once; the search also skips one
+//! that an explored configuration *covers*: the same completed ops, a subset of the
+//! pending ops, and a state that [`Model::dominates`] it. Further pruning, each sound
+//! because only linearizations with the fewest pending ops need be found:
+//! - an op that [`Model::never_legal`] says can no longer be placed fails the branch;
+//! - a completed op legal without changing the state (a matching read) goes first, as
+//!   no linearization needs it later;
+//! - a pending op is not placed right before an op that hides its effect (an overwrite).
 //!
-//! # Indeterminate operations
+//! # Pending (indeterminate) operations
 //!
-//! An op without a response (`ret` or `output` is `None`: a timeout, a dropped
-//! connection) may have taken effect at any moment after its call, or never. It gets no
-//! return event (its return is at +infinity), so it can be placed at any later point;
-//! the history is accepted once every *determinate* op is placed, leaving out the
-//! indeterminate ops that never took effect. Placing one uses [`Model::step_unknown`].
+//! An op without a response (a timeout, a dropped connection) may have taken effect at
+//! any time after its call, or never: its return is at +infinity. It may be placed
+//! whenever its call is before the first unplaced return, after completed ops are tried,
+//! using [`Model::step_unknown`]; the history is accepted once every completed op is
+//! placed, whatever pending ops are left.
 //!
-//! For [`VersionedRegister`] the hard part is the version an indeterminate write got,
-//! which nobody saw. The state records it as [`Version::Unconfirmed`] and keeps
+//! For [`VersionedRegister`] the hard part is the version a pending write got, which
+//! nobody saw. The state records it as [`Version::Unconfirmed`] and keeps
 //! `last_version` as the *smallest value the highest version assigned so far can have*:
-//! an unconfirmed write raises it by one (its version is at least one above the last).
-//! A later op that reveals the version (a read of that value, a CAS mismatch reporting
-//! it, a CAS that succeeded against it) pins it, legal iff it is at least that lower
-//! bound; a later write needs a version above the bound. Choosing every unpinned version
-//! as small as possible is always consistent, so this is exact for integer versions:
-//! no false alarms, and no violation of the ordering hidden. The state space stays
-//! finite because the unknown version is one symbol, not a guess per possible number.
+//! an unconfirmed write raises it by one. A later op that reveals the version (a read
+//! of that value, a CAS mismatch reporting it, a CAS that succeeded against it) pins it,
+//! legal iff it is at least that bound; a later write needs a version above the bound.
+//! Choosing every unpinned version as small as possible is always consistent, so this
+//! is exact for integer versions, and the unknown version is one symbol rather than a
+//! guess per number, so the state space stays finite.
+//!
+//! Placed ops are memoized as 128-bit Zobrist fingerprints, as model checkers such as
+//! TLC do: a collision could skip one configuration, with odds below 2^-80 for millions.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Debug, Write as _};
-use std::hash::Hash;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A sequential specification of the object under test.
 pub trait Model {
-    /// A state of the object; compared and hashed for memoization, so keep it small.
+    /// A state of the object; compared often, so keep it small and cheap to clone.
     type State: Clone + Eq + Hash + Debug;
     /// What a client asked for.
     type Input: Clone + Debug;
@@ -67,26 +74,22 @@ pub trait Model {
         input: &Self::Input,
         output: &Self::Output,
     ) -> Option<Self::State>;
-    /// Every state `input` can lead to from `state` when its output is unknown. Leaving
-    /// out outcomes that change nothing is fine: the search always considers the op
-    /// never taking effect.
+    /// Every state `input` can lead to from `state` when its output is unknown. Outcomes
+    /// that change nothing may be left out: never taking effect is always considered.
     fn step_unknown(&self, state: &Self::State, input: &Self::Input) -> Vec<Self::State>;
     /// True if every continuation legal from `worse` is also legal from `better`. The
-    /// search uses it to skip placing an indeterminate op whose effect the next op
-    /// hides. The default, equality, is always correct; a finer order prunes more.
+    /// default, equality, is always correct; a finer order prunes more.
     fn dominates(&self, better: &Self::State, worse: &Self::State) -> bool {
         better == worse
     }
-    /// True if an indeterminate `input` can change neither `state` nor any state
-    /// reachable from it (a read), so it need not be considered. The default, false, is
-    /// always correct.
+    /// True if a pending `input` can change neither `state` nor any later state (a
+    /// read), so it is dropped. The default, false, is always correct.
     fn never_effective(&self, state: &Self::State, input: &Self::Input) -> bool {
         let _ = (state, input);
         false
     }
     /// True if `output` can be a legal result of `input` neither in `state` nor in any
-    /// state reachable from it, so a search that has not placed the op can give up. The
-    /// default, false, is always correct; a sharper answer prunes more.
+    /// later state. The default, false, is always correct; a sharper answer prunes more.
     fn never_legal(&self, state: &Self::State, input: &Self::Input, output: &Self::Output) -> bool {
         let _ = (state, input, output);
         false
@@ -96,7 +99,7 @@ pub trait Model {
 /// One client operation as recorded by a test.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Operation<I, O> {
-    /// Which client issued it (for explanations only; ops of one client must not overlap).
+    /// Which client issued it (for explanations; one client's ops should not overlap).
     pub client: usize,
     /// When it was invoked, in nanoseconds of one monotonic clock.
     pub call: u64,
@@ -111,12 +114,13 @@ pub struct Operation<I, O> {
 impl<I, O> Operation<I, O> {
     /// An op that got a response.
     pub fn completed(client: usize, call: u64, ret: u64, input: I, output: O) -> Self {
+        let (ret, output) = (Some(ret), Some(output));
         Self {
             client,
             call,
-            ret: Some(ret),
+            ret,
             input,
-            output: Some(output),
+            output,
         }
     }
 
@@ -131,8 +135,8 @@ impl<I, O> Operation<I, O> {
         }
     }
 
-    /// True unless both the return time and the output are known. For such an op both
-    /// are ignored: it may take effect at any time after its call, or never.
+    /// True unless both the return time and the output are known. Such an op may take
+    /// effect at any time after its call, or never; its `ret` and `output` are ignored.
     pub fn is_indeterminate(&self) -> bool {
         self.ret.is_none() || self.output.is_none()
     }
@@ -145,8 +149,8 @@ pub enum CheckResult {
     Linearizable,
     /// No such order exists.
     NotLinearizable {
-        /// The longest linearizable prefix found, the state after it, and the ops that
-        /// could not be placed next.
+        /// The first completed op no order could place, the longest linearizable prefix
+        /// found, the state after it, and the ops that could not go next.
         explanation: String,
     },
     /// The search did not finish within its budget; nothing is known.
@@ -154,19 +158,18 @@ pub enum CheckResult {
 }
 
 /// Checks `history` against `model`, giving up with [`CheckResult::Timeout`] after
-/// `budget` of searching.
+/// `budget` of searching. Op numbers in the explanation index `history`.
 ///
 /// # Panics
 ///
-/// If an op returned before it was called: that is a bug in the recorder.
+/// If a completed op returned before it was called: that is a bug in the recorder.
 pub fn check<M: Model>(
     model: &M,
     history: &[Operation<M::Input, M::Output>],
     budget: Duration,
 ) -> CheckResult {
-    let ops: Vec<_> = history.iter().collect();
-    let labels: Vec<_> = (0..history.len()).collect();
-    search(model, &ops, &labels, deadline_after(budget))
+    let ops: Vec<_> = history.iter().enumerate().collect();
+    search(model, &ops, Instant::now().checked_add(budget))
 }
 
 /// An op on one key of a keyed store.
@@ -183,12 +186,11 @@ pub struct KeyedOperation<I, O> {
 pub enum KeyedCheckResult {
     /// Every key's sub-history is linearizable.
     Linearizable,
-    /// The first key (in key order) whose sub-history is not; op numbers in the
-    /// explanation are indexes into the whole keyed history.
+    /// The first key, in key order, whose sub-history is not.
     NotLinearizable {
         /// The failing key.
         key: String,
-        /// As in [`CheckResult::NotLinearizable`].
+        /// As in [`CheckResult::NotLinearizable`]; op numbers index the whole history.
         explanation: String,
     },
     /// No key failed, but these keys were not decided within the budget.
@@ -202,115 +204,121 @@ pub enum KeyedCheckResult {
 ///
 /// # Panics
 ///
-/// If an op returned before it was called.
+/// If a completed op returned before it was called.
 pub fn check_per_key<M: Model>(
     model: &M,
     history: &[KeyedOperation<M::Input, M::Output>],
     budget: Duration,
 ) -> KeyedCheckResult {
-    let deadline = deadline_after(budget);
-    type Part<'a, I, O> = (Vec<&'a Operation<I, O>>, Vec<usize>);
-    let mut by_key: BTreeMap<&str, Part<'_, M::Input, M::Output>> = BTreeMap::new();
+    let deadline = Instant::now().checked_add(budget);
+    let mut by_key: BTreeMap<&str, Vec<_>> = BTreeMap::new();
     for (index, keyed) in history.iter().enumerate() {
-        let (ops, labels) = by_key.entry(keyed.key.as_str()).or_default();
-        ops.push(&keyed.op);
-        labels.push(index);
+        by_key
+            .entry(&keyed.key)
+            .or_default()
+            .push((index, &keyed.op));
     }
     let mut timed_out = Vec::new();
-    for (key, (ops, labels)) in by_key {
-        match search(model, &ops, &labels, deadline) {
+    for (key, ops) in by_key {
+        match search(model, &ops, deadline) {
             CheckResult::Linearizable => {}
             CheckResult::NotLinearizable { explanation } => {
-                return KeyedCheckResult::NotLinearizable {
-                    key: key.to_string(),
-                    explanation,
-                };
+                let key = key.to_string();
+                return KeyedCheckResult::NotLinearizable { key, explanation };
             }
             CheckResult::Timeout => timed_out.push(key.to_string()),
         }
     }
-    if timed_out.is_empty() {
-        KeyedCheckResult::Linearizable
-    } else {
-        KeyedCheckResult::Timeout { keys: timed_out }
+    match timed_out.is_empty() {
+        true => KeyedCheckResult::Linearizable,
+        false => KeyedCheckResult::Timeout { keys: timed_out },
     }
 }
 
-/// `None` means no deadline (the budget does not fit in an `Instant`).
-fn deadline_after(budget: Duration) -> Option<Instant> {
-    Instant::now().checked_add(budget)
-}
+type Op<'a, M> = &'a Operation<<M as Model>::Input, <M as Model>::Output>;
 
 /// Search steps between two reads of the clock.
 const CLOCK_EVERY: u64 = 256;
 const NIL: usize = usize::MAX;
-const HEAD: usize = 0;
+/// Sentinels heading the list of completed ops' events and of pending ops' calls.
+const COMPLETED: usize = 0;
+const PENDING: usize = 1;
 
-/// A call or return event in the doubly linked list of pending events.
+/// A call or return event in one of the doubly linked lists of unplaced ops.
 struct Event {
     op: usize,
+    time: u64,
     is_call: bool,
     prev: usize,
     next: usize,
 }
 
-/// The pending events in time order; index [`HEAD`] is a sentinel.
 struct EventList {
     events: Vec<Event>,
     call_of: Vec<usize>,
-    /// [`NIL`] for indeterminate ops, whose return is at +infinity.
+    /// [`NIL`] for pending ops, whose return is at +infinity.
     return_of: Vec<usize>,
 }
 
 impl EventList {
-    fn new<I, O>(ops: &[&Operation<I, O>], labels: &[usize]) -> Self {
-        let mut times = Vec::with_capacity(ops.len() * 2);
-        for (index, op) in ops.iter().enumerate() {
-            // At equal times calls sort first: touching ops count as concurrent.
-            times.push((op.call, false, index));
-            if let (Some(ret), false) = (op.ret, op.is_indeterminate()) {
-                assert!(
-                    ret >= op.call,
-                    "op {} returned before it was called",
-                    labels[index]
-                );
-                times.push((ret, true, index));
+    fn new<I, O>(ops: &[(usize, &Operation<I, O>)]) -> Self {
+        let (mut completed, mut pending) = (Vec::new(), Vec::new());
+        for (index, (label, op)) in ops.iter().enumerate() {
+            if op.is_indeterminate() {
+                pending.push((op.call, false, index));
+                continue;
             }
+            let ret = op.ret.unwrap_or(op.call);
+            assert!(ret >= op.call, "op {label} returned before it was called");
+            // At equal times calls sort first: touching ops count as concurrent.
+            completed.extend([(op.call, false, index), (ret, true, index)]);
         }
-        times.sort_unstable();
+        completed.sort_unstable();
+        pending.sort_unstable();
         let mut list = Self {
-            events: Vec::with_capacity(times.len() + 1),
+            events: Vec::with_capacity(2 + completed.len() + pending.len()),
             call_of: vec![NIL; ops.len()],
             return_of: vec![NIL; ops.len()],
         };
-        list.events.push(Event {
-            op: NIL,
-            is_call: false,
-            prev: NIL,
-            next: 1,
-        });
-        for (at, (_, is_return, op)) in times.into_iter().enumerate() {
-            let id = at + 1;
-            list.events.push(Event {
-                op,
-                is_call: !is_return,
-                prev: id - 1,
-                next: id + 1,
-            });
-            if is_return {
-                list.return_of[op] = id;
-            } else {
-                list.call_of[op] = id;
-            }
+        for _ in [COMPLETED, PENDING] {
+            let sentinel = Event {
+                op: NIL,
+                time: 0,
+                is_call: false,
+                prev: NIL,
+                next: NIL,
+            };
+            list.events.push(sentinel);
         }
-        if let Some(last) = list.events.last_mut() {
-            last.next = NIL;
+        for head in [COMPLETED, PENDING] {
+            let chain = if head == COMPLETED {
+                &completed
+            } else {
+                &pending
+            };
+            let mut prev = head;
+            for &(time, is_return, op) in chain {
+                let id = list.events.len();
+                list.events.push(Event {
+                    op,
+                    time,
+                    is_call: !is_return,
+                    prev,
+                    next: NIL,
+                });
+                list.events[prev].next = id;
+                match is_return {
+                    true => list.return_of[op] = id,
+                    false => list.call_of[op] = id,
+                }
+                prev = id;
+            }
         }
         list
     }
 
-    fn first(&self) -> usize {
-        self.events[HEAD].next
+    fn next(&self, id: usize) -> usize {
+        self.events[id].next
     }
 
     fn unlink(&mut self, id: usize) {
@@ -343,7 +351,69 @@ impl EventList {
         }
         self.relink(self.call_of[op]);
     }
+
+    /// When the first unplaced completed op returned: no op called later can go next.
+    fn first_return(&self) -> u64 {
+        let mut id = self.next(COMPLETED);
+        while id != NIL && self.events[id].is_call {
+            id = self.next(id);
+        }
+        self.events.get(id).map_or(u64::MAX, |event| event.time)
+    }
 }
+
+/// The placed ops: a Zobrist fingerprint of the completed ones, the pending ones sorted.
+#[derive(Default)]
+struct Placed {
+    completed: u128,
+    pending: Vec<usize>,
+}
+
+impl Placed {
+    fn toggle(&mut self, op: usize, pending: bool) {
+        if !pending {
+            let (low, high) = (splitmix64(2 * op as u64), splitmix64(2 * op as u64 + 1));
+            self.completed ^= u128::from(high) << 64 | u128::from(low);
+            return;
+        }
+        match self.pending.binary_search(&op) {
+            Ok(at) => drop(self.pending.remove(at)),
+            Err(at) => self.pending.insert(at, op),
+        }
+    }
+}
+
+/// SplitMix64's output function: a well-mixed 64-bit function of `seed`.
+fn splitmix64(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Uses a fingerprint as its own hash: it is uniform already, and SipHash dominated
+/// debug-build profiles.
+#[derive(Default)]
+struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u128(&mut self, fingerprint: u128) {
+        self.0 = fingerprint as u64;
+    }
+}
+
+/// Explored configurations: by placed completed ops, the placed pending ops and state.
+type Memo<S> = HashMap<u128, Vec<(Box<[usize]>, S)>, BuildHasherDefault<FingerprintHasher>>;
 
 /// One placed op: the state before it and the outcomes it could have had.
 struct Frame<S> {
@@ -351,68 +421,234 @@ struct Frame<S> {
     before: S,
     outcomes: Vec<S>,
     chosen: usize,
-    /// Placed by the forced-op rule, not as one choice among several.
+    /// Placed because it was legal without changing the state, not as one choice.
     forced: bool,
 }
 
-/// The stack that placed the most determinate ops, kept incrementally: `ops[..shared]`
+/// The stack that placed the most completed ops, kept incrementally: `ops[..shared]`
 /// is known to equal the bottom of the current stack.
 struct Deepest<S> {
     ops: Vec<usize>,
     shared: usize,
-    determinate: usize,
+    completed: usize,
     state: Option<S>,
 }
 
-impl<S: Clone> Deepest<S> {
-    fn pushed(&mut self, stack: &[Frame<S>], state: &S, determinate: usize) {
-        if determinate > self.determinate {
-            self.determinate = determinate;
-            self.ops.truncate(self.shared);
-            self.ops
-                .extend(stack[self.shared..].iter().map(|frame| frame.op));
-            self.shared = stack.len();
-            self.state = Some(state.clone());
+/// Where the search goes next.
+#[derive(Clone, Copy)]
+enum Step {
+    /// At a new configuration: check for dead and forced ops.
+    Arrived,
+    /// Trying the completed ops' event `at`.
+    Completed(usize),
+    /// Trying the pending call `at`, if it is no later than `until`.
+    Pending {
+        at: usize,
+        until: u64,
+    },
+    /// Nothing left to try here: undo the last choice.
+    Exhausted,
+    Done(bool),
+}
+
+struct Search<'a, M: Model> {
+    model: &'a M,
+    ops: &'a [(usize, Op<'a, M>)],
+    list: EventList,
+    placed: Placed,
+    memo: Memo<M::State>,
+    stack: Vec<Frame<M::State>>,
+    state: M::State,
+    completed_total: usize,
+    completed_left: usize,
+    ever_placed: Vec<bool>,
+    deepest: Deepest<M::State>,
+}
+
+impl<M: Model> Search<'_, M> {
+    fn pending(&self, op: usize) -> bool {
+        self.ops[op].1.is_indeterminate()
+    }
+
+    /// The first of `outcomes[from..]` no explored configuration covers, now recorded.
+    fn first_new(&mut self, outcomes: &[M::State], from: usize) -> Option<usize> {
+        let seen = self.memo.entry(self.placed.completed).or_default();
+        let pending = &self.placed.pending;
+        let index = (from..outcomes.len()).find(|&index| {
+            !seen.iter().any(|(earlier_pending, earlier)| {
+                earlier_pending
+                    .iter()
+                    .all(|op| pending.binary_search(op).is_ok())
+                    && self.model.dominates(earlier, &outcomes[index])
+            })
+        })?;
+        seen.push((pending.clone().into_boxed_slice(), outcomes[index].clone()));
+        Some(index)
+    }
+
+    /// Places `op` with the first new of `outcomes`, if any.
+    fn try_place(&mut self, op: usize, outcomes: Vec<M::State>, forced: bool) -> Option<Step> {
+        let pending = self.pending(op);
+        self.placed.toggle(op, pending);
+        let Some(chosen) = self.first_new(&outcomes, 0) else {
+            self.placed.toggle(op, pending);
+            return None;
+        };
+        let before = std::mem::replace(&mut self.state, outcomes[chosen].clone());
+        self.stack.push(Frame {
+            op,
+            before,
+            outcomes,
+            chosen,
+            forced,
+        });
+        self.list.lift(op);
+        if pending {
+            return Some(Step::Arrived);
+        }
+        self.ever_placed[op] = true;
+        self.completed_left -= 1;
+        let deepest = &mut self.deepest;
+        if self.completed_total - self.completed_left > deepest.completed {
+            deepest.completed = self.completed_total - self.completed_left;
+            deepest.ops.truncate(deepest.shared);
+            deepest
+                .ops
+                .extend(self.stack[deepest.shared..].iter().map(|frame| frame.op));
+            deepest.shared = self.stack.len();
+            deepest.state = Some(self.state.clone());
+        }
+        Some(if self.completed_left == 0 {
+            Step::Done(true)
+        } else {
+            Step::Arrived
+        })
+    }
+
+    /// The legal outcomes of `op` here, without those no better than placing it in place
+    /// of a pending op on top of the stack (or, both pending, than placing neither).
+    fn outcomes(&self, op: usize) -> Vec<M::State> {
+        let mut next = outcomes(self.model, &self.state, self.ops[op].1);
+        let Some(top) = self.stack.last().filter(|top| self.pending(top.op)) else {
+            return next;
+        };
+        if next.is_empty() {
+            return next;
+        }
+        let mut without = outcomes(self.model, &top.before, self.ops[op].1);
+        if self.pending(op) {
+            without.push(top.before.clone());
+        }
+        next.retain(|with| {
+            !without
+                .iter()
+                .any(|better| self.model.dominates(better, with))
+        });
+        next
+    }
+
+    /// Looks at the completed ops that may go next: if one can never be placed the
+    /// branch fails; if one is legal without changing the state it goes first.
+    fn arrive(&mut self) -> Step {
+        let mut id = self.list.next(COMPLETED);
+        let mut forced = None;
+        while id != NIL && self.list.events[id].is_call {
+            let op = self.list.events[id].op;
+            id = self.list.next(id);
+            let Operation {
+                input,
+                output: Some(output),
+                ..
+            } = self.ops[op].1
+            else {
+                continue;
+            };
+            if self.model.never_legal(&self.state, input, output) {
+                return Step::Exhausted;
+            }
+            if forced.is_none() {
+                let next = self.model.step(&self.state, input, output);
+                forced = next
+                    .filter(|next| *next == self.state)
+                    .map(|next| (op, next));
+            }
+        }
+        let Some((op, next)) = forced else {
+            return Step::Completed(self.list.next(COMPLETED));
+        };
+        // Covered already means this configuration was explored from elsewhere.
+        self.try_place(op, vec![next], true)
+            .unwrap_or(Step::Exhausted)
+    }
+
+    fn step(&mut self, step: Step) -> Step {
+        match step {
+            Step::Arrived => self.arrive(),
+            Step::Completed(at) if at != NIL && self.list.events[at].is_call => {
+                let op = self.list.events[at].op;
+                let outcomes = self.outcomes(op);
+                let tried = self.try_place(op, outcomes, false);
+                tried.unwrap_or(Step::Completed(self.list.next(at)))
+            }
+            Step::Completed(at) => {
+                let until = self
+                    .list
+                    .events
+                    .get(at)
+                    .map_or(u64::MAX, |event| event.time);
+                Step::Pending {
+                    at: self.list.next(PENDING),
+                    until,
+                }
+            }
+            Step::Pending { at, until } if at != NIL && self.list.events[at].time <= until => {
+                let op = self.list.events[at].op;
+                let outcomes = self.outcomes(op);
+                let tried = self.try_place(op, outcomes, false);
+                tried.unwrap_or(Step::Pending {
+                    at: self.list.next(at),
+                    until,
+                })
+            }
+            Step::Pending { .. } | Step::Exhausted => self.backtrack(),
+            Step::Done(_) => step,
         }
     }
 
-    fn popped(&mut self, depth: usize) {
-        self.shared = self.shared.min(depth);
+    /// Undoes placements until one has an untried outcome, or ops after it remain to be
+    /// tried; a forced op failing fails the configuration below it as a whole.
+    fn backtrack(&mut self) -> Step {
+        loop {
+            let Some(mut frame) = self.stack.pop() else {
+                return Step::Done(false);
+            };
+            self.deepest.shared = self.deepest.shared.min(self.stack.len());
+            if let Some(chosen) = self.first_new(&frame.outcomes, frame.chosen + 1) {
+                self.state = frame.outcomes[chosen].clone();
+                frame.chosen = chosen;
+                self.stack.push(frame);
+                return Step::Arrived;
+            }
+            let (op, pending) = (frame.op, self.pending(frame.op));
+            self.state = frame.before;
+            self.placed.toggle(op, pending);
+            self.list.unlift(op);
+            let after = self.list.next(self.list.call_of[op]);
+            if pending {
+                return Step::Pending {
+                    at: after,
+                    until: self.list.first_return(),
+                };
+            }
+            self.completed_left += 1;
+            if !frame.forced {
+                return Step::Completed(after);
+            }
+        }
     }
 }
 
-/// Explored (placed set, state) pairs, grouped by placed set so lookups borrow the set.
-type Memo<S> = HashMap<Vec<u64>, Vec<S>>;
-
-/// The index of the first outcome from `from` on that `memo` has not seen with `placed`,
-/// recording it as seen.
-fn first_new<S: Clone + Eq + Hash>(
-    memo: &mut Memo<S>,
-    placed: &[u64],
-    outcomes: &[S],
-    from: usize,
-) -> Option<usize> {
-    (from..outcomes.len()).find(|&index| {
-        let state = &outcomes[index];
-        match memo.get_mut(placed) {
-            Some(seen) if seen.contains(state) => false,
-            Some(seen) => {
-                seen.push(state.clone());
-                true
-            }
-            None => {
-                memo.insert(placed.to_vec(), vec![state.clone()]);
-                true
-            }
-        }
-    })
-}
-
-fn outcomes<M: Model>(
-    model: &M,
-    state: &M::State,
-    op: &Operation<M::Input, M::Output>,
-) -> Vec<M::State> {
+fn outcomes<M: Model>(model: &M, state: &M::State, op: Op<'_, M>) -> Vec<M::State> {
     match (&op.ret, &op.output) {
         (Some(_), Some(output)) => model.step(state, &op.input, output).into_iter().collect(),
         _ => {
@@ -423,324 +659,166 @@ fn outcomes<M: Model>(
     }
 }
 
-/// Drops the outcomes of `op`, about to be placed right after the indeterminate op of
-/// `top`, that are no better than placing `op` without it (or, if `op` is indeterminate
-/// too, than placing neither). A shortest linearization never contains such a pair, and
-/// the search reaches the alternative anyway, so nothing is lost; without this, every
-/// subset of pending writes that never took effect would be tried before each op.
-fn drop_hidden<M: Model>(
-    model: &M,
-    top: &Frame<M::State>,
-    op: &Operation<M::Input, M::Output>,
-    next: &mut Vec<M::State>,
-) {
-    if next.is_empty() {
-        return;
-    }
-    let mut without = outcomes(model, &top.before, op);
-    if op.is_indeterminate() {
-        without.push(top.before.clone());
-    }
-    next.retain(|with| !without.iter().any(|better| model.dominates(better, with)));
-}
-
-/// What a configuration allows before any choice.
-enum Arrival<S> {
-    /// Nothing special: try every op that may go next.
-    Free,
-    /// Some op can never be placed: give up on this configuration.
-    Dead,
-    /// This op goes next, leaving the state as it is.
-    Forced(usize, S),
-}
-
-/// The depth-first search over (placed set, state) configurations.
-struct Search<'a, M: Model> {
-    model: &'a M,
-    ops: &'a [&'a Operation<M::Input, M::Output>],
-    list: EventList,
-    placed: Vec<u64>,
-    memo: Memo<M::State>,
-    stack: Vec<Frame<M::State>>,
-    state: M::State,
-    determinate_total: usize,
-    determinate_left: usize,
-    deepest: Deepest<M::State>,
-}
-
-impl<M: Model> Search<'_, M> {
-    fn mark(&mut self, op: usize, placed: bool) {
-        let (word, bit) = (op / 64, 1u64 << (op % 64));
-        if placed {
-            self.placed[word] |= bit;
-        } else {
-            self.placed[word] &= !bit;
-        }
-    }
-
-    /// Places `op` with `outcomes[chosen]` (already recorded in the memo); true once
-    /// every determinate op is placed.
-    fn place(&mut self, op: usize, outcomes: Vec<M::State>, chosen: usize, forced: bool) -> bool {
-        let before = std::mem::replace(&mut self.state, outcomes[chosen].clone());
-        self.stack.push(Frame {
-            op,
-            before,
-            outcomes,
-            chosen,
-            forced,
-        });
-        self.list.lift(op);
-        if !self.ops[op].is_indeterminate() {
-            self.determinate_left -= 1;
-            let determinate = self.determinate_total - self.determinate_left;
-            self.deepest.pushed(&self.stack, &self.state, determinate);
-        }
-        self.determinate_left == 0
-    }
-
-    /// Looks at the determinate ops that may go next (called before any unplaced op
-    /// returned): if one can never be placed, this configuration fails; if one is legal
-    /// without changing the state (a read that matches), placing it first loses nothing,
-    /// as any linearization from here stays valid with it moved to the front.
-    fn arrive(&self) -> Arrival<M::State> {
-        let mut cursor = self.list.first();
-        let mut forced = None;
-        while cursor != NIL && self.list.events[cursor].is_call {
-            let op = self.list.events[cursor].op;
-            cursor = self.list.events[cursor].next;
-            let (
-                Operation {
-                    input,
-                    output: Some(output),
-                    ..
-                },
-                false,
-            ) = (self.ops[op], self.ops[op].is_indeterminate())
-            else {
-                continue;
-            };
-            if self.model.never_legal(&self.state, input, output) {
-                return Arrival::Dead;
-            }
-            if forced.is_none() {
-                let next = self.model.step(&self.state, input, output);
-                forced = next
-                    .filter(|next| *next == self.state)
-                    .map(|next| (op, next));
-            }
-        }
-        forced.map_or(Arrival::Free, |(op, next)| Arrival::Forced(op, next))
-    }
-
-    /// Undoes placements until one has an untried outcome (placing it; returns the
-    /// cursor at the list head) or a choice among ops remains (returns the cursor after
-    /// the undone op); `None` when nothing is left to try.
-    fn backtrack(&mut self) -> Option<usize> {
-        loop {
-            let mut frame = self.stack.pop()?;
-            self.deepest.popped(self.stack.len());
-            let retry = first_new(
-                &mut self.memo,
-                &self.placed,
-                &frame.outcomes,
-                frame.chosen + 1,
-            );
-            if let Some(chosen) = retry {
-                self.state = frame.outcomes[chosen].clone();
-                frame.chosen = chosen;
-                self.stack.push(frame);
-                return Some(self.list.first());
-            }
-            let op = frame.op;
-            self.state = frame.before;
-            self.mark(op, false);
-            self.list.unlift(op);
-            if !self.ops[op].is_indeterminate() {
-                self.determinate_left += 1;
-            }
-            // A forced op failing means the configuration below it fails as a whole.
-            if !frame.forced {
-                return Some(self.list.events[self.list.call_of[op]].next);
-            }
-        }
-    }
-}
-
 fn search<M: Model>(
     model: &M,
-    ops: &[&Operation<M::Input, M::Output>],
-    labels: &[usize],
+    ops: &[(usize, Op<'_, M>)],
     deadline: Option<Instant>,
 ) -> CheckResult {
-    // Ops without a response that could not change any state cannot matter.
     let init = model.init();
-    let (ops, labels): (Vec<_>, Vec<_>) = ops
+    let ops: Vec<_> = ops
         .iter()
-        .zip(labels)
-        .filter(|(op, _)| !op.is_indeterminate() || !model.never_effective(&init, &op.input))
-        .map(|(op, label)| (*op, *label))
-        .unzip();
-    let ops = ops.as_slice();
-    let determinate_total = ops.iter().filter(|op| !op.is_indeterminate()).count();
-    if determinate_total == 0 {
-        return CheckResult::Linearizable;
-    }
+        .filter(|(_, op)| !op.is_indeterminate() || !model.never_effective(&init, &op.input))
+        .copied()
+        .collect();
+    let completed_total = ops.iter().filter(|(_, op)| !op.is_indeterminate()).count();
     let mut search = Search {
         model,
-        ops,
-        list: EventList::new(ops, &labels),
-        placed: vec![0; ops.len().div_ceil(64)],
-        memo: HashMap::new(),
+        ops: &ops,
+        list: EventList::new(&ops),
+        placed: Placed::default(),
+        memo: Memo::default(),
         stack: Vec::new(),
         state: init,
-        determinate_total,
-        determinate_left: determinate_total,
+        completed_total,
+        completed_left: completed_total,
+        ever_placed: vec![false; ops.len()],
         deepest: Deepest {
             ops: Vec::new(),
             shared: 0,
-            determinate: 0,
+            completed: 0,
             state: None,
         },
     };
-    let mut cursor = search.list.first();
-    // True when the cursor just arrived at a configuration (at the list head).
-    let mut arrived = true;
-    let mut steps = 0u64;
-    loop {
+    let mut step = if completed_total == 0 {
+        Step::Done(true)
+    } else {
+        Step::Arrived
+    };
+    for steps in 0u64.. {
         if steps % CLOCK_EVERY == 0 && deadline.is_some_and(|at| Instant::now() >= at) {
             return CheckResult::Timeout;
         }
-        steps += 1;
-        if std::mem::take(&mut arrived) {
-            match search.arrive() {
-                Arrival::Free => {}
-                Arrival::Dead => cursor = NIL,
-                Arrival::Forced(op, next) => {
-                    search.mark(op, true);
-                    let next = vec![next];
-                    if first_new(&mut search.memo, &search.placed, &next, 0).is_some() {
-                        if search.place(op, next, 0, true) {
-                            return CheckResult::Linearizable;
-                        }
-                        (cursor, arrived) = (search.list.first(), true);
-                        continue;
-                    }
-                    // Explored before from this very configuration, so it fails.
-                    search.mark(op, false);
-                    cursor = NIL;
-                }
-            }
-        }
-        if cursor != NIL && search.list.events[cursor].is_call {
-            let op = search.list.events[cursor].op;
-            let mut next = outcomes(model, &search.state, ops[op]);
-            if let Some(top) = search
-                .stack
-                .last()
-                .filter(|top| ops[top.op].is_indeterminate())
-            {
-                drop_hidden(model, top, ops[op], &mut next);
-            }
-            search.mark(op, true);
-            let Some(chosen) = first_new(&mut search.memo, &search.placed, &next, 0) else {
-                search.mark(op, false);
-                cursor = search.list.events[cursor].next;
-                continue;
-            };
-            if search.place(op, next, chosen, false) {
-                return CheckResult::Linearizable;
-            }
-            (cursor, arrived) = (search.list.first(), true);
-            continue;
-        }
-        // A determinate op returns here unplaced (the list cannot run out first while
-        // determinate ops are left), or a forced op failed: undo the last choice.
-        let Some(next) = search.backtrack() else {
-            eprintln!(
-                "DEBUG steps={steps} memo_sets={} memo_states={} deepest={}",
-                search.memo.len(),
-                search.memo.values().map(Vec::len).sum::<usize>(),
-                search.deepest.ops.len()
-            );
-            return CheckResult::NotLinearizable {
-                explanation: explain(ops, &labels, &search.deepest, &model.init()),
-            };
+        step = match step {
+            Step::Done(true) => return CheckResult::Linearizable,
+            Step::Done(false) => break,
+            _ => search.step(step),
         };
-        arrived = next == search.list.first();
-        cursor = next;
     }
+    let explanation = explain(&search, &model.init());
+    CheckResult::NotLinearizable { explanation }
 }
 
-/// How many placed ops, and how many blocked ops, an explanation lists.
+/// How many ops an explanation lists per section.
 const EXPLAIN_OPS: usize = 12;
 
-fn describe<I: Debug, O: Debug>(label: usize, op: &Operation<I, O>) -> String {
-    let ret = match (op.ret, op.is_indeterminate()) {
-        (Some(ret), false) => ret.to_string(),
-        _ => "never".to_string(),
+fn describe<I: Debug, O: Debug>((label, op): (usize, &Operation<I, O>)) -> String {
+    let (ret, output) = match (op.ret, &op.output, op.is_indeterminate()) {
+        (Some(ret), Some(output), false) => (ret.to_string(), format!("{output:?}")),
+        _ => ("never".to_string(), "unknown".to_string()),
     };
-    let output = match (&op.output, op.is_indeterminate()) {
-        (Some(output), false) => format!("{output:?}"),
-        _ => "unknown".to_string(),
-    };
-    format!(
-        "op {label} (client {}, called {}, returned {ret}): {:?} -> {output}",
-        op.client, op.call, op.input
-    )
+    let (client, call, input) = (op.client, op.call, &op.input);
+    format!("op {label} (client {client}, called {call}, returned {ret}): {input:?} -> {output}")
 }
 
-fn explain<I: Debug, O: Debug, S: Debug>(
-    ops: &[&Operation<I, O>],
-    labels: &[usize],
-    deepest: &Deepest<S>,
-    init: &S,
-) -> String {
-    let mut placed = vec![false; ops.len()];
-    for &op in &deepest.ops {
-        placed[op] = true;
-    }
-    let completed = ops.iter().filter(|op| !op.is_indeterminate()).count();
+fn explain<M: Model>(search: &Search<'_, M>, init: &M::State) -> String {
+    let (ops, deepest) = (search.ops, &search.deepest);
     let mut text = String::new();
+    let unplaceable = (0..ops.len())
+        .filter(|&op| !ops[op].1.is_indeterminate() && !search.ever_placed[op])
+        .min_by_key(|&op| (ops[op].1.ret, op));
+    if let Some(op) = unplaceable {
+        let _ = writeln!(
+            text,
+            "first completed op no order could place: {}",
+            describe(ops[op])
+        );
+    }
+    let (completed, all) = (deepest.completed, deepest.ops.len());
+    let total = search.completed_total;
     let _ = writeln!(
         text,
-        "longest linearizable prefix: {} of {completed} completed ops ({} ops in all)",
-        deepest.determinate,
-        deepest.ops.len()
+        "longest linearizable prefix: {completed} of {total} completed ops ({all} ops in all)"
     );
-    let skipped = deepest.ops.len().saturating_sub(EXPLAIN_OPS);
+    let skipped = all.saturating_sub(EXPLAIN_OPS);
     if skipped > 0 {
         let _ = writeln!(text, "  ... {skipped} earlier ops");
     }
     for &op in &deepest.ops[skipped..] {
-        let _ = writeln!(text, "  {}", describe(labels[op], ops[op]));
+        let _ = writeln!(text, "  {}", describe(ops[op]));
     }
-    let state = deepest.state.as_ref().unwrap_or(init);
-    let _ = writeln!(text, "state after it: {state:?}");
-    // The unplaced completed op that returns first bounds what could go next.
-    let unplaced = |op: &usize| !placed[*op] && !ops[*op].is_indeterminate();
-    let due = (0..ops.len())
-        .filter(unplaced)
-        .filter_map(|op| ops[op].ret.map(|ret| (ret, op)))
-        .min();
-    let Some((due_at, due_op)) = due else {
-        return text;
-    };
     let _ = writeln!(
         text,
-        "no completed op below can go next without a dead end (op {} returned at {due_at}):",
-        labels[due_op]
+        "state after it: {:?}",
+        deepest.state.as_ref().unwrap_or(init)
     );
+    let mut placed = vec![false; ops.len()];
+    for &op in &deepest.ops {
+        placed[op] = true;
+    }
+    let unplaced = |op: &usize| !placed[*op] && !ops[*op].1.is_indeterminate();
+    // The unplaced completed op that returned first bounds what could go next.
+    let Some((due, _)) = (0..ops.len())
+        .filter(unplaced)
+        .filter_map(|op| ops[op].1.ret.map(|ret| (ret, op)))
+        .min()
+    else {
+        return text;
+    };
     let blocked: Vec<_> = (0..ops.len())
         .filter(unplaced)
-        .filter(|&op| ops[op].call <= due_at)
+        .filter(|&op| ops[op].1.call <= due)
         .collect();
+    let _ = writeln!(
+        text,
+        "completed ops none of which can go next (called by {due}):"
+    );
     for &op in blocked.iter().take(EXPLAIN_OPS) {
-        let _ = writeln!(text, "  {}", describe(labels[op], ops[op]));
+        let _ = writeln!(text, "  {}", describe(ops[op]));
     }
     if blocked.len() > EXPLAIN_OPS {
         let _ = writeln!(text, "  ... {} more", blocked.len() - EXPLAIN_OPS);
     }
     text
+}
+
+/// The bytes of a value: cheap to clone, shown as text when they are UTF-8.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Value(Arc<[u8]>);
+
+impl Deref for Value {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<&[u8]> for Value {
+    fn from(bytes: &[u8]) -> Self {
+        Self(bytes.into())
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self(bytes.into())
+    }
+}
+
+impl From<&str> for Value {
+    fn from(text: &str) -> Self {
+        Self::from(text.as_bytes())
+    }
+}
+
+impl Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Ok(text) = std::str::from_utf8(&self.0) {
+            return write!(f, "{text:?}");
+        }
+        f.write_str("0x")?;
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
 }
 
 /// The model of one grid object: a value with a server-assigned version that strictly
@@ -754,16 +832,16 @@ pub struct VersionedRegister;
 pub enum Version {
     /// Seen in a response.
     Known(u64),
-    /// Written by an op that got no response, and not revealed by any later op yet; it
-    /// is at least [`RegisterState::last_version`].
+    /// Written by an op that got no response and not revealed by a later op yet; at
+    /// least [`RegisterState::last_version`].
     Unconfirmed,
 }
 
 /// The state of one grid object.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RegisterState {
     /// The value and its version; `None` while absent.
-    pub current: Option<(Vec<u8>, Version)>,
+    pub current: Option<(Value, Version)>,
     /// The smallest value the highest version assigned so far can have: exact once every
     /// version is known; each unconfirmed write adds one. 0 before the first write.
     pub last_version: u64,
@@ -782,46 +860,57 @@ impl RegisterState {
         }
     }
 
-    /// The state after a write that was assigned `version`, if that is a legal version.
-    fn written(&self, value: &[u8], version: u64) -> Option<Self> {
-        (version > self.last_version).then(|| Self {
-            current: Some((value.to_vec(), Version::Known(version))),
-            last_version: version,
+    /// The state after writing `value` at `version` (`None`: unconfirmed), if legal.
+    fn written(&self, value: &Value, version: Option<u64>) -> Option<Self> {
+        let (version, last_version) = match version {
+            Some(version) => (Version::Known(version), version),
+            None => (Version::Unconfirmed, self.last_version.saturating_add(1)),
+        };
+        let current = Some((value.clone(), version));
+        (last_version > self.last_version).then_some(Self {
+            current,
+            last_version,
         })
     }
 
-    /// The state after a write whose version nobody saw.
-    fn written_unconfirmed(&self, value: &[u8]) -> Self {
-        Self {
-            current: Some((value.to_vec(), Version::Unconfirmed)),
-            last_version: self.last_version.saturating_add(1),
+    /// True if the object can never again be at `version` (holding `value`, if given),
+    /// as `last_version` never decreases.
+    fn gone(&self, version: u64, value: Option<&Value>) -> bool {
+        if version != self.last_version {
+            return version < self.last_version;
+        }
+        // Only the current object, confirmed or not, can be at the newest version.
+        match (&self.current, value) {
+            (None, _) => true,
+            (Some((current, _)), Some(value)) => current != value,
+            (Some(_), None) => false,
         }
     }
 }
 
 /// A request to one grid object.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegisterInput {
     /// Reads value and version.
     Read,
     /// Writes the value whether or not the object exists (upsert).
-    Write(Vec<u8>),
+    Write(Value),
     /// Writes the value only if the object exists at `expected_version`.
     Cas {
         /// The version the caller read.
         expected_version: u64,
         /// The new value.
-        value: Vec<u8>,
+        value: Value,
     },
     /// Removes the object.
     Remove,
 }
 
 /// A grid object's answer.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegisterOutput {
     /// `Read`: the value and version, or `None` if absent.
-    ReadOk(Option<(Vec<u8>, u64)>),
+    ReadOk(Option<(Value, u64)>),
     /// `Write` or `Cas` succeeded with this new version.
     Written(u64),
     /// `Cas` failed: the current version, or `None` if absent (the grid's `NotFound`).
@@ -850,177 +939,97 @@ impl Model for VersionedRegister {
     ) -> Option<RegisterState> {
         use RegisterInput as In;
         use RegisterOutput as Out;
+        let absent = state.current.is_none();
         match (input, output) {
-            (In::Read, Out::ReadOk(None)) => state.current.is_none().then(|| state.clone()),
+            (In::Read, Out::ReadOk(None)) | (In::Cas { .. }, Out::Mismatch(None)) => {
+                absent.then(|| state.clone())
+            }
             (In::Read, Out::ReadOk(Some((value, version)))) => {
                 let (current, _) = state.current.as_ref()?;
-                if current != value {
-                    return None;
-                }
-                state.pinned(*version)
+                state.pinned(*version).filter(|_| current == value)
             }
-            (In::Write(value), Out::Written(version)) => state.written(value, *version),
+            (In::Write(value), Out::Written(version)) => state.written(value, Some(*version)),
             (
                 In::Cas {
                     expected_version,
                     value,
                 },
                 Out::Written(version),
-            ) => state.pinned(*expected_version)?.written(value, *version),
-            (In::Cas { .. }, Out::Mismatch(None)) => state.current.is_none().then(|| state.clone()),
+            ) => state
+                .pinned(*expected_version)?
+                .written(value, Some(*version)),
             (
                 In::Cas {
                     expected_version, ..
                 },
                 Out::Mismatch(Some(current)),
-            ) => {
-                if current == expected_version {
-                    return None;
-                }
-                state.pinned(*current)
-            }
-            (In::Remove, Out::Removed(existed)) => {
-                (state.current.is_some() == *existed).then(|| RegisterState {
-                    current: None,
-                    last_version: state.last_version,
-                })
-            }
+            ) => state
+                .pinned(*current)
+                .filter(|_| current != expected_version),
+            (In::Remove, Out::Removed(existed)) => (*existed != absent).then(|| RegisterState {
+                current: None,
+                last_version: state.last_version,
+            }),
             // An answer of the wrong kind for the request.
             _ => None,
         }
     }
 
-    /// Same current object, and a lower bound on versions no higher: every write and
-    /// every revealed version legal from `worse` is legal from `better`.
+    fn step_unknown(&self, state: &RegisterState, input: &RegisterInput) -> Vec<RegisterState> {
+        // Outcomes that change nothing (mismatches, removing nothing) are left out.
+        let next = match input {
+            RegisterInput::Read => None,
+            RegisterInput::Write(value) => state.written(value, None),
+            RegisterInput::Cas {
+                expected_version,
+                value,
+            } => state
+                .pinned(*expected_version)
+                .and_then(|at| at.written(value, None)),
+            RegisterInput::Remove => state.current.as_ref().map(|_| RegisterState {
+                current: None,
+                last_version: state.last_version,
+            }),
+        };
+        next.into_iter().collect()
+    }
+
+    /// Same current object and a bound on versions no higher: every write and every
+    /// revealed version legal from `worse` is legal from `better`.
     fn dominates(&self, better: &RegisterState, worse: &RegisterState) -> bool {
         better.current == worse.current && better.last_version <= worse.last_version
     }
 
-    /// Reads change nothing; a CAS expecting a version below `last_version` can no
-    /// longer succeed.
+    /// Reads change nothing; a CAS expecting a version gone by can no longer succeed.
     fn never_effective(&self, state: &RegisterState, input: &RegisterInput) -> bool {
         match input {
             RegisterInput::Read => true,
             RegisterInput::Cas {
                 expected_version, ..
-            } => *expected_version < state.last_version,
+            } => state.gone(*expected_version, None),
             RegisterInput::Write(_) | RegisterInput::Remove => false,
         }
     }
 
-    /// `last_version` never decreases, so a version below it can never be seen again,
-    /// nor one at or below it be assigned.
     fn never_legal(
         &self,
         state: &RegisterState,
         input: &RegisterInput,
         output: &RegisterOutput,
     ) -> bool {
-        let floor = state.last_version;
+        use RegisterInput as In;
+        use RegisterOutput as Out;
         match (input, output) {
+            (In::Write(_), Out::Written(version)) => *version <= state.last_version,
             (
-                RegisterInput::Write(_) | RegisterInput::Cas { .. },
-                RegisterOutput::Written(version),
-            ) => *version <= floor,
-            (
-                _,
-                RegisterOutput::ReadOk(Some((_, version)))
-                | RegisterOutput::Mismatch(Some(version)),
-            ) => *version < floor,
+                In::Cas {
+                    expected_version, ..
+                },
+                Out::Written(version),
+            ) => *version <= state.last_version || state.gone(*expected_version, None),
+            (_, Out::ReadOk(Some((value, version)))) => state.gone(*version, Some(value)),
+            (_, Out::Mismatch(Some(version))) => state.gone(*version, None),
             _ => false,
-        }
-    }
-
-    fn step_unknown(&self, state: &RegisterState, input: &RegisterInput) -> Vec<RegisterState> {
-        // Outcomes that leave the state as it is (reads, mismatches, removing nothing)
-        // are the same as never taking effect, so they are left out.
-        match input {
-            RegisterInput::Read => Vec::new(),
-            RegisterInput::Write(value) => vec![state.written_unconfirmed(value)],
-            RegisterInput::Cas {
-                expected_version,
-                value,
-            } => state
-                .pinned(*expected_version)
-                .map(|at_expected| at_expected.written_unconfirmed(value))
-                .into_iter()
-                .collect(),
-            RegisterInput::Remove => match state.current {
-                Some(_) => vec![RegisterState {
-                    current: None,
-                    last_version: state.last_version,
-                }],
-                None => Vec::new(),
-            },
-        }
-    }
-}
-
-/// Shows a value as text when it is UTF-8, else as hex, with an optional version.
-struct Shown<'a>(&'a [u8], Option<Version>);
-
-impl Debug for Shown<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match std::str::from_utf8(self.0) {
-            Ok(text) => write!(f, "{text:?}")?,
-            Err(_) => {
-                f.write_str("0x")?;
-                for byte in self.0 {
-                    write!(f, "{byte:02x}")?;
-                }
-            }
-        }
-        match self.1 {
-            Some(Version::Known(version)) => write!(f, "@{version}"),
-            Some(Version::Unconfirmed) => f.write_str("@unconfirmed"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Debug for RegisterState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let current = self
-            .current
-            .as_ref()
-            .map(|(value, version)| Shown(value, Some(*version)));
-        f.debug_struct("RegisterState")
-            .field("current", &current)
-            .field("last_version", &self.last_version)
-            .finish()
-    }
-}
-
-impl Debug for RegisterInput {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Read => f.write_str("Read"),
-            Self::Write(value) => f.debug_tuple("Write").field(&Shown(value, None)).finish(),
-            Self::Cas {
-                expected_version,
-                value,
-            } => f
-                .debug_struct("Cas")
-                .field("expected_version", expected_version)
-                .field("value", &Shown(value, None))
-                .finish(),
-            Self::Remove => f.write_str("Remove"),
-        }
-    }
-}
-
-impl Debug for RegisterOutput {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ReadOk(seen) => {
-                let seen = seen
-                    .as_ref()
-                    .map(|(v, version)| Shown(v, Some(Version::Known(*version))));
-                f.debug_tuple("ReadOk").field(&seen).finish()
-            }
-            Self::Written(version) => f.debug_tuple("Written").field(version).finish(),
-            Self::Mismatch(current) => f.debug_tuple("Mismatch").field(current).finish(),
-            Self::Removed(existed) => f.debug_tuple("Removed").field(existed).finish(),
         }
     }
 }

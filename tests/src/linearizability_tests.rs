@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    check, check_per_key, CheckResult, KeyedCheckResult, KeyedOperation, Operation, RegisterInput,
-    RegisterOutput, VersionedRegister,
+    check, check_per_key, CheckResult, KeyedCheckResult, KeyedOperation, Model, Operation,
+    RegisterInput, RegisterOutput, Value, VersionedRegister,
 };
 
 type Op = Operation<RegisterInput, RegisterOutput>;
@@ -12,18 +12,18 @@ type Op = Operation<RegisterInput, RegisterOutput>;
 const BUDGET: Duration = Duration::from_secs(30);
 
 fn write(value: &str) -> RegisterInput {
-    RegisterInput::Write(value.as_bytes().to_vec())
+    RegisterInput::Write(value.into())
 }
 
 fn cas(expected_version: u64, value: &str) -> RegisterInput {
     RegisterInput::Cas {
         expected_version,
-        value: value.as_bytes().to_vec(),
+        value: value.into(),
     }
 }
 
 fn seen(value: &str, version: u64) -> RegisterOutput {
-    RegisterOutput::ReadOk(Some((value.as_bytes().to_vec(), version)))
+    RegisterOutput::ReadOk(Some((value.into(), version)))
 }
 
 fn done(call: u64, ret: u64, input: RegisterInput, output: RegisterOutput) -> Op {
@@ -284,13 +284,15 @@ fn op_returning_before_its_call_is_a_recorder_bug() {
 
 #[test]
 fn exhausted_budget_reports_timeout() {
-    use RegisterInput::Read;
-    use RegisterOutput::Written;
-    // Overlapping writes can take effect in any increasing run of their versions, each
-    // run a distinct configuration, and the final read fails after all of them.
-    let mut history: Vec<Op> = (0..40)
-        .map(|i| done(i, 1000, write(&format!("w{i}")), Written(i + 1)))
-        .collect();
+    use RegisterInput::{Read, Remove};
+    use RegisterOutput::Removed;
+    // Each remove needs some pending write before it, and every pairing is a distinct
+    // configuration; the final read fails after all of them.
+    let mut history: Vec<Op> = Vec::new();
+    for i in 0..20 {
+        history.push(pending(i, write(&format!("w{i}"))));
+        history.push(done(i, 1000, Remove, Removed(true)));
+    }
     history.push(done(2000, 2010, Read, seen("ghost", 99)));
     let started = Instant::now();
     let budget = Duration::from_millis(100);
@@ -304,7 +306,7 @@ fn exhausted_budget_reports_timeout() {
         started.elapsed()
     );
     assert_eq!(
-        check(&VersionedRegister, &history[..1], Duration::ZERO),
+        check(&VersionedRegister, &history[1..2], Duration::ZERO),
         CheckResult::Timeout
     );
 }
@@ -327,7 +329,7 @@ impl Rng {
 struct Simulated {
     history: Vec<KeyedOperation<RegisterInput, RegisterOutput>>,
     /// The key's object right after each op.
-    after: Vec<Option<(Vec<u8>, u64)>>,
+    after: Vec<Option<(Value, u64)>>,
     /// Whether each op is an acknowledged write or successful CAS.
     acked_write: Vec<bool>,
 }
@@ -336,7 +338,7 @@ fn simulate(seed: u64, count: usize, keys: usize, clients: usize, spread: u64) -
     use RegisterInput::{Read, Remove};
     use RegisterOutput::{Mismatch, ReadOk, Removed, Written};
     let mut rng = Rng(seed);
-    let mut objects: Vec<Option<(Vec<u8>, u64)>> = vec![None; keys];
+    let mut objects: Vec<Option<(Value, u64)>> = vec![None; keys];
     let mut sequence = 0;
     let mut sim = Simulated {
         history: Vec::new(),
@@ -346,7 +348,7 @@ fn simulate(seed: u64, count: usize, keys: usize, clients: usize, spread: u64) -
     for i in 0..count {
         let key = rng.below(keys as u64) as usize;
         let object = &mut objects[key];
-        let value = format!("v{i}").into_bytes();
+        let value = Value::from(format!("v{i}").as_str());
         let current = object.as_ref().map(|(_, version)| *version);
         let roll = rng.below(100);
         let input = match roll {
@@ -500,4 +502,229 @@ fn large_keyed_history_checks_within_seconds() {
     );
     let took = started.elapsed();
     assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+/// The grid object with concrete versions: a pending write may get any version up to
+/// `max`. Slow, but with no `Unconfirmed` abstraction to get wrong.
+struct ConcreteRegister {
+    max: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Concrete {
+    current: Option<(Value, u64)>,
+    last: u64,
+}
+
+impl Model for ConcreteRegister {
+    type State = Concrete;
+    type Input = RegisterInput;
+    type Output = RegisterOutput;
+
+    fn init(&self) -> Concrete {
+        Concrete {
+            current: None,
+            last: 0,
+        }
+    }
+
+    fn step(
+        &self,
+        state: &Concrete,
+        input: &RegisterInput,
+        output: &RegisterOutput,
+    ) -> Option<Concrete> {
+        use RegisterInput as In;
+        use RegisterOutput as Out;
+        let version = state.current.as_ref().map(|(_, version)| *version);
+        let write = |value: &Value, new: u64| Concrete {
+            current: Some((value.clone(), new)),
+            last: new,
+        };
+        match (input, output) {
+            (In::Read, Out::ReadOk(seen)) => (*seen == state.current).then(|| state.clone()),
+            (In::Write(value), Out::Written(new)) => {
+                (*new > state.last).then(|| write(value, *new))
+            }
+            (
+                In::Cas {
+                    expected_version,
+                    value,
+                },
+                Out::Written(new),
+            ) => (version == Some(*expected_version) && *new > state.last)
+                .then(|| write(value, *new)),
+            (
+                In::Cas {
+                    expected_version, ..
+                },
+                Out::Mismatch(seen),
+            ) => (version != Some(*expected_version) && *seen == version).then(|| state.clone()),
+            (In::Remove, Out::Removed(existed)) => {
+                (*existed == version.is_some()).then(|| Concrete {
+                    current: None,
+                    last: state.last,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn step_unknown(&self, state: &Concrete, input: &RegisterInput) -> Vec<Concrete> {
+        let version = state.current.as_ref().map(|(_, version)| *version);
+        let outputs: Vec<_> = match input {
+            RegisterInput::Read => Vec::new(),
+            RegisterInput::Cas {
+                expected_version, ..
+            } if version != Some(*expected_version) => Vec::new(),
+            RegisterInput::Write(_) | RegisterInput::Cas { .. } => (state.last + 1..=self.max)
+                .map(RegisterOutput::Written)
+                .collect(),
+            RegisterInput::Remove => vec![RegisterOutput::Removed(version.is_some())],
+        };
+        outputs
+            .iter()
+            .filter_map(|output| self.step(state, input, output))
+            .collect()
+    }
+}
+
+/// Tries every order, with no memo and no pruning.
+fn brute_force(model: &ConcreteRegister, ops: &[Op], state: &Concrete, placed: u32) -> bool {
+    let unplaced = |op: usize| placed & (1 << op) == 0;
+    if (0..ops.len()).all(|op| !unplaced(op) || ops[op].is_indeterminate()) {
+        return true;
+    }
+    let first_return = (0..ops.len())
+        .filter(|&op| unplaced(op) && !ops[op].is_indeterminate())
+        .filter_map(|op| ops[op].ret)
+        .min()
+        .unwrap();
+    (0..ops.len())
+        .filter(|&op| unplaced(op) && ops[op].call <= first_return)
+        .any(|op| {
+            let next = match &ops[op].output {
+                Some(output) if !ops[op].is_indeterminate() => model
+                    .step(state, &ops[op].input, output)
+                    .into_iter()
+                    .collect(),
+                _ => model.step_unknown(state, &ops[op].input),
+            };
+            next.iter()
+                .any(|next| brute_force(model, ops, next, placed | 1 << op))
+        })
+}
+
+/// A small history: ops at random points inside random intervals, run in point order,
+/// then sometimes one output replaced by a random one.
+fn small_history(rng: &mut Rng) -> Vec<Op> {
+    use RegisterInput::{Read, Remove};
+    use RegisterOutput::{Mismatch, ReadOk, Removed, Written};
+    let count = 1 + rng.below(7) as usize;
+    let mut timed: Vec<(u64, Op)> = (0..count)
+        .map(|i| {
+            let input = match rng.below(4) {
+                0 => Read,
+                1 => write(&format!("v{i}")),
+                2 => cas(rng.below(4), &format!("v{i}")),
+                _ => Remove,
+            };
+            let (call, length) = (rng.below(30), rng.below(15));
+            let point = call + rng.below(length + 1);
+            let op = match rng.below(5) {
+                0 => Operation::indeterminate(i, call, input),
+                _ => Operation::completed(i, call, call + length, input, Removed(false)),
+            };
+            (point, op)
+        })
+        .collect();
+    timed.sort_by_key(|(point, _)| *point);
+    let mut sim = Concrete {
+        current: None,
+        last: 0,
+    };
+    let mut history = Vec::new();
+    for (_, mut op) in timed {
+        // A pending op took effect or not; a completed one did, with its true output.
+        let version = sim.current.as_ref().map(|(_, version)| *version);
+        let output = match &op.input {
+            Read => ReadOk(sim.current.clone()),
+            RegisterInput::Cas {
+                expected_version, ..
+            } if version != Some(*expected_version) => Mismatch(version),
+            RegisterInput::Write(_) | RegisterInput::Cas { .. } => {
+                Written(sim.last + 1 + rng.below(2))
+            }
+            Remove => Removed(version.is_some()),
+        };
+        if !op.is_indeterminate() || rng.below(2) == 0 {
+            sim = ConcreteRegister { max: 0 }
+                .step(&sim, &op.input, &output)
+                .unwrap();
+        }
+        if !op.is_indeterminate() {
+            op.output = Some(output);
+        }
+        history.push(op);
+    }
+    if rng.below(2) == 0 {
+        let op = &mut history[rng.below(count as u64) as usize];
+        let random = match rng.below(4) {
+            0 => ReadOk(None),
+            1 => seen(&format!("v{}", rng.below(count as u64)), rng.below(6)),
+            2 => Written(rng.below(6)),
+            _ => Mismatch(Some(rng.below(4)).filter(|version| *version > 0)),
+        };
+        if !op.is_indeterminate() {
+            op.output = Some(random);
+        }
+    }
+    history
+}
+
+#[test]
+fn agrees_with_brute_force_on_small_random_histories() {
+    let mut rng = Rng(3);
+    let (mut accepted, mut rejected) = (0, 0);
+    for _ in 0..4000 {
+        let history = small_history(&mut rng);
+        // Room for every pending write above every version the history mentions.
+        let pending = history.iter().filter(|op| op.is_indeterminate()).count() as u64;
+        let mentioned = history
+            .iter()
+            .filter_map(|op| match (&op.input, &op.output) {
+                (
+                    _,
+                    Some(
+                        RegisterOutput::Written(version) | RegisterOutput::Mismatch(Some(version)),
+                    ),
+                ) => Some(*version),
+                (_, Some(RegisterOutput::ReadOk(Some((_, version))))) => Some(*version),
+                (
+                    RegisterInput::Cas {
+                        expected_version, ..
+                    },
+                    _,
+                ) => Some(*expected_version),
+                _ => None,
+            });
+        let model = ConcreteRegister {
+            max: mentioned.max().unwrap_or(0) + pending + 1,
+        };
+        let expected = brute_force(&model, &history, &model.init(), 0);
+        let linearizable = verdict(&history) == CheckResult::Linearizable;
+        assert_eq!(linearizable, expected, "{history:#?}");
+        // The generic search with the concrete model must agree as well.
+        let concrete = check(&model, &history, BUDGET) == CheckResult::Linearizable;
+        assert_eq!(concrete, expected, "concrete model: {history:#?}");
+        if expected {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+    }
+    assert!(
+        accepted > 1000 && rejected > 1000,
+        "{accepted} accepted, {rejected} rejected"
+    );
 }

@@ -25,7 +25,10 @@ impl NodeProcess {
         let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .env("GRID_LOG", "warn")
+            .env(
+                "GRID_LOG",
+                std::env::var("GRID_TEST_LOG").unwrap_or_else(|_| "warn,openraft=error".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -107,3 +107,37 @@ async fn no_acknowledged_write_is_lost_when_the_leader_is_killed() {
     // The survivors re-replicate the dead node's share and settle with two nodes.
     cluster.wait_settled(2).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_leaves_gracefully_and_loses_nothing() {
+    let mut cluster = TestCluster::start(BIN, 4, &["--partitions", "8"])
+        .await
+        .unwrap();
+    let client = GridClient::connect(&cluster.connection_string(CLIENT_OPTS))
+        .await
+        .unwrap();
+    for i in 0..200 {
+        client
+            .put("leave", format!("k{i}"), format!("v{i}"), Timeout::None)
+            .await
+            .unwrap();
+    }
+    let victim = busiest_leader(&cluster, &client).await;
+    let victim_addr = cluster.node(victim).unwrap().client_addr().to_string();
+    cluster.node(victim).unwrap().signal("TERM").unwrap();
+    let status = cluster.wait_exit(victim, DEADLINE * 3).unwrap();
+    assert!(status.success(), "{status:?}");
+    cluster.wait_settled(3).await.unwrap();
+    client.refresh().await.unwrap();
+    let map = client.partition_map().unwrap();
+    let gone = map.nodes.iter().find(|n| n.addr == victim_addr).unwrap();
+    assert!(!gone.active);
+    assert!(map
+        .replicas
+        .iter()
+        .all(|r| r.len() == 3 && !r.contains(&gone.id)));
+    for i in 0..200 {
+        let o = client.get("leave", format!("k{i}")).await.unwrap().unwrap();
+        assert_eq!(o.value, format!("v{i}").into_bytes());
+    }
+}

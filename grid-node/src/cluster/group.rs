@@ -11,8 +11,9 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use grid_proto::{Millis, ObjKey, Op, Reply};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -22,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::raft_types::{GroupCommand, GroupId, GroupRaft, GroupResponse, Member, NodeId};
 use super::state_machine::{GroupSm, Machine};
 use crate::clock::Clock;
-use crate::partition::{is_lock_grant, Command, Expiration, Outcome, WaiterId};
+use crate::partition::{Command, Expiration, Outcome, WaiterId};
 
 /// A partition group hosted on this node.
 pub struct PartitionGroup {
@@ -41,6 +42,10 @@ pub struct PartitionGroup {
     touches: Mutex<Vec<(ObjKey, Millis)>>,
     /// The term in which this node last adopted the group's waiters as leader.
     adopted_term: AtomicU64,
+    /// Set while the leader hands the group over: new proposals are refused as not run.
+    draining: AtomicBool,
+    /// Proposals handed to Raft and not yet answered.
+    in_flight: AtomicUsize,
     expired_total: AtomicU64,
 }
 
@@ -50,6 +55,15 @@ impl std::fmt::Debug for PartitionGroup {
             .field("id", &self.id)
             .field("me", &self.me)
             .finish_non_exhaustive()
+    }
+}
+
+/// Counts a proposal out when it finishes, however it finishes.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -130,8 +144,35 @@ impl PartitionGroup {
             cancelled_rx: tokio::sync::Mutex::new(cancelled_rx),
             touches: Mutex::new(Vec::new()),
             adopted_term: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
             expired_total: AtomicU64::new(0),
         }
+    }
+
+    /// Before this leader votes itself out of the group: refuse new proposals (as not
+    /// run, so clients retry them at the next leader) and wait up to `limit` for those in
+    /// flight, so none ends with an unknown outcome. Returns false if some are still out.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        self.draining.store(true, Ordering::Release);
+        let started = Instant::now();
+        while self.in_flight.load(Ordering::Acquire) > 0 {
+            if started.elapsed() > limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        true
+    }
+
+    /// Accepts proposals again (the hand-over did not happen).
+    pub fn undrain(&self) {
+        self.draining.store(false, Ordering::Release);
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> NodeId {
+        self.me
     }
 
     /// True while this node leads the group.
@@ -177,6 +218,11 @@ impl PartitionGroup {
     /// `NotLeader` means it did not run; `OutcomeUnknown` that it may have.
     async fn propose(&self, cmd: Command) -> Result<Outcome, Reply> {
         self.check_leader()?;
+        if self.draining.load(Ordering::Acquire) {
+            return Err(not_leader(None));
+        }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _done = InFlight(&self.in_flight);
         let entry = GroupCommand::Partition {
             now: self.clock.now(),
             cmd,
@@ -264,10 +310,10 @@ impl PartitionGroup {
             if waiter.owner != self.me {
                 continue;
             }
-            let grant = is_lock_grant(&reply).then(|| match &reply {
-                Reply::Retrieved { info, .. } | Reply::NotModified { info } => info.lock_id,
+            let grant = match &reply {
+                Reply::Retrieved { info, .. } | Reply::NotModified { info } => Some(info.lock_id),
                 _ => None,
-            });
+            };
             let entry = lock(&self.waiters).remove(&waiter.seq);
             let (obj, delivered) = match entry {
                 Some((obj, tx)) => {

@@ -54,6 +54,11 @@ pub enum PeerRequest {
     },
     /// Liveness probe from the control leader.
     Ping,
+    /// A node leaves gracefully: move its replicas away.
+    Leave {
+        /// The node.
+        id: NodeId,
+    },
 }
 
 /// The answer to a [`PeerRequest`].
@@ -72,6 +77,8 @@ pub enum PeerResponse {
         /// The new node's id.
         id: NodeId,
     },
+    /// The control command was applied.
+    Applied,
     /// Ask the control leader instead.
     NotLeader {
         /// Its address, when known.

@@ -36,6 +36,12 @@ use crate::store::StoreStats;
 const CONTROL_VOTERS: usize = 5;
 /// How often the map is reconciled.
 const RECONCILE_EVERY: Duration = Duration::from_millis(200);
+/// Longest one group's housekeeping may take; a group without quorum is retried later.
+const MAINTAIN_LIMIT: Duration = Duration::from_secs(2);
+/// How long a leader handing its group over waits for in-flight writes.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// How far behind the leader's log a learner may be when it is made a voter.
+const CAUGHT_UP_ENTRIES: u64 = 64;
 /// How long a node may take to join or bootstrap.
 const JOIN_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -71,6 +77,12 @@ pub enum ClusterError {
     /// A Raft group failed to start or initialize.
     #[error("raft: {0}")]
     Raft(String),
+    /// A graceful leave did not complete.
+    #[error("{reason}")]
+    Leave {
+        /// Why.
+        reason: String,
+    },
     /// No member admitted this node.
     #[error("could not join through {seeds:?}: {reason}")]
     Join {
@@ -429,6 +441,65 @@ impl ClusterNode {
         report
     }
 
+    /// True when other active nodes could take over this node's replicas.
+    pub fn can_leave(&self) -> bool {
+        self.state().is_some_and(|s| {
+            let active = s.active_nodes();
+            active.contains(&self.id()) && active.len() > 1
+        })
+    }
+
+    /// Leaves the cluster gracefully: asks the control leader to re-place this node's
+    /// partitions, then waits (up to `deadline`) until no group is hosted here any more,
+    /// which means their replicas and leadership have moved to other nodes.
+    pub async fn leave(&self, deadline: Duration) -> Result<(), ClusterError> {
+        let started = Instant::now();
+        let fail = |reason: String| ClusterError::Leave { reason };
+        let mut target: Option<String> = None;
+        loop {
+            if started.elapsed() > deadline {
+                return Err(fail(
+                    "the control leader did not accept the leave in time".into(),
+                ));
+            }
+            let answer = match &target {
+                None => {
+                    self.control_command(ControlCommand::Leave { id: self.id() })
+                        .await
+                }
+                Some(addr) => self
+                    .peers
+                    .call(
+                        addr,
+                        &PeerRequest::Leave { id: self.id() },
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .unwrap_or(PeerResponse::NotLeader { leader_addr: None }),
+            };
+            match answer {
+                PeerResponse::Applied => break,
+                PeerResponse::Refused { reason } => return Err(fail(reason)),
+                PeerResponse::NotLeader { leader_addr } => {
+                    target = leader_addr.or_else(|| self.control_leader_addr());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return Err(fail(format!("unexpected answer {other:?}"))),
+            }
+        }
+        tracing::info!("leaving: moving replicas and leadership away");
+        while self.report().hosted > 0 {
+            if started.elapsed() > deadline {
+                return Err(fail(format!(
+                    "{} partitions still hosted here",
+                    self.report().hosted
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
     /// Answers a peer message.
     pub async fn handle_peer(&self, payload: &[u8]) -> Vec<u8> {
         let response = match postcard::from_bytes::<PeerRequest>(payload) {
@@ -436,7 +507,12 @@ impl ClusterNode {
                 reason: format!("undecodable peer message: {e}"),
             },
             Ok(PeerRequest::Ping) => PeerResponse::Pong { id: self.id() },
-            Ok(PeerRequest::Join { addr }) => self.admit(addr).await,
+            Ok(PeerRequest::Join { addr }) => {
+                self.control_command(ControlCommand::Join { addr }).await
+            }
+            Ok(PeerRequest::Leave { id }) => {
+                self.control_command(ControlCommand::Leave { id }).await
+            }
             Ok(PeerRequest::Raft { group, rpc }) => {
                 let raft = if group == CONTROL_GROUP {
                     self.control_raft().cloned()
@@ -463,18 +539,17 @@ impl ClusterNode {
         self.state()?.addr_of(leader).map(str::to_string)
     }
 
-    async fn admit(&self, addr: String) -> PeerResponse {
+    /// Runs a control command here if this node leads the control group.
+    async fn control_command(&self, command: ControlCommand) -> PeerResponse {
         let Some(raft) = self.control_raft() else {
             return PeerResponse::NotLeader { leader_addr: None };
         };
-        match raft
-            .client_write(GroupCommand::Control(ControlCommand::Join { addr }))
-            .await
-        {
+        match raft.client_write(GroupCommand::Control(command)).await {
             Ok(resp) => match resp.data {
                 GroupResponse::Control(ControlResponse::Joined { id, .. }) => {
                     PeerResponse::Joined { id }
                 }
+                GroupResponse::Control(ControlResponse::Applied { .. }) => PeerResponse::Applied,
                 GroupResponse::Control(ControlResponse::Refused { reason }) => {
                     PeerResponse::Refused { reason }
                 }
@@ -499,23 +574,41 @@ impl ClusterNode {
 
     /// Runs the reconcile and maintenance loops until `shutdown`, then stops every group.
     pub async fn run(self: Arc<Self>, tick: Duration, shutdown: CancellationToken) {
-        let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
-        let mut maintain = tokio::time::interval(tick);
-        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = reconcile.tick() => self.reconcile().await,
-                _ = maintain.tick() => {
-                    for g in self.all_groups() {
-                        g.maintain().await;
+        // Two loops, so a group that cannot commit (no quorum) never holds up moving
+        // groups and admitting nodes, and the other way round.
+        let reconciler = {
+            let (node, shutdown) = (Arc::clone(&self), shutdown.clone());
+            async move {
+                let mut every = tokio::time::interval(RECONCILE_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = every.tick() => node.reconcile().await,
+                    }
+                    let mut tasks = node.tasks.lock().await;
+                    while tasks.try_join_next().is_some() {}
+                }
+            }
+        };
+        let maintainer = {
+            let (node, shutdown) = (Arc::clone(&self), shutdown.clone());
+            async move {
+                let mut every = tokio::time::interval(tick);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = every.tick() => {
+                            let groups = node.all_groups();
+                            let rounds = groups.iter().map(|g| tokio::time::timeout(MAINTAIN_LIMIT, g.maintain()));
+                            futures_util::future::join_all(rounds).await;
+                        }
                     }
                 }
             }
-            let mut tasks = self.tasks.lock().await;
-            while tasks.try_join_next().is_some() {}
-        }
+        };
+        tokio::join!(reconciler, maintainer);
         self.tasks.lock().await.abort_all();
         for g in self.all_groups() {
             let _ = g.raft.shutdown().await;
@@ -538,7 +631,14 @@ impl ClusterNode {
             .control_raft()
             .is_some_and(|r| r.metrics().borrow().state == ServerState::Leader)
         {
-            self.manage_control_members(&state).await;
+            if lock(&self.changing).insert(CONTROL_GROUP) {
+                let (node, state) = (Arc::clone(self), state.clone());
+                self.spawn(async move {
+                    node.manage_control_members(&state).await;
+                    lock(&node.changing).remove(&CONTROL_GROUP);
+                })
+                .await;
+            }
             self.watch_nodes(&state).await;
         }
         for p in 0..state.partitions {
@@ -554,7 +654,11 @@ impl ClusterNode {
             let membership = group.raft.metrics().borrow().membership_config.clone();
             let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
             if group.is_leader() {
-                if voters != target && !target.is_empty() && lock(&self.changing).insert(p) {
+                // A leader that has already committed a membership without itself keeps
+                // leading until it steps down; openraft 0.9 must not be asked for another
+                // membership change then (it asserts), so only a voting leader moves groups.
+                let may_change = voters.contains(&me) && voters != target && !target.is_empty();
+                if may_change && lock(&self.changing).insert(p) {
                     let members: BTreeMap<NodeId, String> = target
                         .iter()
                         .filter_map(|id| state.addr_of(*id).map(|a| (*id, a.to_string())))
@@ -588,20 +692,24 @@ impl ClusterNode {
         let Some(raft) = self.control_raft() else {
             return;
         };
-        if !lock(&self.changing).insert(CONTROL_GROUP) {
-            return;
-        }
         let membership = raft.metrics().borrow().membership_config.clone();
         let members: BTreeSet<NodeId> =
             membership.membership().nodes().map(|(id, _)| *id).collect();
         let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+        if !voters.contains(&self.id()) {
+            // A leader on its way out (see `reconcile`): leave changes to its successor.
+            return;
+        }
         let active = state.active_nodes();
         let result: Result<(), String> = async {
             for id in active.difference(&members) {
+                tracing::info!(node = id, "adding node to the control group");
                 if let Some(addr) = state.addr_of(*id) {
-                    raft.add_learner(*id, BasicNode::new(addr), false)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    bounded(
+                        "add control learner",
+                        raft.add_learner(*id, BasicNode::new(addr), false),
+                    )
+                    .await?;
                 }
             }
             let mut want: BTreeSet<NodeId> = voters.intersection(&active).copied().collect();
@@ -612,9 +720,8 @@ impl ClusterNode {
                 want.insert(*id);
             }
             if want != voters && !want.is_empty() {
-                raft.change_membership(want, false)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                tracing::info!(?want, ?voters, "changing control voters");
+                bounded("change control voters", raft.change_membership(want, false)).await?;
             }
             let gone: BTreeSet<NodeId> = members
                 .iter()
@@ -631,18 +738,17 @@ impl ClusterNode {
                     .collect();
                 let removable: BTreeSet<NodeId> = gone.difference(&now).copied().collect();
                 if !removable.is_empty() {
-                    raft.change_membership(ChangeMembers::RemoveNodes(removable), false)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let remove =
+                        raft.change_membership(ChangeMembers::RemoveNodes(removable), false);
+                    bounded("remove control members", remove).await?;
                 }
             }
             Ok(())
         }
         .await;
         if let Err(e) = result {
-            tracing::debug!(error = %e, "control membership change deferred");
+            tracing::info!(error = %e, "control membership change deferred");
         }
-        lock(&self.changing).remove(&CONTROL_GROUP);
     }
 
     /// Control leader: pings active nodes and marks those silent past the grace period down.
@@ -690,6 +796,22 @@ impl ClusterNode {
     }
 }
 
+/// Longest a membership change may take before it is retried on a later round.
+const MEMBERSHIP_CHANGE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Awaits a membership call, giving up after [`MEMBERSHIP_CHANGE_LIMIT`].
+async fn bounded<T, E: std::fmt::Display>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(MEMBERSHIP_CHANGE_LIMIT, call).await {
+        Ok(result) => result.map_err(|e| format!("{what}: {e}")),
+        Err(_) => Err(format!(
+            "{what}: no answer within {MEMBERSHIP_CHANGE_LIMIT:?}"
+        )),
+    }
+}
+
 /// Moves a group's voters to `target`: new members join as learners and catch up first,
 /// then one membership change swaps the voters.
 async fn move_group(
@@ -709,7 +831,7 @@ async fn move_group(
         match added {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                tracing::debug!(partition = group.id, node = id, error = %e, "add learner deferred");
+                tracing::info!(partition = group.id, node = id, error = %e, "add learner deferred");
                 return;
             }
             Err(_) => {
@@ -722,11 +844,41 @@ async fn move_group(
             }
         }
     }
+    // A voter that has not caught up could leave the group without a quorum; wait for the
+    // leader to see every newcomer's log close to its own.
+    let caught_up = {
+        let metrics = group.raft.metrics();
+        let m = metrics.borrow();
+        let last = m.last_log_index.unwrap_or(0);
+        target.keys().filter(|id| !voters.contains(id)).all(|id| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(id).copied().flatten())
+                .is_some_and(|matched| matched.index + CAUGHT_UP_ENTRIES >= last)
+        })
+    };
+    if !caught_up {
+        tracing::debug!(partition = group.id, "new replicas still catching up");
+        return;
+    }
     let ids: BTreeSet<NodeId> = target.keys().copied().collect();
-    match group.raft.change_membership(ids, false).await {
+    let leaving = !ids.contains(&group.me());
+    if leaving && !group.drain(DRAIN_LIMIT).await {
+        group.undrain();
+        tracing::debug!(
+            partition = group.id,
+            "writes still in flight; hand-over deferred"
+        );
+        return;
+    }
+    let changed = bounded("change voters", group.raft.change_membership(ids, false)).await;
+    if leaving && changed.is_err() {
+        group.undrain();
+    }
+    match changed {
         Ok(_) => {
             tracing::info!(partition = group.id, voters = ?target.keys().collect::<Vec<_>>(), "partition moved")
         }
-        Err(e) => tracing::debug!(partition = group.id, error = %e, "membership change deferred"),
+        Err(e) => tracing::info!(partition = group.id, error = %e, "membership change deferred"),
     }
 }

@@ -43,10 +43,13 @@ struct SnapshotFile {
     machine: Vec<u8>,
 }
 
+/// The latest snapshot: its metadata and bytes.
+type StoredSnapshot = (SnapshotMeta<NodeId, Member>, Vec<u8>);
+
 #[derive(Debug)]
 struct Inner {
     state: RwLock<SmState>,
-    current: Mutex<Option<(SnapshotMeta<NodeId, Member>, Vec<u8>)>>,
+    current: Mutex<Option<StoredSnapshot>>,
     partition_config: PartitionConfig,
     snapshots_built: AtomicU64,
 }
@@ -97,6 +100,7 @@ impl GroupSm {
         postcard::to_allocvec(&file).unwrap_or_else(|e| panic!("snapshot encode failed: {e}"))
     }
 
+    #[allow(clippy::result_large_err)] // reason: openraft's storage error type, returned as is
     fn decode(&self, bytes: &[u8]) -> Result<SmState, StorageError<NodeId>> {
         let file: SnapshotFile = postcard::from_bytes(bytes).map_err(storage_err)?;
         let machine = match &self.read().machine {
