@@ -79,6 +79,10 @@ struct ServeArgs {
     /// Raft election timeout (lower bound; the upper is twice this), e.g. 1s.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     raft_election_timeout: Duration,
+    /// Raft log entries between snapshots of a group (a replica further behind catches up
+    /// from a snapshot).
+    #[arg(long, default_value_t = 5_000)]
+    raft_snapshot_logs: u64,
     /// Testing only: serve POST /faults/block on the admin port to cut this node off from
     /// the listed peers. Never enable in production.
     #[arg(long)]
@@ -114,6 +118,7 @@ impl ServeArgs {
             down_after: self.down_after,
             raft_election_timeout: self.raft_election_timeout,
             fault_injection: self.fault_injection,
+            raft_snapshot_logs: self.raft_snapshot_logs,
             ..NodeConfig::default()
         }
     }

@@ -48,6 +48,9 @@ pub struct NodeConfig {
     pub raft_heartbeat: Duration,
     /// Raft election timeout, lower bound (the upper is twice this). Default 1 s.
     pub raft_election_timeout: Duration,
+    /// Log entries between snapshots of a group; a lagging or new replica beyond the
+    /// kept log catches up from a snapshot. Default 5000.
+    pub raft_snapshot_logs: u64,
     /// Serve `POST /faults/block` on the admin port, to cut this node off from peers in
     /// fault tests. Never in production. Default off.
     pub fault_injection: bool,
@@ -72,6 +75,7 @@ impl Default for NodeConfig {
             raft_heartbeat: Duration::from_millis(100),
             raft_election_timeout: Duration::from_secs(1),
             fault_injection: false,
+            raft_snapshot_logs: 5_000,
         }
     }
 }
@@ -104,7 +108,7 @@ pub enum ConfigError {
     /// Waiters per object must be allowed.
     #[error("max waiters per object must be at least 1")]
     MaxWaiters,
-    /// Lease and tick must be positive.
+    /// Lease, tick and counts that must be positive.
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
     /// Replication factor out of range.
@@ -155,6 +159,9 @@ impl NodeConfig {
         }
         if self.raft_heartbeat.is_zero() {
             return Err(ConfigError::ZeroDuration("--raft-heartbeat"));
+        }
+        if self.raft_snapshot_logs == 0 {
+            return Err(ConfigError::ZeroDuration("--raft-snapshot-logs"));
         }
         if self.raft_election_timeout < self.raft_heartbeat * 3 {
             return Err(ConfigError::ElectionTimeout);

@@ -119,6 +119,7 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
             heartbeat: config.raft_heartbeat,
             election_timeout: config.raft_election_timeout,
             auth_token: config.auth_token.clone(),
+            snapshot_logs: config.raft_snapshot_logs,
             partition: config.partition_config(),
         },
         Arc::clone(&clock),

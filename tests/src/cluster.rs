@@ -47,6 +47,20 @@ impl TestCluster {
 
     /// Starts one more node, joining through the live ones. Does not wait for it to settle.
     pub fn add_node_process(&mut self) -> anyhow::Result<usize> {
+        self.start_node("127.0.0.1:0")
+    }
+
+    /// Restarts killed node `i` at its old address, as a fresh process that rejoins (it
+    /// comes back empty, under a new node id, and catches up from the others).
+    pub fn restart(&mut self, i: usize, addr: &str) -> anyhow::Result<()> {
+        let index = self.start_node(addr)?;
+        let node = self.nodes.pop().flatten();
+        debug_assert_eq!(index, self.nodes.len());
+        self.nodes[i] = node;
+        Ok(())
+    }
+
+    fn start_node(&mut self, listen: &str) -> anyhow::Result<usize> {
         let join: Vec<String> = self.live().map(|n| n.client_addr().to_string()).collect();
         let mut args: Vec<String> = NODE_ARGS.iter().map(|s| s.to_string()).collect();
         args.extend(self.extra.iter().cloned());
@@ -55,7 +69,8 @@ impl TestCluster {
             args.push(join.join(","));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.nodes.push(Some(NodeProcess::start(&self.bin, &args)?));
+        self.nodes
+            .push(Some(NodeProcess::start_at(&self.bin, listen, &args)?));
         Ok(self.nodes.len() - 1)
     }
 

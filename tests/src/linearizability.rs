@@ -2,67 +2,69 @@
 //!
 //! - [`Model`]: a sequential specification (states, and which outputs are legal).
 //! - [`check`]: Wing & Gong / Lowe search with memoization of (placed ops, state), the
-//!   algorithm of Porcupine, plus the pruning rules below.
+//!   algorithm of Porcupine, with the pruning rules below.
 //! - [`check_per_key`]: checks each key's sub-history on its own (P-compositionality:
 //!   a history of independent objects is linearizable iff each object's is).
 //! - [`VersionedRegister`]: the model of one grid object (value plus server version).
 //!
 //! ```text
-//! ops --sort--> completed: call/return events --+--> depth-first search --> Linearizable
-//!               pending:   call events ---------+    memo, pruning          NotLinearizable
-//!                                                    clock budget           Timeout
+//! ops ──sort──> completed ops: calls and returns ──┐
+//!               pending ops:   calls, newest first ─┴─> depth-first search ──> verdict
+//!                                                       memo · pruning · budget
 //! ```
 //!
 //! # The search
 //!
 //! Completed ops' calls and returns are sorted by time into a linked list. Every call
 //! before the first return belongs to an op that may take effect next; the search tries
-//! each, applies it to the model, removes it from the list and starts over. Meeting a
-//! return means that op was not placed in time, so the last choice is undone. Equal
-//! timestamps count as overlapping, so clock ties never cause a false alarm. A
-//! configuration (placed ops, state) is explored at most once; the search also skips one
-//! that an explored configuration *covers*: the same completed ops, a subset of the
-//! pending ops, and a state that [`Model::dominates`] it. Further pruning, each sound
-//! because only linearizations with the fewest pending ops need be found:
-//! - an op that [`Model::never_legal`] says can no longer be placed fails the branch;
-//! - a completed op legal without changing the state (a matching read) goes first, as
-//!   no linearization needs it later;
-//! - a pending op is not placed right before an op that hides its effect (an overwrite).
+//! each, applies it to the model, unlinks it and starts over. Meeting a return means that
+//! op was not placed in time, so the last choice is undone. Equal timestamps count as
+//! overlapping, so clock ties never raise a false alarm.
 //!
-//! # Pending (indeterminate) operations
+//! A pending op (no response: a timeout, a dropped connection) may have taken effect at
+//! any time after its call, or never: its return is at +infinity. It is tried after the
+//! completed ops, whenever its call precedes the first unplaced return, through
+//! [`Model::step_unknown`]. The history is accepted once every completed op is placed,
+//! whatever pending ops are left.
 //!
-//! An op without a response (a timeout, a dropped connection) may have taken effect at
-//! any time after its call, or never: its return is at +infinity. It may be placed
-//! whenever its call is before the first unplaced return, after completed ops are tried,
-//! using [`Model::step_unknown`]; the history is accepted once every completed op is
-//! placed, whatever pending ops are left.
+//! A configuration (completed ops placed, pending ops placed, state) is skipped when an
+//! explored one *covers* it: the same completed ops, no more pending ops of any class
+//! (below), and a state that [`Model::dominates`] it. The rest of the pruning is sound
+//! because some linearization with the fewest pending ops survives each rule:
+//! - an op that [`Model::never_legal`] rules out for good fails the branch;
+//! - a completed op legal without changing the state (a matching read) goes first;
+//! - a pending op is not placed right before an op that hides its effect (an overwrite);
+//! - pending ops whose inputs are equal once [`Model::forget`] drops what no response
+//!   showed form a class: only the latest called of a class is tried, and a placed set
+//!   is remembered as a count per class (any placed one could have been placed later).
 //!
-//! For [`VersionedRegister`] the hard part is the version a pending write got, which
-//! nobody saw. The state records it as [`Version::Unconfirmed`] and keeps
-//! `last_version` as the *smallest value the highest version assigned so far can have*:
-//! an unconfirmed write raises it by one. A later op that reveals the version (a read
-//! of that value, a CAS mismatch reporting it, a CAS that succeeded against it) pins it,
-//! legal iff it is at least that bound; a later write needs a version above the bound.
-//! Choosing every unpinned version as small as possible is always consistent, so this
-//! is exact for integer versions, and the unknown version is one symbol rather than a
-//! guess per number, so the state space stays finite.
+//! Placed completed ops are remembered as 128-bit Zobrist fingerprints, as model checkers
+//! such as TLC do: a collision could skip one configuration, at odds below 2^-80.
 //!
-//! Placed ops are memoized as 128-bit Zobrist fingerprints, as model checkers such as
-//! TLC do: a collision could skip one configuration, with odds below 2^-80 for millions.
+//! # Versions nobody saw
+//!
+//! For [`VersionedRegister`] the version a pending write got is unknown. The state marks
+//! it [`Version::Unconfirmed`] and keeps `last_version` as the *least value the highest
+//! version assigned so far can have*: an unconfirmed write raises it by one. A later op
+//! that reveals the version (a read of that value, a CAS mismatch reporting it, a CAS
+//! that succeeded against it) pins it, legal iff it is at least that bound; a later write
+//! needs a version above the bound. Taking every unpinned version as small as possible is
+//! always consistent, so this is exact for integer versions while keeping one state per
+//! outcome rather than one per guessed number.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::{self, Debug, Write as _};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::ops::Deref;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A sequential specification of the object under test.
+/// A sequential specification of the object under test. The defaulted methods only
+/// speed the search up; their defaults are always correct.
 pub trait Model {
     /// A state of the object; compared often, so keep it small and cheap to clone.
     type State: Clone + Eq + Hash + Debug;
     /// What a client asked for.
-    type Input: Clone + Debug;
+    type Input: Clone + PartialEq + Debug;
     /// What the object answered.
     type Output: Clone + Debug;
     /// The state before any operation.
@@ -77,19 +79,21 @@ pub trait Model {
     /// Every state `input` can lead to from `state` when its output is unknown. Outcomes
     /// that change nothing may be left out: never taking effect is always considered.
     fn step_unknown(&self, state: &Self::State, input: &Self::Input) -> Vec<Self::State>;
-    /// True if every continuation legal from `worse` is also legal from `better`. The
-    /// default, equality, is always correct; a finer order prunes more.
+    /// True if every continuation legal from `worse` is also legal from `better`.
     fn dominates(&self, better: &Self::State, worse: &Self::State) -> bool {
         better == worse
     }
-    /// True if a pending `input` can change neither `state` nor any later state (a
-    /// read), so it is dropped. The default, false, is always correct.
+    /// Rewrites pending ops' inputs to drop what no completed op's output can reveal
+    /// (a value no read returned), so that interchangeable pending ops compare equal.
+    fn forget(&self, pending: &mut [Self::Input], outputs: &[&Self::Output]) {
+        let _ = (pending, outputs);
+    }
+    /// True if a pending `input` can change neither `state` nor any later state (a read).
     fn never_effective(&self, state: &Self::State, input: &Self::Input) -> bool {
         let _ = (state, input);
         false
     }
-    /// True if `output` can be a legal result of `input` neither in `state` nor in any
-    /// later state. The default, false, is always correct; a sharper answer prunes more.
+    /// True if `output` is a legal result of `input` neither in `state` nor later.
     fn never_legal(&self, state: &Self::State, input: &Self::Input, output: &Self::Output) -> bool {
         let _ = (state, input, output);
         false
@@ -126,12 +130,13 @@ impl<I, O> Operation<I, O> {
 
     /// An op that got no response: it may have taken effect at any time after `call`.
     pub fn indeterminate(client: usize, call: u64, input: I) -> Self {
+        let (ret, output) = (None, None);
         Self {
             client,
             call,
-            ret: None,
+            ret,
             input,
-            output: None,
+            output,
         }
     }
 
@@ -150,7 +155,7 @@ pub enum CheckResult {
     /// No such order exists.
     NotLinearizable {
         /// The first completed op no order could place, the longest linearizable prefix
-        /// found, the state after it, and the ops that could not go next.
+        /// found, the state after it, and the completed ops that could not go next.
         explanation: String,
     },
     /// The search did not finish within its budget; nothing is known.
@@ -218,7 +223,7 @@ pub fn check_per_key<M: Model>(
             .or_default()
             .push((index, &keyed.op));
     }
-    let mut timed_out = Vec::new();
+    let mut keys = Vec::new();
     for (key, ops) in by_key {
         match search(model, &ops, deadline) {
             CheckResult::Linearizable => {}
@@ -226,16 +231,20 @@ pub fn check_per_key<M: Model>(
                 let key = key.to_string();
                 return KeyedCheckResult::NotLinearizable { key, explanation };
             }
-            CheckResult::Timeout => timed_out.push(key.to_string()),
+            CheckResult::Timeout => keys.push(key.to_string()),
         }
     }
-    match timed_out.is_empty() {
+    match keys.is_empty() {
         true => KeyedCheckResult::Linearizable,
-        false => KeyedCheckResult::Timeout { keys: timed_out },
+        false => KeyedCheckResult::Timeout { keys },
     }
 }
 
-type Op<'a, M> = &'a Operation<<M as Model>::Input, <M as Model>::Output>;
+/// An op with its number in the caller's history.
+type Labeled<'a, M> = (
+    usize,
+    &'a Operation<<M as Model>::Input, <M as Model>::Output>,
+);
 
 /// Search steps between two reads of the clock.
 const CLOCK_EVERY: u64 = 256;
@@ -244,7 +253,8 @@ const NIL: usize = usize::MAX;
 const COMPLETED: usize = 0;
 const PENDING: usize = 1;
 
-/// A call or return event in one of the doubly linked lists of unplaced ops.
+/// A call or return in one of the doubly linked lists of unplaced ops.
+#[derive(Clone, Copy)]
 struct Event {
     op: usize,
     time: u64,
@@ -263,53 +273,47 @@ struct EventList {
 impl EventList {
     fn new<I, O>(ops: &[(usize, &Operation<I, O>)]) -> Self {
         let (mut completed, mut pending) = (Vec::new(), Vec::new());
-        for (index, (label, op)) in ops.iter().enumerate() {
-            if op.is_indeterminate() {
+        for (index, &(label, op)) in ops.iter().enumerate() {
+            let Some(ret) = op.ret.filter(|_| !op.is_indeterminate()) else {
                 pending.push((op.call, false, index));
                 continue;
-            }
-            let ret = op.ret.unwrap_or(op.call);
+            };
             assert!(ret >= op.call, "op {label} returned before it was called");
             // At equal times calls sort first: touching ops count as concurrent.
             completed.extend([(op.call, false, index), (ret, true, index)]);
         }
         completed.sort_unstable();
-        pending.sort_unstable();
-        let mut list = Self {
-            events: Vec::with_capacity(2 + completed.len() + pending.len()),
-            call_of: vec![NIL; ops.len()],
-            return_of: vec![NIL; ops.len()],
+        // Newest first: a pending op that took effect is mostly seen soon after its call.
+        pending.sort_unstable_by(|a, b| b.cmp(a));
+        let sentinel = Event {
+            op: NIL,
+            time: 0,
+            is_call: false,
+            prev: NIL,
+            next: NIL,
         };
-        for _ in [COMPLETED, PENDING] {
-            let sentinel = Event {
-                op: NIL,
-                time: 0,
-                is_call: false,
-                prev: NIL,
-                next: NIL,
-            };
-            list.events.push(sentinel);
-        }
-        for head in [COMPLETED, PENDING] {
-            let chain = if head == COMPLETED {
-                &completed
-            } else {
-                &pending
-            };
+        let (call_of, return_of) = (vec![NIL; ops.len()], vec![NIL; ops.len()]);
+        let mut list = Self {
+            events: vec![sentinel; 2],
+            call_of,
+            return_of,
+        };
+        for (head, chain) in [(COMPLETED, completed), (PENDING, pending)] {
             let mut prev = head;
-            for &(time, is_return, op) in chain {
+            for (time, is_return, op) in chain {
                 let id = list.events.len();
+                let is_call = !is_return;
                 list.events.push(Event {
                     op,
                     time,
-                    is_call: !is_return,
+                    is_call,
                     prev,
                     next: NIL,
                 });
                 list.events[prev].next = id;
-                match is_return {
-                    true => list.return_of[op] = id,
-                    false => list.call_of[op] = id,
+                match is_call {
+                    true => list.call_of[op] = id,
+                    false => list.return_of[op] = id,
                 }
                 prev = id;
             }
@@ -321,35 +325,27 @@ impl EventList {
         self.events[id].next
     }
 
-    fn unlink(&mut self, id: usize) {
+    /// Unlinks (`link` false) or relinks an event; relinking is valid in reverse order.
+    fn link(&mut self, id: usize, link: bool) {
         let Event { prev, next, .. } = self.events[id];
-        self.events[prev].next = next;
+        self.events[prev].next = if link { id } else { next };
         if next != NIL {
-            self.events[next].prev = prev;
-        }
-    }
-
-    /// Relinks an event removed by [`Self::unlink`]; valid in reverse order of removal.
-    fn relink(&mut self, id: usize) {
-        let Event { prev, next, .. } = self.events[id];
-        self.events[prev].next = id;
-        if next != NIL {
-            self.events[next].prev = id;
+            self.events[next].prev = if link { id } else { prev };
         }
     }
 
     fn lift(&mut self, op: usize) {
-        self.unlink(self.call_of[op]);
+        self.link(self.call_of[op], false);
         if self.return_of[op] != NIL {
-            self.unlink(self.return_of[op]);
+            self.link(self.return_of[op], false);
         }
     }
 
     fn unlift(&mut self, op: usize) {
         if self.return_of[op] != NIL {
-            self.relink(self.return_of[op]);
+            self.link(self.return_of[op], true);
         }
-        self.relink(self.call_of[op]);
+        self.link(self.call_of[op], true);
     }
 
     /// When the first unplaced completed op returned: no op called later can go next.
@@ -362,24 +358,44 @@ impl EventList {
     }
 }
 
-/// The placed ops: a Zobrist fingerprint of the completed ones, the pending ones sorted.
-#[derive(Default)]
+/// The placed ops: a fingerprint of the completed ones, and the pending ones both one
+/// by one and as (class, count) pairs sorted by class.
 struct Placed {
     completed: u128,
-    pending: Vec<usize>,
+    pending: Vec<bool>,
+    profile: Vec<(usize, usize)>,
 }
 
 impl Placed {
-    fn toggle(&mut self, op: usize, pending: bool) {
-        if !pending {
+    /// Places or unplaces `op`, a pending op of `class` unless that is [`NIL`].
+    fn toggle(&mut self, op: usize, class: usize) {
+        if class == NIL {
             let (low, high) = (splitmix64(2 * op as u64), splitmix64(2 * op as u64 + 1));
             self.completed ^= u128::from(high) << 64 | u128::from(low);
             return;
         }
-        match self.pending.binary_search(&op) {
-            Ok(at) => drop(self.pending.remove(at)),
-            Err(at) => self.pending.insert(at, op),
+        self.pending[op] = !self.pending[op];
+        let at = self
+            .profile
+            .binary_search_by_key(&class, |&(class, _)| class);
+        match at {
+            Ok(at) if self.pending[op] => self.profile[at].1 += 1,
+            Ok(at) if self.profile[at].1 > 1 => self.profile[at].1 -= 1,
+            Ok(at) => {
+                self.profile.remove(at);
+            }
+            Err(at) => self.profile.insert(at, (class, 1)),
         }
+    }
+
+    /// True if this has placed at least as many of every class as `earlier`.
+    fn at_least(&self, earlier: &[(usize, usize)]) -> bool {
+        earlier.iter().all(|(class, count)| {
+            let at = self
+                .profile
+                .binary_search_by_key(class, |&(class, _)| class);
+            at.is_ok_and(|at| self.profile[at].1 >= *count)
+        })
     }
 }
 
@@ -391,29 +407,8 @@ fn splitmix64(seed: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Uses a fingerprint as its own hash: it is uniform already, and SipHash dominated
-/// debug-build profiles.
-#[derive(Default)]
-struct FingerprintHasher(u64);
-
-impl Hasher for FingerprintHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
-    }
-
-    fn write_u128(&mut self, fingerprint: u128) {
-        self.0 = fingerprint as u64;
-    }
-}
-
-/// Explored configurations: by placed completed ops, the placed pending ops and state.
-type Memo<S> = HashMap<u128, Vec<(Box<[usize]>, S)>, BuildHasherDefault<FingerprintHasher>>;
+/// Explored configurations: by placed completed ops, the pending profile and state.
+type Memo<S> = HashMap<u128, Vec<(Box<[(usize, usize)]>, S)>>;
 
 /// One placed op: the state before it and the outcomes it could have had.
 struct Frame<S> {
@@ -425,19 +420,19 @@ struct Frame<S> {
     forced: bool,
 }
 
-/// The stack that placed the most completed ops, kept incrementally: `ops[..shared]`
-/// is known to equal the bottom of the current stack.
+/// The stack that placed the most completed ops, kept incrementally: `ops[..shared]` is
+/// known to equal the bottom of the current stack.
 struct Deepest<S> {
     ops: Vec<usize>,
     shared: usize,
-    completed: usize,
+    placed: usize,
     state: Option<S>,
 }
 
 /// Where the search goes next.
 #[derive(Clone, Copy)]
 enum Step {
-    /// At a new configuration: check for dead and forced ops.
+    /// At a new configuration: look for dead and forced ops.
     Arrived,
     /// Trying the completed ops' event `at`.
     Completed(usize),
@@ -453,45 +448,51 @@ enum Step {
 
 struct Search<'a, M: Model> {
     model: &'a M,
-    ops: &'a [(usize, Op<'a, M>)],
+    ops: &'a [Labeled<'a, M>],
+    /// Inputs, pending ones as [`Model::forget`] left them.
+    inputs: Vec<M::Input>,
+    /// The earliest called pending op with an equal input; [`NIL`] for completed ops.
+    class: Vec<usize>,
+    /// The next later-called pending op with an equal input, or [`NIL`].
+    twin: Vec<usize>,
     list: EventList,
     placed: Placed,
     memo: Memo<M::State>,
     stack: Vec<Frame<M::State>>,
     state: M::State,
-    completed_total: usize,
+    /// Completed ops in all, and not placed yet.
+    completed: usize,
     completed_left: usize,
     ever_placed: Vec<bool>,
     deepest: Deepest<M::State>,
 }
 
 impl<M: Model> Search<'_, M> {
-    fn pending(&self, op: usize) -> bool {
-        self.ops[op].1.is_indeterminate()
+    fn output(&self, op: usize) -> Option<&M::Output> {
+        self.ops[op]
+            .1
+            .output
+            .as_ref()
+            .filter(|_| self.class[op] == NIL)
     }
 
-    /// The first of `outcomes[from..]` no explored configuration covers, now recorded.
+    /// The first of `outcomes[from..]` that no explored configuration covers, recorded.
     fn first_new(&mut self, outcomes: &[M::State], from: usize) -> Option<usize> {
         let seen = self.memo.entry(self.placed.completed).or_default();
-        let pending = &self.placed.pending;
         let index = (from..outcomes.len()).find(|&index| {
-            !seen.iter().any(|(earlier_pending, earlier)| {
-                earlier_pending
-                    .iter()
-                    .all(|op| pending.binary_search(op).is_ok())
-                    && self.model.dominates(earlier, &outcomes[index])
+            !seen.iter().any(|(profile, explored)| {
+                self.placed.at_least(profile) && self.model.dominates(explored, &outcomes[index])
             })
         })?;
-        seen.push((pending.clone().into_boxed_slice(), outcomes[index].clone()));
+        seen.push((self.placed.profile.clone().into(), outcomes[index].clone()));
         Some(index)
     }
 
     /// Places `op` with the first new of `outcomes`, if any.
     fn try_place(&mut self, op: usize, outcomes: Vec<M::State>, forced: bool) -> Option<Step> {
-        let pending = self.pending(op);
-        self.placed.toggle(op, pending);
+        self.placed.toggle(op, self.class[op]);
         let Some(chosen) = self.first_new(&outcomes, 0) else {
-            self.placed.toggle(op, pending);
+            self.placed.toggle(op, self.class[op]);
             return None;
         };
         let before = std::mem::replace(&mut self.state, outcomes[chosen].clone());
@@ -503,19 +504,18 @@ impl<M: Model> Search<'_, M> {
             forced,
         });
         self.list.lift(op);
-        if pending {
+        if self.class[op] != NIL {
             return Some(Step::Arrived);
         }
         self.ever_placed[op] = true;
         self.completed_left -= 1;
-        let deepest = &mut self.deepest;
-        if self.completed_total - self.completed_left > deepest.completed {
-            deepest.completed = self.completed_total - self.completed_left;
+        let (placed, deepest) = (self.completed - self.completed_left, &mut self.deepest);
+        if placed > deepest.placed {
             deepest.ops.truncate(deepest.shared);
             deepest
                 .ops
                 .extend(self.stack[deepest.shared..].iter().map(|frame| frame.op));
-            deepest.shared = self.stack.len();
+            (deepest.shared, deepest.placed) = (self.stack.len(), placed);
             deepest.state = Some(self.state.clone());
         }
         Some(if self.completed_left == 0 {
@@ -525,18 +525,19 @@ impl<M: Model> Search<'_, M> {
         })
     }
 
-    /// The legal outcomes of `op` here, without those no better than placing it in place
-    /// of a pending op on top of the stack (or, both pending, than placing neither).
+    /// The legal outcomes of `op` here, less those no better than placing it instead of
+    /// a pending op on top of the stack (or, both pending, than placing neither).
     fn outcomes(&self, op: usize) -> Vec<M::State> {
-        let mut next = outcomes(self.model, &self.state, self.ops[op].1);
-        let Some(top) = self.stack.last().filter(|top| self.pending(top.op)) else {
+        let (input, output) = (&self.inputs[op], self.output(op));
+        let mut next = outcomes(self.model, &self.state, input, output);
+        let Some(top) = self.stack.last().filter(|top| self.class[top.op] != NIL) else {
             return next;
         };
         if next.is_empty() {
             return next;
         }
-        let mut without = outcomes(self.model, &top.before, self.ops[op].1);
-        if self.pending(op) {
+        let mut without = outcomes(self.model, &top.before, input, output);
+        if self.class[op] != NIL {
             without.push(top.before.clone());
         }
         next.retain(|with| {
@@ -550,17 +551,11 @@ impl<M: Model> Search<'_, M> {
     /// Looks at the completed ops that may go next: if one can never be placed the
     /// branch fails; if one is legal without changing the state it goes first.
     fn arrive(&mut self) -> Step {
-        let mut id = self.list.next(COMPLETED);
-        let mut forced = None;
+        let (mut id, mut forced) = (self.list.next(COMPLETED), None);
         while id != NIL && self.list.events[id].is_call {
             let op = self.list.events[id].op;
             id = self.list.next(id);
-            let Operation {
-                input,
-                output: Some(output),
-                ..
-            } = self.ops[op].1
-            else {
+            let (input, Some(output)) = (&self.inputs[op], self.output(op)) else {
                 continue;
             };
             if self.model.never_legal(&self.state, input, output) {
@@ -581,13 +576,25 @@ impl<M: Model> Search<'_, M> {
             .unwrap_or(Step::Exhausted)
     }
 
+    /// True if a later-called pending op with an equal input may go next: trying that
+    /// one instead loses nothing, as it can go wherever this one can.
+    fn has_later_twin(&self, op: usize, until: u64) -> bool {
+        let mut twin = self.twin[op];
+        while twin != NIL && self.ops[twin].1.call <= until {
+            if !self.placed.pending[twin] {
+                return true;
+            }
+            twin = self.twin[twin];
+        }
+        false
+    }
+
     fn step(&mut self, step: Step) -> Step {
         match step {
             Step::Arrived => self.arrive(),
             Step::Completed(at) if at != NIL && self.list.events[at].is_call => {
                 let op = self.list.events[at].op;
-                let outcomes = self.outcomes(op);
-                let tried = self.try_place(op, outcomes, false);
+                let tried = self.try_place(op, self.outcomes(op), false);
                 tried.unwrap_or(Step::Completed(self.list.next(at)))
             }
             Step::Completed(at) => {
@@ -601,21 +608,20 @@ impl<M: Model> Search<'_, M> {
                     until,
                 }
             }
-            Step::Pending { at, until } if at != NIL && self.list.events[at].time <= until => {
-                let op = self.list.events[at].op;
-                let outcomes = self.outcomes(op);
-                let tried = self.try_place(op, outcomes, false);
-                tried.unwrap_or(Step::Pending {
-                    at: self.list.next(at),
-                    until,
-                })
+            Step::Pending { at, until } if at != NIL => {
+                let Event { op, time, next, .. } = self.list.events[at];
+                let tried = match time > until || self.has_later_twin(op, until) {
+                    true => None,
+                    false => self.try_place(op, self.outcomes(op), false),
+                };
+                tried.unwrap_or(Step::Pending { at: next, until })
             }
             Step::Pending { .. } | Step::Exhausted => self.backtrack(),
             Step::Done(_) => step,
         }
     }
 
-    /// Undoes placements until one has an untried outcome, or ops after it remain to be
+    /// Undoes placements until one has an untried outcome or ops after it remain to be
     /// tried; a forced op failing fails the configuration below it as a whole.
     fn backtrack(&mut self) -> Step {
         loop {
@@ -629,67 +635,100 @@ impl<M: Model> Search<'_, M> {
                 self.stack.push(frame);
                 return Step::Arrived;
             }
-            let (op, pending) = (frame.op, self.pending(frame.op));
+            let op = frame.op;
             self.state = frame.before;
-            self.placed.toggle(op, pending);
+            self.placed.toggle(op, self.class[op]);
             self.list.unlift(op);
-            let after = self.list.next(self.list.call_of[op]);
-            if pending {
+            let at = self.list.next(self.list.call_of[op]);
+            if self.class[op] != NIL {
                 return Step::Pending {
-                    at: after,
+                    at,
                     until: self.list.first_return(),
                 };
             }
             self.completed_left += 1;
             if !frame.forced {
-                return Step::Completed(after);
+                return Step::Completed(at);
             }
         }
     }
 }
 
-fn outcomes<M: Model>(model: &M, state: &M::State, op: Op<'_, M>) -> Vec<M::State> {
-    match (&op.ret, &op.output) {
-        (Some(_), Some(output)) => model.step(state, &op.input, output).into_iter().collect(),
-        _ => {
-            let mut next = model.step_unknown(state, &op.input);
-            next.retain(|candidate| candidate != state);
-            next
-        }
-    }
+fn outcomes<M: Model>(
+    model: &M,
+    state: &M::State,
+    input: &M::Input,
+    output: Option<&M::Output>,
+) -> Vec<M::State> {
+    let Some(output) = output else {
+        let mut next = model.step_unknown(state, input);
+        next.retain(|candidate| candidate != state);
+        return next;
+    };
+    model.step(state, input, output).into_iter().collect()
 }
 
-fn search<M: Model>(
-    model: &M,
-    ops: &[(usize, Op<'_, M>)],
-    deadline: Option<Instant>,
-) -> CheckResult {
-    let init = model.init();
-    let ops: Vec<_> = ops
+fn search<M: Model>(model: &M, ops: &[Labeled<'_, M>], deadline: Option<Instant>) -> CheckResult {
+    let (pending, completed): (Vec<_>, Vec<_>) =
+        ops.iter().partition(|(_, op)| op.is_indeterminate());
+    let outputs: Vec<_> = completed
         .iter()
-        .filter(|(_, op)| !op.is_indeterminate() || !model.never_effective(&init, &op.input))
-        .copied()
+        .filter_map(|(_, op)| op.output.as_ref())
         .collect();
-    let completed_total = ops.iter().filter(|(_, op)| !op.is_indeterminate()).count();
+    let mut forgotten: Vec<_> = pending.iter().map(|(_, op)| op.input.clone()).collect();
+    model.forget(&mut forgotten, &outputs);
+    let init = model.init();
+    // Completed ops first, then the pending ops that could change some state.
+    let mut ops: Vec<_> = completed
+        .iter()
+        .map(|&op| (op, op.1.input.clone()))
+        .collect();
+    let pending = pending.iter().zip(forgotten);
+    ops.extend(
+        pending
+            .filter(|(_, input)| !model.never_effective(&init, input))
+            .map(|(&op, input)| (op, input)),
+    );
+    let (ops, inputs): (Vec<_>, Vec<_>) = ops.into_iter().unzip();
+    // Classes of pending ops with equal inputs, each chained in call order.
+    let mut by_call: Vec<_> = (completed.len()..ops.len()).collect();
+    by_call.sort_by_key(|&op| (ops[op].1.call, op));
+    let (mut class, mut twin) = (vec![NIL; ops.len()], vec![NIL; ops.len()]);
+    for (at, &op) in by_call.iter().enumerate() {
+        class[op] = if class[op] == NIL { op } else { class[op] };
+        if let Some(&later) = by_call[at + 1..]
+            .iter()
+            .find(|&&later| inputs[later] == inputs[op])
+        {
+            (twin[op], class[later]) = (later, class[op]);
+        }
+    }
     let mut search = Search {
         model,
         ops: &ops,
+        inputs,
+        class,
+        twin,
         list: EventList::new(&ops),
-        placed: Placed::default(),
-        memo: Memo::default(),
+        placed: Placed {
+            completed: 0,
+            pending: vec![false; ops.len()],
+            profile: Vec::new(),
+        },
+        memo: HashMap::new(),
         stack: Vec::new(),
         state: init,
-        completed_total,
-        completed_left: completed_total,
+        completed: completed.len(),
+        completed_left: completed.len(),
         ever_placed: vec![false; ops.len()],
         deepest: Deepest {
             ops: Vec::new(),
             shared: 0,
-            completed: 0,
+            placed: 0,
             state: None,
         },
     };
-    let mut step = if completed_total == 0 {
+    let mut step = if completed.is_empty() {
         Step::Done(true)
     } else {
         Step::Arrived
@@ -704,7 +743,7 @@ fn search<M: Model>(
             _ => search.step(step),
         };
     }
-    let explanation = explain(&search, &model.init());
+    let explanation = explain(&search, completed.len(), &model.init());
     CheckResult::NotLinearizable { explanation }
 }
 
@@ -720,104 +759,101 @@ fn describe<I: Debug, O: Debug>((label, op): (usize, &Operation<I, O>)) -> Strin
     format!("op {label} (client {client}, called {call}, returned {ret}): {input:?} -> {output}")
 }
 
-fn explain<M: Model>(search: &Search<'_, M>, init: &M::State) -> String {
-    let (ops, deepest) = (search.ops, &search.deepest);
+/// Writes `title`, then up to [`EXPLAIN_OPS`] of `ops` (the last ones if `tail`).
+fn list_ops<M: Model>(text: &mut String, title: &str, ops: &[Labeled<'_, M>], tail: bool) {
+    let _ = writeln!(text, "{title}");
+    let skipped = ops.len().saturating_sub(EXPLAIN_OPS);
+    let shown = if tail {
+        &ops[skipped..]
+    } else {
+        &ops[..ops.len() - skipped]
+    };
+    if skipped > 0 && tail {
+        let _ = writeln!(text, "  ... {skipped} earlier ops");
+    }
+    for &op in shown {
+        let _ = writeln!(text, "  {}", describe(op));
+    }
+    if skipped > 0 && !tail {
+        let _ = writeln!(text, "  ... {skipped} more");
+    }
+}
+
+fn explain<M: Model>(search: &Search<'_, M>, completed: usize, init: &M::State) -> String {
+    let (
+        ops,
+        Deepest {
+            ops: deepest,
+            placed,
+            state,
+            ..
+        },
+    ) = (search.ops, &search.deepest);
     let mut text = String::new();
-    let unplaceable = (0..ops.len())
-        .filter(|&op| !ops[op].1.is_indeterminate() && !search.ever_placed[op])
-        .min_by_key(|&op| (ops[op].1.ret, op));
-    if let Some(op) = unplaceable {
+    // Ops are numbered completed ones first, so `op < completed` means completed.
+    if let Some(op) = (0..completed)
+        .filter(|&op| !search.ever_placed[op])
+        .min_by_key(|&op| (ops[op].1.ret, op))
+    {
         let _ = writeln!(
             text,
             "first completed op no order could place: {}",
             describe(ops[op])
         );
     }
-    let (completed, all) = (deepest.completed, deepest.ops.len());
-    let total = search.completed_total;
-    let _ = writeln!(
-        text,
-        "longest linearizable prefix: {completed} of {total} completed ops ({all} ops in all)"
-    );
-    let skipped = all.saturating_sub(EXPLAIN_OPS);
-    if skipped > 0 {
-        let _ = writeln!(text, "  ... {skipped} earlier ops");
-    }
-    for &op in &deepest.ops[skipped..] {
-        let _ = writeln!(text, "  {}", describe(ops[op]));
-    }
-    let _ = writeln!(
-        text,
-        "state after it: {:?}",
-        deepest.state.as_ref().unwrap_or(init)
-    );
-    let mut placed = vec![false; ops.len()];
-    for &op in &deepest.ops {
-        placed[op] = true;
-    }
-    let unplaced = |op: &usize| !placed[*op] && !ops[*op].1.is_indeterminate();
+    let title = format!("longest linearizable prefix: {placed} of {completed} completed ops");
+    let prefix: Vec<_> = deepest.iter().map(|&op| ops[op]).collect();
+    list_ops::<M>(&mut text, &title, &prefix, true);
+    let _ = writeln!(text, "state after it: {:?}", state.as_ref().unwrap_or(init));
+    let mut unplaced = vec![true; completed];
+    deepest
+        .iter()
+        .filter(|&&op| op < completed)
+        .for_each(|&op| unplaced[op] = false);
+    let unplaced: Vec<_> = (0..completed)
+        .filter(|&op| unplaced[op])
+        .map(|op| ops[op])
+        .collect();
     // The unplaced completed op that returned first bounds what could go next.
-    let Some((due, _)) = (0..ops.len())
-        .filter(unplaced)
-        .filter_map(|op| ops[op].1.ret.map(|ret| (ret, op)))
-        .min()
-    else {
+    let Some(due) = unplaced.iter().filter_map(|(_, op)| op.ret).min() else {
         return text;
     };
-    let blocked: Vec<_> = (0..ops.len())
-        .filter(unplaced)
-        .filter(|&op| ops[op].1.call <= due)
+    let blocked: Vec<_> = unplaced
+        .into_iter()
+        .filter(|(_, op)| op.call <= due)
         .collect();
-    let _ = writeln!(
-        text,
-        "completed ops none of which can go next (called by {due}):"
-    );
-    for &op in blocked.iter().take(EXPLAIN_OPS) {
-        let _ = writeln!(text, "  {}", describe(ops[op]));
-    }
-    if blocked.len() > EXPLAIN_OPS {
-        let _ = writeln!(text, "  ... {} more", blocked.len() - EXPLAIN_OPS);
-    }
+    let title = format!("completed ops called by {due}, none of which can go next:");
+    list_ops::<M>(&mut text, &title, &blocked, false);
     text
 }
 
-/// The bytes of a value: cheap to clone, shown as text when they are UTF-8.
+/// The bytes of a value, shown as text when they are UTF-8.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Value(Arc<[u8]>);
-
-impl Deref for Value {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl From<&[u8]> for Value {
-    fn from(bytes: &[u8]) -> Self {
-        Self(bytes.into())
-    }
-}
+pub struct Value(Option<Arc<[u8]>>);
 
 impl From<Vec<u8>> for Value {
     fn from(bytes: Vec<u8>) -> Self {
-        Self(bytes.into())
+        Self(Some(bytes.into()))
     }
 }
 
 impl From<&str> for Value {
     fn from(text: &str) -> Self {
-        Self::from(text.as_bytes())
+        Self(Some(text.as_bytes().into()))
     }
 }
 
 impl Debug for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Ok(text) = std::str::from_utf8(&self.0) {
+        // `None` stands for the value of a pending write that no read returned.
+        let Some(bytes) = &self.0 else {
+            return f.write_str("<never read>");
+        };
+        if let Ok(text) = std::str::from_utf8(bytes) {
             return write!(f, "{text:?}");
         }
         f.write_str("0x")?;
-        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+        bytes.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
     }
 }
 
@@ -842,7 +878,7 @@ pub enum Version {
 pub struct RegisterState {
     /// The value and its version; `None` while absent.
     pub current: Option<(Value, Version)>,
-    /// The smallest value the highest version assigned so far can have: exact once every
+    /// The least value the highest version assigned so far can have: exact once every
     /// version is known; each unconfirmed write adds one. 0 before the first write.
     pub last_version: u64,
 }
@@ -871,6 +907,13 @@ impl RegisterState {
             current,
             last_version,
         })
+    }
+
+    fn removed(&self) -> Self {
+        Self {
+            current: None,
+            last_version: self.last_version,
+        }
     }
 
     /// True if the object can never again be at `version` (holding `value`, if given),
@@ -951,25 +994,19 @@ impl Model for VersionedRegister {
             (In::Write(value), Out::Written(version)) => state.written(value, Some(*version)),
             (
                 In::Cas {
-                    expected_version,
+                    expected_version: expected,
                     value,
                 },
                 Out::Written(version),
-            ) => state
-                .pinned(*expected_version)?
-                .written(value, Some(*version)),
+            ) => state.pinned(*expected)?.written(value, Some(*version)),
             (
                 In::Cas {
-                    expected_version, ..
+                    expected_version: expected,
+                    ..
                 },
                 Out::Mismatch(Some(current)),
-            ) => state
-                .pinned(*current)
-                .filter(|_| current != expected_version),
-            (In::Remove, Out::Removed(existed)) => (*existed != absent).then(|| RegisterState {
-                current: None,
-                last_version: state.last_version,
-            }),
+            ) => state.pinned(*current).filter(|_| current != expected),
+            (In::Remove, Out::Removed(existed)) => (*existed != absent).then(|| state.removed()),
             // An answer of the wrong kind for the request.
             _ => None,
         }
@@ -986,10 +1023,7 @@ impl Model for VersionedRegister {
             } => state
                 .pinned(*expected_version)
                 .and_then(|at| at.written(value, None)),
-            RegisterInput::Remove => state.current.as_ref().map(|_| RegisterState {
-                current: None,
-                last_version: state.last_version,
-            }),
+            RegisterInput::Remove => state.current.as_ref().map(|_| state.removed()),
         };
         next.into_iter().collect()
     }
@@ -998,6 +1032,24 @@ impl Model for VersionedRegister {
     /// revealed version legal from `worse` is legal from `better`.
     fn dominates(&self, better: &RegisterState, worse: &RegisterState) -> bool {
         better.current == worse.current && better.last_version <= worse.last_version
+    }
+
+    /// Only reads compare values, so a pending write's value no read returned is dropped.
+    fn forget(&self, pending: &mut [RegisterInput], outputs: &[&RegisterOutput]) {
+        let read: HashSet<&Value> = outputs
+            .iter()
+            .filter_map(|output| match output {
+                RegisterOutput::ReadOk(Some((value, _))) => Some(value),
+                _ => None,
+            })
+            .collect();
+        for input in pending {
+            if let RegisterInput::Write(value) | RegisterInput::Cas { value, .. } = input {
+                if !read.contains(value) {
+                    *value = Value(None);
+                }
+            }
+        }
     }
 
     /// Reads change nothing; a CAS expecting a version gone by can no longer succeed.
@@ -1011,6 +1063,8 @@ impl Model for VersionedRegister {
         }
     }
 
+    /// `last_version` never decreases: a version below it is never seen again, and a new
+    /// version must exceed it.
     fn never_legal(
         &self,
         state: &RegisterState,
@@ -1023,10 +1077,11 @@ impl Model for VersionedRegister {
             (In::Write(_), Out::Written(version)) => *version <= state.last_version,
             (
                 In::Cas {
-                    expected_version, ..
+                    expected_version: expected,
+                    ..
                 },
                 Out::Written(version),
-            ) => *version <= state.last_version || state.gone(*expected_version, None),
+            ) => *version <= state.last_version || state.gone(*expected, None),
             (_, Out::ReadOk(Some((value, version)))) => state.gone(*version, Some(value)),
             (_, Out::Mismatch(Some(version))) => state.gone(*version, None),
             _ => false,

@@ -1,4 +1,5 @@
-//! Synthetic histories for the checker and the grid object model.
+//! Synthetic histories for the checker and the grid object model, and a brute-force
+//! cross-check on small random histories.
 
 use std::time::{Duration, Instant};
 
@@ -6,8 +7,11 @@ use super::{
     check, check_per_key, CheckResult, KeyedCheckResult, KeyedOperation, Model, Operation,
     RegisterInput, RegisterOutput, Value, VersionedRegister,
 };
+use RegisterInput::{Read, Remove};
+use RegisterOutput::{Mismatch, ReadOk, Removed, Written};
 
 type Op = Operation<RegisterInput, RegisterOutput>;
+type Keyed = KeyedOperation<RegisterInput, RegisterOutput>;
 
 const BUDGET: Duration = Duration::from_secs(30);
 
@@ -16,14 +20,15 @@ fn write(value: &str) -> RegisterInput {
 }
 
 fn cas(expected_version: u64, value: &str) -> RegisterInput {
+    let value = value.into();
     RegisterInput::Cas {
         expected_version,
-        value: value.into(),
+        value,
     }
 }
 
 fn seen(value: &str, version: u64) -> RegisterOutput {
-    RegisterOutput::ReadOk(Some((value.into(), version)))
+    ReadOk(Some((value.into(), version)))
 }
 
 fn done(call: u64, ret: u64, input: RegisterInput, output: RegisterOutput) -> Op {
@@ -52,8 +57,6 @@ fn assert_rejected(history: &[Op]) -> String {
 
 #[test]
 fn empty_and_sequential_histories_are_linearizable() {
-    use RegisterInput::{Read, Remove};
-    use RegisterOutput::{Mismatch, ReadOk, Removed, Written};
     assert_linearizable(&[]);
     assert_linearizable(&[
         done(0, 1, Read, ReadOk(None)),
@@ -73,45 +76,39 @@ fn empty_and_sequential_histories_are_linearizable() {
 
 #[test]
 fn overlapping_read_may_see_old_or_new_value() {
-    use RegisterInput::Read;
-    use RegisterOutput::Written;
     for read in [seen("a", 1), seen("b", 2)] {
-        assert_linearizable(&[
+        let w = [
             done(0, 10, write("a"), Written(1)),
             done(20, 50, write("b"), Written(2)),
-            done(30, 40, Read, read),
-        ]);
+        ];
+        assert_linearizable(&[w[0].clone(), w[1].clone(), done(30, 40, Read, read)]);
     }
     // Touching intervals count as overlapping.
     assert_linearizable(&[
         done(0, 10, write("a"), Written(1)),
-        done(10, 20, Read, RegisterOutput::ReadOk(None)),
+        done(10, 20, Read, ReadOk(None)),
     ]);
 }
 
 #[test]
 fn stale_read_after_completed_write_is_rejected() {
-    use RegisterInput::Read;
-    use RegisterOutput::Written;
     let explanation = assert_rejected(&[
         done(0, 10, write("a"), Written(1)),
         done(20, 30, write("b"), Written(2)),
         done(40, 50, Read, seen("a", 1)),
     ]);
-    assert!(
-        explanation.contains("longest linearizable prefix: 2 of 3 completed ops"),
-        "{explanation}"
-    );
-    assert!(
-        explanation.contains("op 2 (client 0, called 40, returned 50)"),
-        "{explanation}"
-    );
+    let expected = [
+        "first completed op no order could place: op 2 (client 0, called 40, returned 50)",
+        "longest linearizable prefix: 2 of 3 completed ops",
+        "state after it: RegisterState { current: Some((\"b\", Known(2))), last_version: 2 }",
+    ];
+    for line in expected {
+        assert!(explanation.contains(line), "{line} in {explanation}");
+    }
 }
 
 #[test]
 fn lost_acknowledged_write_is_rejected() {
-    use RegisterInput::Read;
-    use RegisterOutput::{ReadOk, Written};
     assert_rejected(&[
         done(0, 10, write("a"), Written(1)),
         done(20, 30, Read, seen("a", 1)),
@@ -126,27 +123,16 @@ fn lost_acknowledged_write_is_rejected() {
 
 #[test]
 fn cas_with_wrong_outcome_is_rejected() {
-    use RegisterInput::Read;
-    use RegisterOutput::{Mismatch, Written};
-    let base = || vec![done(0, 10, write("a"), Written(1))];
     let wrong = [
-        // Mismatch although the version matched.
-        done(20, 30, cas(1, "b"), Mismatch(Some(1))),
-        // Mismatch reporting a version the object does not have.
-        done(20, 30, cas(7, "b"), Mismatch(Some(2))),
-        // Success at the wrong version.
-        done(20, 30, cas(2, "b"), Written(3)),
-        // NotFound for an object that exists.
-        done(20, 30, cas(1, "b"), Mismatch(None)),
-        // Success without a new version.
-        done(20, 30, cas(1, "b"), Written(1)),
+        done(20, 30, cas(1, "b"), Mismatch(Some(1))), // the version did match
+        done(20, 30, cas(7, "b"), Mismatch(Some(2))), // not the object's version
+        done(20, 30, cas(2, "b"), Written(3)),        // success at the wrong version
+        done(20, 30, cas(1, "b"), Mismatch(None)),    // NotFound for an existing object
+        done(20, 30, cas(1, "b"), Written(1)),        // success without a new version
     ];
     for op in wrong {
-        let mut history = base();
-        history.push(op);
-        assert_rejected(&history);
+        assert_rejected(&[done(0, 10, write("a"), Written(1)), op]);
     }
-    // Success on a missing object.
     assert_rejected(&[done(0, 10, cas(0, "b"), Written(1))]);
     // A successful CAS must be visible afterwards.
     assert_rejected(&[
@@ -158,8 +144,6 @@ fn cas_with_wrong_outcome_is_rejected() {
 
 #[test]
 fn versions_must_increase_across_writes_and_recreation() {
-    use RegisterInput::Remove;
-    use RegisterOutput::{Removed, Written};
     assert_rejected(&[
         done(0, 10, write("a"), Written(5)),
         done(20, 30, write("b"), Written(3)),
@@ -178,24 +162,20 @@ fn versions_must_increase_across_writes_and_recreation() {
 
 #[test]
 fn indeterminate_write_that_took_effect_is_accepted() {
-    use RegisterInput::{Read, Remove};
-    use RegisterOutput::{Mismatch, Removed, Written};
     assert_linearizable(&[
         done(0, 10, write("a"), Written(1)),
         pending(20, write("b")),
         done(30, 40, Read, seen("b", 7)),
         done(50, 60, write("c"), Written(8)),
     ]);
-    // Revealed by a CAS mismatch instead of a read.
+    // Revealed by a CAS mismatch, by the object existing, by a read after a CAS.
     assert_linearizable(&[
         done(0, 10, write("a"), Written(1)),
         pending(20, write("b")),
         done(30, 40, cas(1, "c"), Mismatch(Some(7))),
         done(50, 60, Read, seen("b", 7)),
     ]);
-    // Revealed only by the object existing.
     assert_linearizable(&[pending(0, write("a")), done(30, 40, Remove, Removed(true))]);
-    // An indeterminate CAS that succeeded.
     assert_linearizable(&[
         done(0, 10, write("a"), Written(1)),
         pending(20, cas(1, "b")),
@@ -205,8 +185,6 @@ fn indeterminate_write_that_took_effect_is_accepted() {
 
 #[test]
 fn indeterminate_write_that_never_took_effect_is_accepted() {
-    use RegisterInput::Read;
-    use RegisterOutput::Written;
     assert_linearizable(&[
         done(0, 10, write("a"), Written(1)),
         pending(20, write("b")),
@@ -215,21 +193,33 @@ fn indeterminate_write_that_never_took_effect_is_accepted() {
         done(50, 60, write("c"), Written(2)),
         done(70, 80, Read, seen("c", 2)),
     ]);
-    // Many writes that never took effect are cheap to rule out.
     let mut history = vec![done(0, 10, write("a"), Written(1))];
-    for i in 0..40 {
-        history.push(pending(20 + i, write(&format!("lost {i}"))));
-    }
-    for i in 0..200 {
-        history.push(done(100 + 20 * i, 110 + 20 * i, Read, seen("a", 1)));
-    }
+    history.extend((0..40).map(|i| pending(20 + i, write(&format!("lost {i}")))));
+    history.extend((0..200).map(|i| done(100 + 20 * i, 110 + 20 * i, Read, seen("a", 1))));
     assert_linearizable(&history);
 }
 
 #[test]
+fn interchangeable_pending_ops_are_tried_once() {
+    // 30 writes nobody read, then 30 removes in a row that each need one of them: any
+    // choice of which write explains which remove is as good as another.
+    let mut history: Vec<_> = (0..30)
+        .map(|i| pending(i, write(&format!("w{i}"))))
+        .collect();
+    history.extend((0..30).map(|i| done(100 + 10 * i, 105 + 10 * i, Remove, Removed(true))));
+    let started = Instant::now();
+    assert_linearizable(&history);
+    history.push(done(500, 505, Remove, Removed(true)));
+    assert_rejected(&history);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn indeterminate_ops_are_constrained_by_their_call_and_version() {
-    use RegisterInput::Read;
-    use RegisterOutput::Written;
     // Observed before it was called.
     assert_rejected(&[done(0, 10, Read, seen("b", 1)), pending(20, write("b"))]);
     // Observed with a version not above the last one.
@@ -261,8 +251,6 @@ fn indeterminate_ops_are_constrained_by_their_call_and_version() {
 
 #[test]
 fn indeterminate_write_cannot_be_observed_then_undone() {
-    use RegisterInput::Read;
-    use RegisterOutput::Written;
     assert_rejected(&[
         done(0, 10, write("a"), Written(1)),
         pending(20, write("b")),
@@ -274,20 +262,13 @@ fn indeterminate_write_cannot_be_observed_then_undone() {
 #[test]
 #[should_panic(expected = "op 0 returned before it was called")]
 fn op_returning_before_its_call_is_a_recorder_bug() {
-    verdict(&[done(
-        10,
-        5,
-        RegisterInput::Read,
-        RegisterOutput::ReadOk(None),
-    )]);
+    verdict(&[done(10, 5, Read, ReadOk(None))]);
 }
 
 #[test]
 fn exhausted_budget_reports_timeout() {
-    use RegisterInput::{Read, Remove};
-    use RegisterOutput::Removed;
-    // Each remove needs some pending write before it, and every pairing is a distinct
-    // configuration; the final read fails after all of them.
+    // Concurrent removes that each need a pending write: every subset of removes placed
+    // is a distinct configuration, and the final read fails after all of them.
     let mut history: Vec<Op> = Vec::new();
     for i in 0..20 {
         history.push(pending(i, write(&format!("w{i}"))));
@@ -295,20 +276,43 @@ fn exhausted_budget_reports_timeout() {
     }
     history.push(done(2000, 2010, Read, seen("ghost", 99)));
     let started = Instant::now();
-    let budget = Duration::from_millis(100);
-    assert_eq!(
-        check(&VersionedRegister, &history, budget),
-        CheckResult::Timeout
-    );
+    let verdict = check(&VersionedRegister, &history, Duration::from_millis(100));
+    assert_eq!(verdict, CheckResult::Timeout);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "took {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        check(&VersionedRegister, &history[1..2], Duration::ZERO),
-        CheckResult::Timeout
-    );
+    let verdict = check(&VersionedRegister, &history[1..2], Duration::ZERO);
+    assert_eq!(verdict, CheckResult::Timeout);
+}
+
+#[test]
+fn per_key_check_names_the_failing_key() {
+    let keyed = |key: &str, op: Op| Keyed {
+        key: key.to_string(),
+        op,
+    };
+    let history = vec![
+        keyed("good", done(0, 10, write("a"), Written(1))),
+        keyed("bad", done(5, 15, write("x"), Written(2))),
+        keyed("good", done(20, 30, Read, seen("a", 1))),
+        keyed("bad", done(25, 35, write("y"), Written(3))),
+        keyed("bad", done(40, 50, Read, seen("x", 2))),
+    ];
+    let KeyedCheckResult::NotLinearizable { key, explanation } =
+        check_per_key(&VersionedRegister, &history, BUDGET)
+    else {
+        panic!("expected a violation");
+    };
+    assert_eq!(key, "bad");
+    // Op numbers index the whole keyed history.
+    assert!(explanation.contains("op 4 "), "{explanation}");
+    let verdict = check_per_key(&VersionedRegister, &history[..4], BUDGET);
+    assert_eq!(verdict, KeyedCheckResult::Linearizable);
+    let keys = vec!["bad".to_string(), "good".to_string()];
+    let verdict = check_per_key(&VersionedRegister, &history, Duration::ZERO);
+    assert_eq!(verdict, KeyedCheckResult::Timeout { keys });
 }
 
 /// splitmix64: a deterministic generator, so a failure reproduces.
@@ -325,87 +329,71 @@ impl Rng {
 }
 
 /// A linearizable keyed history from a sequential simulation: op `i` takes effect at
-/// `100 * i` and its interval spreads up to `spread` either side of that point.
+/// `100 * i`, within an interval reaching up to 400 either side, so ops more than 8
+/// apart never overlap. 3% of ops get no response; half of those take no effect.
 struct Simulated {
-    history: Vec<KeyedOperation<RegisterInput, RegisterOutput>>,
-    /// The key's object right after each op.
+    history: Vec<Keyed>,
+    /// The op's key's object right after each op.
     after: Vec<Option<(Value, u64)>>,
     /// Whether each op is an acknowledged write or successful CAS.
     acked_write: Vec<bool>,
 }
 
-fn simulate(seed: u64, count: usize, keys: usize, clients: usize, spread: u64) -> Simulated {
-    use RegisterInput::{Read, Remove};
-    use RegisterOutput::{Mismatch, ReadOk, Removed, Written};
-    let mut rng = Rng(seed);
-    let mut objects: Vec<Option<(Value, u64)>> = vec![None; keys];
-    let mut sequence = 0;
+fn simulate(seed: u64, count: usize, keys: u64) -> Simulated {
+    let (mut rng, mut objects, mut sequence) = (Rng(seed), vec![None; keys as usize], 0);
     let mut sim = Simulated {
         history: Vec::new(),
         after: Vec::new(),
         acked_write: Vec::new(),
     };
     for i in 0..count {
-        let key = rng.below(keys as u64) as usize;
-        let object = &mut objects[key];
+        let key = rng.below(keys);
+        let object: &mut Option<(Value, u64)> = &mut objects[key as usize];
         let value = Value::from(format!("v{i}").as_str());
         let current = object.as_ref().map(|(_, version)| *version);
-        let roll = rng.below(100);
-        let input = match roll {
+        let input = match rng.below(100) {
             0..=39 => Read,
             40..=69 => RegisterInput::Write(value.clone()),
             70..=89 => {
-                let expected = match (current, rng.below(4)) {
+                let expected_version = match (current, rng.below(4)) {
                     (Some(version), 0..=2) => version,
                     _ => rng.below(sequence + 2),
                 };
                 RegisterInput::Cas {
-                    expected_version: expected,
+                    expected_version,
                     value: value.clone(),
                 }
             }
             _ => Remove,
         };
-        // Some ops lose their response; about half of those never take effect.
         let indeterminate = rng.below(100) < 3;
         let applies = !indeterminate || rng.below(2) == 0;
         let output = match &input {
             Read => ReadOk(object.clone()),
+            RegisterInput::Cas {
+                expected_version, ..
+            } if current != Some(*expected_version) => Mismatch(current),
             RegisterInput::Write(_) | RegisterInput::Cas { .. } => {
-                let fits = match &input {
-                    RegisterInput::Cas {
-                        expected_version, ..
-                    } => current == Some(*expected_version),
-                    _ => true,
-                };
-                if fits && applies {
-                    sequence += 1 + rng.below(3);
-                    *object = Some((value, sequence));
-                    Written(sequence)
-                } else {
-                    Mismatch(current)
-                }
+                sequence += 1 + rng.below(3);
+                Written(sequence)
             }
-            Remove => {
-                let existed = object.is_some();
-                if applies {
-                    *object = None;
-                }
-                Removed(existed)
-            }
+            Remove => Removed(object.is_some()),
         };
-        let point = 100 * i as u64 + spread;
-        let call = point - rng.below(spread + 1);
-        let op = if indeterminate {
-            Operation::indeterminate(i % clients, call, input)
-        } else {
-            let ret = point + rng.below(spread + 1);
-            Operation::completed(i % clients, call, ret, input, output.clone())
+        match (&output, applies) {
+            (Written(version), true) => *object = Some((value, *version)),
+            (Removed(_), true) => *object = None,
+            _ => {}
+        }
+        let (client, point) = (i % 8, 100 * i as u64 + 400);
+        let call = point - rng.below(401);
+        let op = match indeterminate {
+            true => Operation::indeterminate(client, call, input),
+            false => Operation::completed(client, call, point + rng.below(401), input, output),
         };
         sim.acked_write
-            .push(!indeterminate && matches!(output, Written(_)));
+            .push(!op.is_indeterminate() && matches!(op.output, Some(Written(_))));
         sim.after.push(object.clone());
-        sim.history.push(KeyedOperation {
+        sim.history.push(Keyed {
             key: format!("key-{key}"),
             op,
         });
@@ -413,95 +401,72 @@ fn simulate(seed: u64, count: usize, keys: usize, clients: usize, spread: u64) -
     sim
 }
 
-/// Makes one late read of a single-key simulation return the object as it was 30 ops
-/// earlier, although an acknowledged write completed in between; returns its index.
-fn make_one_read_stale(sim: &mut Simulated) -> usize {
-    let count = sim.history.len();
-    for read in (count / 2..count).rev() {
+/// Makes a late read on `key` return that key's object as it was 30 of its ops earlier,
+/// although an acknowledged write completed in between; returns the read's index.
+fn make_one_read_stale(sim: &mut Simulated, key: &str) -> usize {
+    let on_key: Vec<_> = (0..sim.history.len())
+        .filter(|&i| sim.history[i].key == key)
+        .collect();
+    for at in (on_key.len() / 2..on_key.len()).rev() {
+        let (read, old) = (on_key[at], on_key[at - 30]);
         let op = &sim.history[read].op;
-        if op.is_indeterminate() || op.input != RegisterInput::Read {
-            continue;
-        }
-        // Ops more than 8 apart never overlap with a spread of 400.
-        let old = read - 30;
-        let overwritten = (old + 9..read - 8).any(|between| sim.acked_write[between]);
-        if let (Some(stale), true) = (&sim.after[old], overwritten) {
-            sim.history[read].op.output = Some(RegisterOutput::ReadOk(Some(stale.clone())));
+        let between = &on_key[at - 29..at];
+        let overwritten = between
+            .iter()
+            .any(|&b| b > old + 8 && b + 8 < read && sim.acked_write[b]);
+        if let (Read, false, Some(stale), true) = (
+            &op.input,
+            op.is_indeterminate(),
+            &sim.after[old],
+            overwritten,
+        ) {
+            sim.history[read].op.output = Some(ReadOk(Some(stale.clone())));
             return read;
         }
     }
     panic!("no read to make stale");
 }
 
-fn unkeyed(sim: &Simulated) -> Vec<Op> {
-    sim.history.iter().map(|keyed| keyed.op.clone()).collect()
-}
-
 #[test]
 fn random_history_is_accepted_quickly_and_a_stale_read_in_it_is_found() {
-    let mut sim = simulate(7, 2000, 1, 8, 400);
+    let mut sim = simulate(7, 2000, 1);
+    let history: Vec<_> = sim.history.iter().map(|keyed| keyed.op.clone()).collect();
     let started = Instant::now();
-    assert_linearizable(&unkeyed(&sim));
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(1), "took {took:?}");
-
-    let stale = make_one_read_stale(&mut sim);
-    let explanation = assert_rejected(&unkeyed(&sim));
+    assert_linearizable(&history);
     assert!(
-        explanation.contains("longest linearizable prefix"),
-        "{explanation}"
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
     );
-    assert!(
-        explanation.contains(&format!("op {stale} ")),
-        "op {stale}: {explanation}"
-    );
-}
 
-#[test]
-fn per_key_check_names_the_failing_key() {
-    use RegisterInput::Read;
-    use RegisterOutput::Written;
-    let keyed = |key: &str, op: Op| KeyedOperation {
-        key: key.to_string(),
-        op,
-    };
-    let history = vec![
-        keyed("good", done(0, 10, write("a"), Written(1))),
-        keyed("bad", done(5, 15, write("x"), Written(2))),
-        keyed("good", done(20, 30, Read, seen("a", 1))),
-        keyed("bad", done(25, 35, write("y"), Written(3))),
-        keyed("bad", done(40, 50, Read, seen("x", 2))),
-    ];
-    match check_per_key(&VersionedRegister, &history, BUDGET) {
-        KeyedCheckResult::NotLinearizable { key, explanation } => {
-            assert_eq!(key, "bad");
-            // Op numbers index the whole keyed history.
-            assert!(explanation.contains("op 4 "), "{explanation}");
-        }
-        other => panic!("expected a violation, got {other:?}"),
-    }
-    assert_eq!(
-        check_per_key(&VersionedRegister, &history[..4], BUDGET),
-        KeyedCheckResult::Linearizable
-    );
-    assert_eq!(
-        check_per_key(&VersionedRegister, &history, Duration::ZERO),
-        KeyedCheckResult::Timeout {
-            keys: vec!["bad".to_string(), "good".to_string()]
-        }
-    );
+    let stale = make_one_read_stale(&mut sim, "key-0");
+    let history: Vec<_> = sim.history.iter().map(|keyed| keyed.op.clone()).collect();
+    let explanation = assert_rejected(&history);
+    let blamed = format!("no order could place: op {stale} ");
+    assert!(explanation.contains(&blamed), "op {stale}: {explanation}");
 }
 
 #[test]
 fn large_keyed_history_checks_within_seconds() {
-    let sim = simulate(11, 5000, 5, 8, 400);
+    let mut sim = simulate(11, 5000, 5);
     let started = Instant::now();
-    assert_eq!(
-        check_per_key(&VersionedRegister, &sim.history, BUDGET),
-        KeyedCheckResult::Linearizable
+    let verdict = check_per_key(&VersionedRegister, &sim.history, BUDGET);
+    assert_eq!(verdict, KeyedCheckResult::Linearizable);
+    let stale = make_one_read_stale(&mut sim, "key-3");
+    let verdict = check_per_key(&VersionedRegister, &sim.history, BUDGET);
+    let KeyedCheckResult::NotLinearizable { key, explanation } = verdict else {
+        panic!("expected a violation, got {verdict:?}");
+    };
+    assert_eq!(key, "key-3");
+    assert!(
+        explanation.contains(&format!("op {stale} ")),
+        "op {stale}: {explanation}"
     );
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 /// The grid object with concrete versions: a pending write may get any version up to
@@ -534,53 +499,43 @@ impl Model for ConcreteRegister {
         input: &RegisterInput,
         output: &RegisterOutput,
     ) -> Option<Concrete> {
-        use RegisterInput as In;
-        use RegisterOutput as Out;
         let version = state.current.as_ref().map(|(_, version)| *version);
-        let write = |value: &Value, new: u64| Concrete {
-            current: Some((value.clone(), new)),
-            last: new,
+        let write = |value: &Value, new: u64| {
+            let current = Some((value.clone(), new));
+            (new > state.last).then_some(Concrete { current, last: new })
         };
         match (input, output) {
-            (In::Read, Out::ReadOk(seen)) => (*seen == state.current).then(|| state.clone()),
-            (In::Write(value), Out::Written(new)) => {
-                (*new > state.last).then(|| write(value, *new))
-            }
+            (Read, ReadOk(seen)) => (*seen == state.current).then(|| state.clone()),
+            (RegisterInput::Write(value), Written(new)) => write(value, *new),
             (
-                In::Cas {
+                RegisterInput::Cas {
                     expected_version,
                     value,
                 },
-                Out::Written(new),
-            ) => (version == Some(*expected_version) && *new > state.last)
-                .then(|| write(value, *new)),
+                Written(new),
+            ) => write(value, *new).filter(|_| version == Some(*expected_version)),
             (
-                In::Cas {
+                RegisterInput::Cas {
                     expected_version, ..
                 },
-                Out::Mismatch(seen),
+                Mismatch(seen),
             ) => (version != Some(*expected_version) && *seen == version).then(|| state.clone()),
-            (In::Remove, Out::Removed(existed)) => {
-                (*existed == version.is_some()).then(|| Concrete {
+            (Remove, Removed(existed)) => {
+                let removed = Concrete {
                     current: None,
                     last: state.last,
-                })
+                };
+                (*existed == version.is_some()).then_some(removed)
             }
             _ => None,
         }
     }
 
     fn step_unknown(&self, state: &Concrete, input: &RegisterInput) -> Vec<Concrete> {
-        let version = state.current.as_ref().map(|(_, version)| *version);
         let outputs: Vec<_> = match input {
-            RegisterInput::Read => Vec::new(),
-            RegisterInput::Cas {
-                expected_version, ..
-            } if version != Some(*expected_version) => Vec::new(),
-            RegisterInput::Write(_) | RegisterInput::Cas { .. } => (state.last + 1..=self.max)
-                .map(RegisterOutput::Written)
-                .collect(),
-            RegisterInput::Remove => vec![RegisterOutput::Removed(version.is_some())],
+            Read => Vec::new(),
+            Remove => vec![Removed(state.current.is_some())],
+            _ => (state.last + 1..=self.max).map(Written).collect(),
         };
         outputs
             .iter()
@@ -589,22 +544,18 @@ impl Model for ConcreteRegister {
     }
 }
 
-/// Tries every order, with no memo and no pruning.
+/// Tries every order of `ops`, with no memo and no pruning.
 fn brute_force(model: &ConcreteRegister, ops: &[Op], state: &Concrete, placed: u32) -> bool {
     let unplaced = |op: usize| placed & (1 << op) == 0;
-    if (0..ops.len()).all(|op| !unplaced(op) || ops[op].is_indeterminate()) {
+    let returns = (0..ops.len()).filter(|&op| unplaced(op) && !ops[op].is_indeterminate());
+    let Some(first_return) = returns.filter_map(|op| ops[op].ret).min() else {
         return true;
-    }
-    let first_return = (0..ops.len())
-        .filter(|&op| unplaced(op) && !ops[op].is_indeterminate())
-        .filter_map(|op| ops[op].ret)
-        .min()
-        .unwrap();
+    };
     (0..ops.len())
         .filter(|&op| unplaced(op) && ops[op].call <= first_return)
         .any(|op| {
-            let next = match &ops[op].output {
-                Some(output) if !ops[op].is_indeterminate() => model
+            let next = match (&ops[op].output, ops[op].is_indeterminate()) {
+                (Some(output), false) => model
                     .step(state, &ops[op].input, output)
                     .into_iter()
                     .collect(),
@@ -615,91 +566,79 @@ fn brute_force(model: &ConcreteRegister, ops: &[Op], state: &Concrete, placed: u
         })
 }
 
-/// A small history: ops at random points inside random intervals, run in point order,
-/// then sometimes one output replaced by a random one.
+/// Up to 7 ops at random points inside random intervals, run in point order; then,
+/// half the time, one output replaced by a random one.
 fn small_history(rng: &mut Rng) -> Vec<Op> {
-    use RegisterInput::{Read, Remove};
-    use RegisterOutput::{Mismatch, ReadOk, Removed, Written};
-    let count = 1 + rng.below(7) as usize;
+    let count = 1 + rng.below(7);
     let mut timed: Vec<(u64, Op)> = (0..count)
         .map(|i| {
-            let input = match rng.below(4) {
-                0 => Read,
-                1 => write(&format!("v{i}")),
-                2 => cas(rng.below(4), &format!("v{i}")),
-                _ => Remove,
-            };
+            let value = format!("v{i}");
+            let input = [Read, write(&value), cas(rng.below(4), &value), Remove];
+            let input = input[rng.below(4) as usize].clone();
             let (call, length) = (rng.below(30), rng.below(15));
-            let point = call + rng.below(length + 1);
             let op = match rng.below(5) {
-                0 => Operation::indeterminate(i, call, input),
-                _ => Operation::completed(i, call, call + length, input, Removed(false)),
+                0 => Operation::indeterminate(i as usize, call, input),
+                _ => Operation::completed(i as usize, call, call + length, input, Removed(false)),
             };
-            (point, op)
+            (call + rng.below(length + 1), op)
         })
         .collect();
     timed.sort_by_key(|(point, _)| *point);
-    let mut sim = Concrete {
+    let mut object = Concrete {
         current: None,
         last: 0,
     };
     let mut history = Vec::new();
     for (_, mut op) in timed {
-        // A pending op took effect or not; a completed one did, with its true output.
-        let version = sim.current.as_ref().map(|(_, version)| *version);
+        let version = object.current.as_ref().map(|(_, version)| *version);
         let output = match &op.input {
-            Read => ReadOk(sim.current.clone()),
+            Read => ReadOk(object.current.clone()),
             RegisterInput::Cas {
                 expected_version, ..
             } if version != Some(*expected_version) => Mismatch(version),
             RegisterInput::Write(_) | RegisterInput::Cas { .. } => {
-                Written(sim.last + 1 + rng.below(2))
+                Written(object.last + 1 + rng.below(2))
             }
             Remove => Removed(version.is_some()),
         };
+        // A pending op took effect or not; a completed one did, with its true output.
         if !op.is_indeterminate() || rng.below(2) == 0 {
-            sim = ConcreteRegister { max: 0 }
-                .step(&sim, &op.input, &output)
+            object = ConcreteRegister { max: 0 }
+                .step(&object, &op.input, &output)
                 .unwrap();
         }
-        if !op.is_indeterminate() {
-            op.output = Some(output);
-        }
+        op.output = op.output.map(|_| output);
         history.push(op);
     }
     if rng.below(2) == 0 {
-        let op = &mut history[rng.below(count as u64) as usize];
-        let random = match rng.below(4) {
-            0 => ReadOk(None),
-            1 => seen(&format!("v{}", rng.below(count as u64)), rng.below(6)),
-            2 => Written(rng.below(6)),
-            _ => Mismatch(Some(rng.below(4)).filter(|version| *version > 0)),
-        };
-        if !op.is_indeterminate() {
-            op.output = Some(random);
-        }
+        let op = &mut history[rng.below(count) as usize];
+        let random = [
+            ReadOk(None),
+            seen(&format!("v{}", rng.below(count)), rng.below(6)),
+            Written(rng.below(6)),
+            Mismatch(Some(rng.below(4)).filter(|version| *version > 0)),
+        ];
+        op.output = op
+            .output
+            .take()
+            .map(|_| random[rng.below(4) as usize].clone());
     }
     history
 }
 
 #[test]
 fn agrees_with_brute_force_on_small_random_histories() {
-    let mut rng = Rng(3);
-    let (mut accepted, mut rejected) = (0, 0);
+    let (mut rng, mut accepted, mut rejected) = (Rng(3), 0, 0);
     for _ in 0..4000 {
         let history = small_history(&mut rng);
         // Room for every pending write above every version the history mentions.
-        let pending = history.iter().filter(|op| op.is_indeterminate()).count() as u64;
         let mentioned = history
             .iter()
             .filter_map(|op| match (&op.input, &op.output) {
                 (
                     _,
-                    Some(
-                        RegisterOutput::Written(version) | RegisterOutput::Mismatch(Some(version)),
-                    ),
+                    Some(Written(version) | Mismatch(Some(version)) | ReadOk(Some((_, version)))),
                 ) => Some(*version),
-                (_, Some(RegisterOutput::ReadOk(Some((_, version))))) => Some(*version),
                 (
                     RegisterInput::Cas {
                         expected_version, ..
@@ -708,20 +647,19 @@ fn agrees_with_brute_force_on_small_random_histories() {
                 ) => Some(*expected_version),
                 _ => None,
             });
-        let model = ConcreteRegister {
-            max: mentioned.max().unwrap_or(0) + pending + 1,
-        };
+        let max = mentioned.max().unwrap_or(0) + history.len() as u64 + 1;
+        let model = ConcreteRegister { max };
         let expected = brute_force(&model, &history, &model.init(), 0);
         let linearizable = verdict(&history) == CheckResult::Linearizable;
         assert_eq!(linearizable, expected, "{history:#?}");
-        // The generic search with the concrete model must agree as well.
+        // The search with the concrete model, without the abstraction, must agree too.
         let concrete = check(&model, &history, BUDGET) == CheckResult::Linearizable;
         assert_eq!(concrete, expected, "concrete model: {history:#?}");
-        if expected {
-            accepted += 1;
+        (accepted, rejected) = if expected {
+            (accepted + 1, rejected)
         } else {
-            rejected += 1;
-        }
+            (accepted, rejected + 1)
+        };
     }
     assert!(
         accepted > 1000 && rejected > 1000,

@@ -22,8 +22,14 @@ impl NodeProcess {
     /// Starts `bin` (the test-node binary) on an ephemeral loopback port with `args`
     /// added, and waits for its ready line.
     pub fn start(bin: &str, args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_at(bin, "127.0.0.1:0", args)
+    }
+
+    /// Like [`NodeProcess::start`] at a given listen address (to restart a node where it
+    /// was).
+    pub fn start_at(bin: &str, listen: &str, args: &[&str]) -> anyhow::Result<Self> {
         let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .env(
                 "GRID_LOG",

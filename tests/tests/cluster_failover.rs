@@ -10,7 +10,7 @@ use grid_tests::cluster::TestCluster;
 use grid_tests::{wait_until, DEADLINE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_test-node");
-const CLIENT_OPTS: &str = ";maxRequestRetries=12;requestTimeout=3s;connectTimeout=1s";
+const CLIENT_OPTS: &str = ";maxRequestRetries=12;requestTimeout=10s;connectTimeout=1s";
 
 /// Index of the live node leading the most partitions.
 async fn busiest_leader(cluster: &TestCluster, client: &GridClient) -> usize {
@@ -139,5 +139,70 @@ async fn sigterm_leaves_gracefully_and_loses_nothing() {
     for i in 0..200 {
         let o = client.get("leave", format!("k{i}")).await.unwrap().unwrap();
         assert_eq!(o.value, format!("v{i}").into_bytes());
+    }
+}
+
+/// Writing the same value again is harmless, so a write whose outcome was unknown (its
+/// connection died with the killed node) is simply repeated.
+async fn put_until_acknowledged(client: &GridClient, key: &str) {
+    for _ in 0..20 {
+        if client
+            .put("restart", key, key.as_bytes().to_vec(), Timeout::None)
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    panic!("{key} was never acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restarted_nodes_rejoin_and_catch_up_until_no_original_is_left() {
+    // Small snapshot interval, so catching up uses snapshots as well as the log.
+    let mut cluster =
+        TestCluster::start(BIN, 3, &["--partitions", "4", "--raft-snapshot-logs", "50"])
+            .await
+            .unwrap();
+    let client = GridClient::connect(&cluster.connection_string(CLIENT_OPTS))
+        .await
+        .unwrap();
+    for i in 0..400 {
+        client
+            .put("restart", format!("k{i}"), format!("v{i}"), Timeout::None)
+            .await
+            .unwrap();
+    }
+    for i in 0..3 {
+        let addr = cluster.node(i).unwrap().client_addr().to_string();
+        cluster.kill(i).unwrap();
+        // Writes go on while the node is down; the replacement must catch up on them too.
+        for j in 0..50 {
+            let key = format!("during-{i}-{j}");
+            put_until_acknowledged(&client, &key).await;
+        }
+        cluster.restart(i, &addr).unwrap();
+        cluster.wait_settled(3).await.unwrap();
+    }
+    // Every process now is a replacement that started empty.
+    let reader = GridClient::connect(&cluster.connection_string(CLIENT_OPTS))
+        .await
+        .unwrap();
+    for i in 0..400 {
+        let o = reader
+            .get("restart", format!("k{i}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.value, format!("v{i}").into_bytes());
+    }
+    for i in 0..3 {
+        for j in 0..50 {
+            let key = format!("during-{i}-{j}");
+            assert_eq!(
+                reader.get("restart", &key).await.unwrap().unwrap().value,
+                key.into_bytes()
+            );
+        }
     }
 }

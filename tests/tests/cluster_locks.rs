@@ -17,7 +17,7 @@ use grid_tests::cluster::TestCluster;
 use grid_tests::{wait_until, DEADLINE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_test-node");
-const CLIENT_OPTS: &str = ";maxRequestRetries=12;requestTimeout=3s;connectTimeout=1s";
+const CLIENT_OPTS: &str = ";maxRequestRetries=12;requestTimeout=10s;connectTimeout=1s";
 
 #[derive(Debug, Clone)]
 struct Grant {
@@ -142,7 +142,7 @@ async fn lock_holders_never_overlap_under_faults() {
         tokio::time::timeout(DEADLINE, w).await.unwrap().unwrap();
     }
 
-    let record = record.lock().unwrap();
+    let record = std::mem::take(&mut *record.lock().unwrap());
     // Mutual exclusion: every successful increment wrote a distinct value.
     let mut values = record.written.clone();
     values.sort_unstable();

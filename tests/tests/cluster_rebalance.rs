@@ -11,7 +11,7 @@ use grid_tests::cluster::TestCluster;
 use grid_tests::DEADLINE;
 
 const BIN: &str = env!("CARGO_BIN_EXE_test-node");
-const CLIENT_OPTS: &str = ";maxRequestRetries=12;requestTimeout=5s;connectTimeout=1s";
+const CLIENT_OPTS: &str = ";maxRequestRetries=12;requestTimeout=10s;connectTimeout=1s";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn adding_two_nodes_moves_partitions_without_errors_or_loss() {

@@ -11,19 +11,22 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use grid_proto::{Millis, ObjKey, Op, Reply};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::ServerState;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::raft_types::{GroupCommand, GroupId, GroupRaft, GroupResponse, Member, NodeId};
 use super::state_machine::{GroupSm, Machine};
 use crate::clock::Clock;
 use crate::partition::{Command, Expiration, Outcome, WaiterId};
+
+/// Longest a request waits for a leadership hand-over before it proceeds anyway.
+const DRAIN_WAIT_LIMIT: Duration = Duration::from_secs(5);
 
 /// A partition group hosted on this node.
 pub struct PartitionGroup {
@@ -42,8 +45,9 @@ pub struct PartitionGroup {
     touches: Mutex<Vec<(ObjKey, Millis)>>,
     /// The term in which this node last adopted the group's waiters as leader.
     adopted_term: AtomicU64,
-    /// Set while the leader hands the group over: new proposals are refused as not run.
-    draining: AtomicBool,
+    /// True while the leader hands the group over: new requests wait, then go to the new
+    /// leader (or proceed here if the hand-over did not happen).
+    draining: watch::Sender<bool>,
     /// Proposals handed to Raft and not yet answered.
     in_flight: AtomicUsize,
     expired_total: AtomicU64,
@@ -144,7 +148,7 @@ impl PartitionGroup {
             cancelled_rx: tokio::sync::Mutex::new(cancelled_rx),
             touches: Mutex::new(Vec::new()),
             adopted_term: AtomicU64::new(0),
-            draining: AtomicBool::new(false),
+            draining: watch::Sender::new(false),
             in_flight: AtomicUsize::new(0),
             expired_total: AtomicU64::new(0),
         }
@@ -154,7 +158,7 @@ impl PartitionGroup {
     /// run, so clients retry them at the next leader) and wait up to `limit` for those in
     /// flight, so none ends with an unknown outcome. Returns false if some are still out.
     pub async fn drain(&self, limit: Duration) -> bool {
-        self.draining.store(true, Ordering::Release);
+        self.draining.send_replace(true);
         let started = Instant::now();
         while self.in_flight.load(Ordering::Acquire) > 0 {
             if started.elapsed() > limit {
@@ -165,9 +169,16 @@ impl PartitionGroup {
         true
     }
 
-    /// Accepts proposals again (the hand-over did not happen).
+    /// Holds a request while a hand-over is under way (bounded): afterwards it either runs
+    /// here or is redirected, as not run, to the new leader.
+    async fn wait_while_draining(&self) {
+        let mut rx = self.draining.subscribe();
+        let _ = tokio::time::timeout(DRAIN_WAIT_LIMIT, rx.wait_for(|draining| !*draining)).await;
+    }
+
+    /// Accepts proposals again (the hand-over is over, done or not).
     pub fn undrain(&self) {
-        self.draining.store(false, Ordering::Release);
+        self.draining.send_replace(false);
     }
 
     /// This node's id.
@@ -217,10 +228,8 @@ impl PartitionGroup {
     /// Proposes one command stamped with this node's clock and waits for its outcome.
     /// `NotLeader` means it did not run; `OutcomeUnknown` that it may have.
     async fn propose(&self, cmd: Command) -> Result<Outcome, Reply> {
+        self.wait_while_draining().await;
         self.check_leader()?;
-        if self.draining.load(Ordering::Acquire) {
-            return Err(not_leader(None));
-        }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let _done = InFlight(&self.in_flight);
         let entry = GroupCommand::Partition {
@@ -288,6 +297,9 @@ impl PartitionGroup {
     }
 
     async fn read(&self, obj: &ObjKey, cached_version: Option<u64>) -> Reply {
+        // A read confirms leadership with a heartbeat round, which would hold the
+        // followers to this leader during a hand-over: wait for it to finish.
+        self.wait_while_draining().await;
         if let Err(e) = self.raft.ensure_linearizable().await {
             return read_error(e);
         }

@@ -40,10 +40,13 @@ pub enum RaftRpc {
 /// A message from one node to another.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
-    /// A Raft RPC for `group`.
+    /// A Raft RPC for `group`, addressed to node `to`.
     Raft {
         /// The group.
         group: GroupId,
+        /// The member it is meant for. A process that restarted at the same address is a
+        /// different, empty member and must not answer for its predecessor.
+        to: NodeId,
         /// The RPC.
         rpc: RaftRpc,
     },
@@ -54,6 +57,20 @@ pub enum PeerRequest {
     },
     /// Liveness probe from the control leader.
     Ping,
+    /// Leadership hand-over: node `to` should start an election for `group` now.
+    Elect {
+        /// The group.
+        group: GroupId,
+        /// The member that should stand.
+        to: NodeId,
+    },
+    /// The group's leader removed member `to`: it may stop hosting its replica.
+    Release {
+        /// The group.
+        group: GroupId,
+        /// The removed member.
+        to: NodeId,
+    },
     /// A node leaves gracefully: move its replicas away.
     Leave {
         /// The node.
@@ -269,6 +286,7 @@ impl GroupLink {
     ) -> Result<PeerResponse, RPCError<NodeId, Member, E>> {
         let request = PeerRequest::Raft {
             group: self.group,
+            to: self.target,
             rpc,
         };
         match self

@@ -12,7 +12,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,12 @@ const CONTROL_VOTERS: usize = 5;
 const RECONCILE_EVERY: Duration = Duration::from_millis(200);
 /// Longest one group's housekeeping may take; a group without quorum is retried later.
 const MAINTAIN_LIMIT: Duration = Duration::from_secs(2);
+/// How long a replica the map no longer lists may stay when its leader never said so.
+const UNLISTED_GRACE: Duration = Duration::from_secs(30);
+/// Leadership hand-overs a node runs at once.
+const MAX_HAND_OVERS: usize = 8;
+/// Wait after a failed hand-over before the group tries again.
+const HAND_OVER_COOLDOWN: Duration = Duration::from_secs(10);
 /// How long a leader handing its group over waits for in-flight writes.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// How far behind the leader's log a learner may be when it is made a voter.
@@ -64,6 +70,8 @@ pub struct ClusterConfig {
     pub election_timeout: Duration,
     /// Token for peer connections.
     pub auth_token: Option<String>,
+    /// Log entries between snapshots.
+    pub snapshot_logs: u64,
     /// Settings of every partition.
     pub partition: PartitionConfig,
 }
@@ -124,6 +132,12 @@ pub struct ClusterNode {
     control: OnceLock<(GroupRaft, GroupSm)>,
     groups: RwLock<BTreeMap<GroupId, Arc<PartitionGroup>>>,
     changing: Arc<Mutex<BTreeSet<GroupId>>>,
+    /// Leadership hand-overs under way.
+    hand_overs: AtomicUsize,
+    /// Hosted groups the map no longer lists here, since when.
+    unlisted_since: Mutex<HashMap<GroupId, Instant>>,
+    /// Groups whose hand-over failed, and when to try again.
+    hand_over_after: Mutex<HashMap<GroupId, Instant>>,
     last_seen: Mutex<HashMap<NodeId, Instant>>,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
 }
@@ -154,9 +168,9 @@ impl ClusterNode {
             install_snapshot_timeout: 5_000,
             snapshot_max_chunk_size: 1024 * 1024,
             max_payload_entries: 64,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
-            max_in_snapshot_log_to_keep: 1_000,
-            purge_batch_size: 256,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+            max_in_snapshot_log_to_keep: (config.snapshot_logs / 5).max(1),
+            purge_batch_size: (config.snapshot_logs / 20).max(1),
             ..Default::default()
         }
         .validate()
@@ -173,6 +187,9 @@ impl ClusterNode {
             control: OnceLock::new(),
             groups: RwLock::new(BTreeMap::new()),
             changing: Arc::default(),
+            hand_overs: AtomicUsize::new(0),
+            unlisted_since: Mutex::new(HashMap::new()),
+            hand_over_after: Mutex::new(HashMap::new()),
             last_seen: Mutex::new(HashMap::new()),
             tasks: tokio::sync::Mutex::new(JoinSet::new()),
         })
@@ -513,13 +530,35 @@ impl ClusterNode {
             Ok(PeerRequest::Leave { id }) => {
                 self.control_command(ControlCommand::Leave { id }).await
             }
-            Ok(PeerRequest::Raft { group, rpc }) => {
+            Ok(PeerRequest::Release { group, to }) => {
+                let listed = self
+                    .state()
+                    .and_then(|s| s.assignment.get(group as usize).map(|r| r.contains(&to)))
+                    .unwrap_or(true);
+                if to == self.id() && !listed {
+                    self.release_group(group).await;
+                }
+                PeerResponse::Applied
+            }
+            Ok(PeerRequest::Elect { group, to }) => {
+                match self.group(group).filter(|_| to == self.id()) {
+                    Some(g) => match g.raft.trigger().elect().await {
+                        Ok(()) => PeerResponse::Applied,
+                        Err(e) => PeerResponse::Refused {
+                            reason: e.to_string(),
+                        },
+                    },
+                    None => PeerResponse::NoSuchGroup,
+                }
+            }
+            Ok(PeerRequest::Raft { group, to, rpc }) => {
                 let raft = if group == CONTROL_GROUP {
                     self.control_raft().cloned()
                 } else {
                     self.group(group).map(|g| g.raft.clone())
                 };
-                match raft {
+                // Answer only as the member the message is meant for.
+                match raft.filter(|_| to == self.id()) {
                     None => PeerResponse::NoSuchGroup,
                     Some(raft) => match rpc {
                         RaftRpc::Append(r) => PeerResponse::Append(raft.append_entries(r).await),
@@ -663,28 +702,95 @@ impl ClusterNode {
                         .iter()
                         .filter_map(|id| state.addr_of(*id).map(|a| (*id, a.to_string())))
                         .collect();
-                    let changing = Arc::clone(&self.changing);
+                    let removed_addrs: BTreeMap<NodeId, String> = voters
+                        .difference(&target)
+                        .filter_map(|id| state.addr_of(*id).map(|a| (*id, a.to_string())))
+                        .collect();
+                    let (changing, peers) = (Arc::clone(&self.changing), Arc::clone(&self.peers));
                     self.spawn(async move {
-                        move_group(&group, voters, members).await;
+                        move_group(&group, &peers, voters, members, removed_addrs).await;
                         lock(&changing).remove(&p);
                     })
                     .await;
+                } else if voters == target {
+                    let preferred = state.assignment[p as usize].first().copied();
+                    if let Some(to) = preferred.filter(|to| *to != me) {
+                        self.maybe_hand_over(&group, to, &state).await;
+                    }
                 }
-            } else if !target.contains(&me)
-                && !membership.membership().nodes().any(|(id, _)| *id == me)
-            {
-                // The group moved away from this node: stop hosting it.
-                let removed = self
-                    .groups
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&p);
-                if let Some(g) = removed {
-                    let _ = g.raft.shutdown().await;
-                    tracing::info!(partition = p, "partition moved away");
+            } else if !target.contains(&me) {
+                // The group moved away from this node. Its leader says so when it removes
+                // this member (`Release`); the member's own log may never show it, as a
+                // leader stops replicating to removed members. As a fallback, a replica the
+                // map has not listed for a while goes too.
+                let gone = !membership.membership().nodes().any(|(id, _)| *id == me);
+                let since = *lock(&self.unlisted_since)
+                    .entry(p)
+                    .or_insert_with(Instant::now);
+                if gone || since.elapsed() > UNLISTED_GRACE {
+                    self.release_group(p).await;
                 }
+            } else {
+                lock(&self.unlisted_since).remove(&p);
             }
         }
+    }
+
+    /// Stops hosting a partition's replica.
+    async fn release_group(&self, p: GroupId) {
+        let removed = self
+            .groups
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&p);
+        lock(&self.unlisted_since).remove(&p);
+        if let Some(g) = removed {
+            let _ = g.raft.shutdown().await;
+            tracing::info!(partition = p, "partition moved away");
+        }
+    }
+
+    /// Starts handing a group's leadership to its preferred leader (the map's first
+    /// replica), so leaders spread as the placement planned. Bounded: a few at a time, and
+    /// a group whose hand-over failed waits before the next try.
+    async fn maybe_hand_over(
+        self: &Arc<Self>,
+        group: &Arc<PartitionGroup>,
+        to: NodeId,
+        state: &ClusterState,
+    ) {
+        let p = group.id;
+        if !caught_up(group, [to].iter()) {
+            return;
+        }
+        if lock(&self.hand_over_after)
+            .get(&p)
+            .is_some_and(|at| Instant::now() < *at)
+        {
+            return;
+        }
+        if self.hand_overs.load(Ordering::Acquire) >= MAX_HAND_OVERS
+            || !lock(&self.changing).insert(p)
+        {
+            return;
+        }
+        let Some(addr) = state.addr_of(to).map(str::to_string) else {
+            lock(&self.changing).remove(&p);
+            return;
+        };
+        self.hand_overs.fetch_add(1, Ordering::AcqRel);
+        let (node, group) = (Arc::clone(self), Arc::clone(group));
+        let lease = self.config.election_timeout * 2;
+        self.spawn(async move {
+            let moved = hand_over(&group, &node.peers, to, &addr, lease).await;
+            if !moved {
+                lock(&node.hand_over_after).insert(p, Instant::now() + HAND_OVER_COOLDOWN);
+            }
+            tracing::debug!(partition = p, to, moved, "leadership hand-over");
+            lock(&node.changing).remove(&p);
+            node.hand_overs.fetch_sub(1, Ordering::AcqRel);
+        })
+        .await;
     }
 
     /// Control leader: every active node is a member; up to five are voters; down nodes go.
@@ -812,12 +918,69 @@ async fn bounded<T, E: std::fmt::Display>(
     }
 }
 
+/// True when the leader sees the logs of `members` close to its own.
+fn caught_up<'a>(group: &PartitionGroup, mut members: impl Iterator<Item = &'a NodeId>) -> bool {
+    let metrics = group.raft.metrics();
+    let m = metrics.borrow();
+    let last = m.last_log_index.unwrap_or(0);
+    members.all(|id| {
+        m.replication
+            .as_ref()
+            .and_then(|r| r.get(id).copied().flatten())
+            .is_some_and(|matched| matched.index + CAUGHT_UP_ENTRIES >= last)
+    })
+}
+
+/// Waits (up to `limit`) until another node is known to lead the group.
+async fn successor_known(group: &PartitionGroup, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if !group.is_leader() && group.leader().is_some_and(|l| l != group.me()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Hands a group's leadership to `to` (openraft 0.9 has no transfer): drain, stop
+/// heartbeats until the followers' leader lease lapses, then ask `to` to stand. Requests
+/// held meanwhile are redirected to the new leader afterwards.
+async fn hand_over(
+    group: &PartitionGroup,
+    peers: &Peers,
+    to: NodeId,
+    addr: &str,
+    lease: Duration,
+) -> bool {
+    if !group.drain(DRAIN_LIMIT).await {
+        group.undrain();
+        return false;
+    }
+    group.raft.runtime_config().heartbeat(false);
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    let elect = PeerRequest::Elect {
+        group: group.id,
+        to,
+    };
+    let asked = matches!(
+        peers.call(addr, &elect, Duration::from_secs(2)).await,
+        Ok(PeerResponse::Applied)
+    );
+    let moved = asked && successor_known(group, lease * 2).await;
+    group.raft.runtime_config().heartbeat(true);
+    group.undrain();
+    moved
+}
+
 /// Moves a group's voters to `target`: new members join as learners and catch up first,
 /// then one membership change swaps the voters.
 async fn move_group(
     group: &PartitionGroup,
+    peers: &Peers,
     voters: BTreeSet<NodeId>,
     target: BTreeMap<NodeId, String>,
+    removed_addrs: BTreeMap<NodeId, String>,
 ) {
     for (id, addr) in &target {
         if voters.contains(id) {
@@ -846,18 +1009,7 @@ async fn move_group(
     }
     // A voter that has not caught up could leave the group without a quorum; wait for the
     // leader to see every newcomer's log close to its own.
-    let caught_up = {
-        let metrics = group.raft.metrics();
-        let m = metrics.borrow();
-        let last = m.last_log_index.unwrap_or(0);
-        target.keys().filter(|id| !voters.contains(id)).all(|id| {
-            m.replication
-                .as_ref()
-                .and_then(|r| r.get(id).copied().flatten())
-                .is_some_and(|matched| matched.index + CAUGHT_UP_ENTRIES >= last)
-        })
-    };
-    if !caught_up {
+    if !caught_up(group, target.keys().filter(|id| !voters.contains(id))) {
         tracing::debug!(partition = group.id, "new replicas still catching up");
         return;
     }
@@ -871,8 +1023,27 @@ async fn move_group(
         );
         return;
     }
-    let changed = bounded("change voters", group.raft.change_membership(ids, false)).await;
-    if leaving && changed.is_err() {
+    let changed = bounded(
+        "change voters",
+        group.raft.change_membership(ids.clone(), false),
+    )
+    .await;
+    if changed.is_ok() {
+        for gone in voters.difference(&ids) {
+            if let Some(addr) = removed_addrs.get(gone) {
+                let release = PeerRequest::Release {
+                    group: group.id,
+                    to: *gone,
+                };
+                let _ = peers.call(addr, &release, Duration::from_secs(2)).await;
+            }
+        }
+    }
+    if leaving {
+        // Held requests go to the successor as soon as it is known.
+        if changed.is_ok() {
+            successor_known(group, Duration::from_secs(5)).await;
+        }
         group.undrain();
     }
     match changed {

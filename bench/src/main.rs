@@ -1,0 +1,128 @@
+//! `grid-bench`: measurements of the grid on this machine. See `bench/RESULTS.md`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use bench::load;
+use bench::nodes::{connection_string, start_cluster};
+use clap::{Parser, Subcommand};
+use grid_client::{GridClient, Timeout};
+
+/// Benchmarks of the data grid (release builds; run `cargo build --release -p grid-node -p bench` first).
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Idle CPU of each node of a 3-node cluster, for several partition counts.
+    Idle {
+        /// Partition counts to try.
+        #[arg(long, value_delimiter = ',', default_value = "32,128,512")]
+        partitions: Vec<u32>,
+        /// How long to measure each.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+    /// Replicated 4 KB writes on a 3-node cluster (R=3) at several client counts.
+    Writes {
+        /// Concurrent clients, one connection each.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        clients: Vec<usize>,
+        /// Partitions of the cluster.
+        #[arg(long, default_value_t = 64)]
+        partitions: u32,
+        /// Value size in bytes.
+        #[arg(long, default_value_t = 4096)]
+        value_bytes: usize,
+        /// Warm-up before each measurement.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        /// Measured time per client count.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Idle {
+            partitions,
+            duration,
+        } => idle(&partitions, duration).await,
+        Command::Writes {
+            clients,
+            partitions,
+            value_bytes,
+            warmup,
+            duration,
+        } => writes(&clients, partitions, value_bytes, warmup, duration).await,
+    }
+}
+
+async fn idle(partitions: &[u32], duration: Duration) -> anyhow::Result<()> {
+    println!("| partitions | node 1 CPU | node 2 CPU | node 3 CPU | mean |");
+    println!("|---:|---:|---:|---:|---:|");
+    for &p in partitions {
+        let nodes = start_cluster(3, &["--partitions".into(), p.to_string()]).await?;
+        // Let elections and moves finish their after-effects.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before: Vec<Duration> = nodes
+            .iter()
+            .map(|n| n.cpu_time())
+            .collect::<Result<_, _>>()?;
+        tokio::time::sleep(duration).await;
+        let after: Vec<Duration> = nodes
+            .iter()
+            .map(|n| n.cpu_time())
+            .collect::<Result<_, _>>()?;
+        let pct: Vec<f64> = before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| 100.0 * (*a - *b).as_secs_f64() / duration.as_secs_f64())
+            .collect();
+        let mean = pct.iter().sum::<f64>() / pct.len() as f64;
+        println!(
+            "| {p} | {:.1}% | {:.1}% | {:.1}% | {mean:.1}% |",
+            pct[0], pct[1], pct[2]
+        );
+    }
+    Ok(())
+}
+
+async fn writes(
+    clients: &[usize],
+    partitions: u32,
+    value_bytes: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let nodes = start_cluster(3, &["--partitions".into(), partitions.to_string()]).await?;
+    let cs = format!("{};maxPoolSize=1", connection_string(&nodes));
+    println!("| clients | writes/s | p50 µs | p99 µs | p99.9 µs | max µs | errors |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for &n in clients {
+        let mut conns = Vec::new();
+        for _ in 0..n {
+            conns.push(GridClient::connect(&cs).await.context("connect")?);
+        }
+        let value = vec![0x5a_u8; value_bytes];
+        let r = load::run(n, warmup, duration, move |c, seq| {
+            let (client, value) = (conns[c].clone(), value.clone());
+            async move {
+                let key = format!("k{c}-{}", seq % 1000);
+                client.put("bench", key, value, Timeout::None).await?;
+                Ok(())
+            }
+        })
+        .await;
+        println!(
+            "| {} | {:.0} | {} | {} | {} | {} | {} |",
+            r.clients, r.ops_per_sec, r.p50_us, r.p99_us, r.p999_us, r.max_us, r.errors
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! `grid-node` processes for benchmarks, found beside this binary (build both with
+//! `cargo build --release -p grid-node -p bench`).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use grid_client::GridClient;
+
+/// A node process; killed when dropped.
+#[derive(Debug)]
+pub struct BenchNode {
+    child: Child,
+    /// Its client address.
+    pub addr: String,
+}
+
+impl Drop for BenchNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `grid-node` binary next to the running one.
+pub fn node_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name("grid-node");
+    if !path.exists() {
+        bail!(
+            "{} not found: build it with cargo build --release -p grid-node",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+impl BenchNode {
+    /// Starts a node on an ephemeral loopback port with `args`.
+    pub fn start(args: &[String]) -> anyhow::Result<Self> {
+        let mut child = Command::new(node_binary()?)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("GRID_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|_| anyhow!("node printed no ready line"))?;
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("client="))
+            .ok_or_else(|| anyhow!("unexpected ready line {line:?}"))?
+            .to_string();
+        Ok(Self { child, addr })
+    }
+
+    /// CPU time (user + system) the process has used.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+        // The kernel reports clock ticks; 100 per second on Linux.
+        Ok(Duration::from_millis(ticks * 10))
+    }
+}
+
+/// Starts an `n`-node cluster (the first bootstraps, the rest join) with `args` for every
+/// node, and waits until every partition is fully replicated.
+pub async fn start_cluster(n: usize, args: &[String]) -> anyhow::Result<Vec<BenchNode>> {
+    let mut nodes: Vec<BenchNode> = Vec::new();
+    for _ in 0..n {
+        let mut node_args = args.to_vec();
+        if let Some(first) = nodes.first() {
+            node_args.extend(["--join".to_string(), first.addr.clone()]);
+        }
+        nodes.push(BenchNode::start(&node_args)?);
+    }
+    let client = GridClient::connect(&connection_string(&nodes)).await?;
+    let started = Instant::now();
+    loop {
+        client.refresh().await?;
+        let map = client.partition_map().context("no map")?;
+        let mut settled = map.nodes.iter().filter(|n| n.active).count() == n;
+        let mut led = 0;
+        for node in &nodes {
+            let status = client.node_status(&node.addr).await?;
+            settled &= status.unsettled == 0 && status.map_epoch == map.epoch;
+            led += status.partitions_led;
+        }
+        if settled && led == map.partitions {
+            return Ok(nodes);
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!("cluster did not settle within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A connection string naming every node.
+pub fn connection_string(nodes: &[BenchNode]) -> String {
+    let addrs: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
+    format!("bootstrapGateways={}", addrs.join(","))
+}
