@@ -105,7 +105,8 @@ async fn adding_two_nodes_moves_partitions_without_errors_or_loss() {
             .unwrap();
         assert_eq!(o.value, vec![i as u8; 512]);
     }
-    for (key, value) in latest.lock().unwrap().iter() {
+    let latest = latest.lock().unwrap().clone();
+    for (key, value) in &latest {
         assert_eq!(
             &client.get("load", key).await.unwrap().unwrap().value,
             value,
