@@ -81,7 +81,8 @@ impl BenchNode {
 }
 
 /// Starts an `n`-node cluster (the first bootstraps, the rest join) with `args` for every
-/// node, and waits until every partition is fully replicated.
+/// node, and waits until every partition is fully replicated and every node leads the
+/// partitions the placement prefers it for (leadership hand-overs are done).
 pub async fn start_cluster(n: usize, args: &[String]) -> anyhow::Result<Vec<BenchNode>> {
     let mut nodes: Vec<BenchNode> = Vec::new();
     for _ in 0..n {
@@ -97,13 +98,19 @@ pub async fn start_cluster(n: usize, args: &[String]) -> anyhow::Result<Vec<Benc
         client.refresh().await?;
         let map = client.partition_map().context("no map")?;
         let mut settled = map.nodes.iter().filter(|n| n.active).count() == n;
-        let mut led = 0;
         for node in &nodes {
             let status = client.node_status(&node.addr).await?;
-            settled &= status.unsettled == 0 && status.map_epoch == map.epoch;
-            led += status.partitions_led;
+            let id = map.nodes.iter().find(|m| m.addr == node.addr).map(|m| m.id);
+            let preferred = map
+                .replicas
+                .iter()
+                .filter(|r| r.first().copied() == id)
+                .count();
+            settled &= status.unsettled == 0
+                && status.map_epoch == map.epoch
+                && status.partitions_led as usize == preferred;
         }
-        if settled && led == map.partitions {
+        if settled {
             return Ok(nodes);
         }
         if started.elapsed() > Duration::from_secs(120) {
