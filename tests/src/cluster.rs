@@ -176,6 +176,35 @@ impl TestCluster {
         })
     }
 
+    /// Index of the live node leading the most partitions (after bootstrap, the one that
+    /// leads them all until leadership spreads).
+    pub async fn busiest_leader(&self) -> anyhow::Result<usize> {
+        let client = GridClient::connect(&self.connection_string(";connectTimeout=1s")).await?;
+        let mut best = None;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let Some(node) = node else { continue };
+            let led = client
+                .node_status(&node.client_addr().to_string())
+                .await?
+                .partitions_led;
+            if best.is_none_or(|(_, most)| led >= most) {
+                best = Some((i, led));
+            }
+        }
+        best.map(|(i, _)| i).context("no live node")
+    }
+
+    /// Splits the live nodes (the first against the rest) for `duration`, then heals.
+    pub async fn split_for(&self, duration: Duration) -> anyhow::Result<()> {
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.node(*i).is_some())
+            .collect();
+        self.partition(&live[..1], &live[1..]).await?;
+        // The fault's duration, not a wait for a result.
+        tokio::time::sleep(duration).await;
+        self.heal().await
+    }
+
     /// Cuts node `i` off from the peers at `others` (its outgoing messages to them fail);
     /// an empty list heals it.
     pub async fn block(&self, i: usize, others: &[usize]) -> anyhow::Result<()> {

@@ -12,22 +12,6 @@ use grid_tests::{wait_until, DEADLINE};
 const BIN: &str = env!("CARGO_BIN_EXE_test-node");
 const CLIENT_OPTS: &str = ";maxRequestRetries=12;requestTimeout=10s;connectTimeout=1s";
 
-/// Index of the live node leading the most partitions.
-async fn busiest_leader(cluster: &TestCluster, client: &GridClient) -> usize {
-    let mut best = (0, 0);
-    for (i, node) in (0..8).filter_map(|i| cluster.node(i).map(|n| (i, n))) {
-        let led = client
-            .node_status(&node.client_addr().to_string())
-            .await
-            .unwrap()
-            .partitions_led;
-        if led >= best.1 {
-            best = (i, led);
-        }
-    }
-    best.0
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_acknowledged_write_is_lost_when_the_leader_is_killed() {
     let mut cluster = TestCluster::start(BIN, 3, &["--partitions", "8"])
@@ -68,7 +52,7 @@ async fn no_acknowledged_write_is_lost_when_the_leader_is_killed() {
     })
     .await
     .unwrap();
-    let victim = busiest_leader(&cluster, &client).await;
+    let victim = cluster.busiest_leader().await.unwrap();
     cluster.kill(victim).unwrap();
     let at_kill = count(&acked);
     wait_until("writes after the kill", DEADLINE * 2, || async {
@@ -122,7 +106,7 @@ async fn sigterm_leaves_gracefully_and_loses_nothing() {
             .await
             .unwrap();
     }
-    let victim = busiest_leader(&cluster, &client).await;
+    let victim = cluster.busiest_leader().await.unwrap();
     let victim_addr = cluster.node(victim).unwrap().client_addr().to_string();
     cluster.node(victim).unwrap().signal("TERM").unwrap();
     let status = cluster.wait_exit(victim, DEADLINE * 3).unwrap();

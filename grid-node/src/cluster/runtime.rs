@@ -615,38 +615,29 @@ impl ClusterNode {
     pub async fn run(self: Arc<Self>, tick: Duration, shutdown: CancellationToken) {
         // Two loops, so a group that cannot commit (no quorum) never holds up moving
         // groups and admitting nodes, and the other way round.
-        let reconciler = {
-            let (node, shutdown) = (Arc::clone(&self), shutdown.clone());
-            async move {
-                let mut every = tokio::time::interval(RECONCILE_EVERY);
-                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = every.tick() => node.reconcile().await,
-                    }
+        let reconciler = every(RECONCILE_EVERY, shutdown.clone(), {
+            let node = Arc::clone(&self);
+            move || {
+                let node = Arc::clone(&node);
+                async move {
+                    node.reconcile().await;
                     let mut tasks = node.tasks.lock().await;
                     while tasks.try_join_next().is_some() {}
                 }
             }
-        };
-        let maintainer = {
-            let (node, shutdown) = (Arc::clone(&self), shutdown.clone());
-            async move {
-                let mut every = tokio::time::interval(tick);
-                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = every.tick() => {
-                            let groups = node.all_groups();
-                            let rounds = groups.iter().map(|g| tokio::time::timeout(MAINTAIN_LIMIT, g.maintain()));
-                            futures_util::future::join_all(rounds).await;
-                        }
-                    }
+        });
+        let maintainer = every(tick, shutdown.clone(), {
+            let node = Arc::clone(&self);
+            move || {
+                let groups = node.all_groups();
+                async move {
+                    let rounds = groups
+                        .iter()
+                        .map(|g| tokio::time::timeout(MAINTAIN_LIMIT, g.maintain()));
+                    futures_util::future::join_all(rounds).await;
                 }
             }
-        };
+        });
         tokio::join!(reconciler, maintainer);
         self.tasks.lock().await.abort_all();
         for g in self.all_groups() {
@@ -898,6 +889,22 @@ impl ClusterNode {
                     .await;
             }
             lock(&self.last_seen).remove(&id);
+        }
+    }
+}
+
+/// Runs `round` every `period` until `shutdown`; a slow round delays the next one.
+async fn every<F, Fut>(period: Duration, shutdown: CancellationToken, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = interval.tick() => round().await,
         }
     }
 }
