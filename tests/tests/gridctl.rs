@@ -1,0 +1,85 @@
+//! The `gridctl` contract, as a real process against a real node: values from stdin or
+//! the command line, the value on stdout, exit 0 / 1 (not found, locked) / 2 (errors)
+//! with one-line messages.
+#![allow(clippy::unwrap_used)] // reason: integration tests; a panic is a failed test
+
+use std::process::Command;
+use std::time::Duration;
+
+use grid_tests::process::{run_with_deadline, NodeProcess};
+
+const NODE: &str = env!("CARGO_BIN_EXE_test-node");
+const GRIDCTL: &str = env!("CARGO_BIN_EXE_test-gridctl");
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Runs gridctl with `args`, the connection string from the environment, and `stdin`.
+fn gridctl(cs: &str, args: &[&str], stdin: Option<&[u8]>) -> (i32, Vec<u8>, String) {
+    let mut cmd = Command::new(GRIDCTL);
+    cmd.args(args).env("GRID_CONNECTION", cs);
+    let (status, out, err) = run_with_deadline(&mut cmd, stdin, DEADLINE).unwrap();
+    (status.code().unwrap(), out, err)
+}
+
+#[test]
+fn gridctl_follows_its_contract() {
+    let node = NodeProcess::start(NODE, &[]).unwrap();
+    let cs = node.connection_string("");
+
+    // A large binary value through stdin comes back byte for byte.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let (code, _, err) = gridctl(&cs, &["put", "ns", "big"], Some(&big));
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = gridctl(&cs, &["get", "ns", "big"], None);
+    assert_eq!((code, out == big), (0, true));
+
+    // A value on the command line, with a sliding timeout.
+    let (code, out, err) = gridctl(
+        &cs,
+        &["put", "ns", "small", "hello", "--ttl", "20m", "--sliding"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(String::from_utf8(out).unwrap().starts_with("version "));
+    assert_eq!(gridctl(&cs, &["get", "ns", "small"], None).1, b"hello");
+
+    // Missing: "not found" on stderr, exit 1, nothing on stdout.
+    let (code, out, err) = gridctl(&cs, &["get", "ns", "nope"], None);
+    assert_eq!((code, out.is_empty(), err.trim()), (1, true, "not found"));
+    assert_eq!(gridctl(&cs, &["remove", "ns", "nope"], None).0, 1);
+
+    // Locks: the id on stdout; a second lock exits 1 naming the holder; unlock works.
+    let (code, out, _) = gridctl(&cs, &["lock", "ns", "small"], None);
+    assert_eq!(code, 0);
+    let lock_id = String::from_utf8(out).unwrap().trim().to_string();
+    let (code, _, err) = gridctl(&cs, &["lock", "ns", "small"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("lock id {lock_id}")), "{err}");
+    let (code, _, err) = gridctl(&cs, &["put", "ns", "small", "x"], None);
+    assert_eq!(code, 2, "writing a locked object is an error");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(
+        gridctl(&cs, &["unlock", "ns", "small", &lock_id], None).0,
+        0
+    );
+    assert_eq!(gridctl(&cs, &["remove", "ns", "small"], None).0, 0);
+
+    // Status shows the cluster.
+    let (code, out, _) = gridctl(&cs, &["status"], None);
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("map epoch") && out.contains(&node.client_addr().to_string()),
+        "{out}"
+    );
+
+    // Errors exit 2 with one line: a bad connection string, an unreachable node.
+    for bad in [
+        "bootstrapGateways=127.0.0.1:1;colour=blue",
+        "bootstrapGateways=127.0.0.1:1;connectTimeout=1s",
+    ] {
+        let (code, _, err) = gridctl(bad, &["get", "ns", "big"], None);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.starts_with("gridctl: "), "{err}");
+    }
+}
