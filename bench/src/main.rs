@@ -26,8 +26,12 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
-    /// Replicated 4 KB writes on a 3-node cluster (R=3) at several client counts.
-    Writes {
+    /// 4 KB writes (replicated, R=3) or linearizable reads on a 3-node cluster, at
+    /// several client counts.
+    Load {
+        /// What each client does.
+        #[arg(long, value_enum, default_value = "write")]
+        workload: Workload,
         /// Concurrent clients, one connection each.
         #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
         clients: Vec<usize>,
@@ -53,13 +57,24 @@ async fn main() -> anyhow::Result<()> {
             partitions,
             duration,
         } => idle(&partitions, duration).await,
-        Command::Writes {
+        Command::Load {
+            workload,
             clients,
             partitions,
             value_bytes,
             warmup,
             duration,
-        } => writes(&clients, partitions, value_bytes, warmup, duration).await,
+        } => {
+            load_run(
+                workload,
+                &clients,
+                partitions,
+                value_bytes,
+                warmup,
+                duration,
+            )
+            .await
+        }
     }
 }
 
@@ -93,7 +108,20 @@ async fn idle(partitions: &[u32], duration: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn writes(
+/// A load workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Workload {
+    /// `put` of a value to one of 1000 keys per client.
+    Write,
+    /// Linearizable `get` of one of 1000 preloaded keys per client.
+    Read,
+}
+
+/// Keys each client cycles through.
+const KEYS_PER_CLIENT: u64 = 1000;
+
+async fn load_run(
+    workload: Workload,
     clients: &[usize],
     partitions: u32,
     value_bytes: usize,
@@ -102,7 +130,7 @@ async fn writes(
 ) -> anyhow::Result<()> {
     let nodes = start_cluster(3, &["--partitions".into(), partitions.to_string()]).await?;
     let cs = format!("{};maxPoolSize=1", connection_string(&nodes));
-    println!("| clients | writes/s | p50 µs | p99 µs | p99.9 µs | max µs | errors |");
+    println!("| clients | {workload:?} ops/s | p50 µs | p99 µs | p99.9 µs | max µs | errors |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for &n in clients {
         let mut conns = Vec::new();
@@ -110,11 +138,30 @@ async fn writes(
             conns.push(GridClient::connect(&cs).await.context("connect")?);
         }
         let value = vec![0x5a_u8; value_bytes];
+        if workload == Workload::Read {
+            for (c, client) in conns.iter().enumerate() {
+                for k in 0..KEYS_PER_CLIENT {
+                    client
+                        .put("bench", format!("k{c}-{k}"), value.clone(), Timeout::None)
+                        .await?;
+                }
+            }
+        }
         let r = load::run(n, warmup, duration, move |c, seq| {
             let (client, value) = (conns[c].clone(), value.clone());
             async move {
-                let key = format!("k{c}-{}", seq % 1000);
-                client.put("bench", key, value, Timeout::None).await?;
+                let key = format!("k{c}-{}", seq % KEYS_PER_CLIENT);
+                match workload {
+                    Workload::Write => {
+                        client.put("bench", key, value, Timeout::None).await?;
+                    }
+                    Workload::Read => {
+                        client
+                            .get("bench", key)
+                            .await?
+                            .context("preloaded key missing")?;
+                    }
+                }
                 Ok(())
             }
         })

@@ -33,7 +33,7 @@ impl NodeProcess {
             .args(args)
             .env(
                 "GRID_LOG",
-                std::env::var("GRID_TEST_LOG").unwrap_or_else(|_| "warn,openraft=error".into()),
+                std::env::var("GRID_TEST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

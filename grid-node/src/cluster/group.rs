@@ -43,6 +43,12 @@ pub struct PartitionGroup {
     cancelled_tx: mpsc::UnboundedSender<WaiterId>,
     cancelled_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<WaiterId>>,
     touches: Mutex<Vec<(ObjKey, Millis)>>,
+    /// Reads that asked for a leadership confirmation, numbered in arrival order.
+    reads_arrived: AtomicU64,
+    /// Every read numbered up to this is covered by a completed confirmation.
+    reads_confirmed: AtomicU64,
+    /// One confirmation in flight at a time; reads arriving meanwhile share the next.
+    read_barrier: tokio::sync::Mutex<()>,
     /// The term in which this node last adopted the group's waiters as leader.
     adopted_term: AtomicU64,
     /// True while the leader hands the group over: new requests wait, then go to the new
@@ -147,6 +153,9 @@ impl PartitionGroup {
             cancelled_tx,
             cancelled_rx: tokio::sync::Mutex::new(cancelled_rx),
             touches: Mutex::new(Vec::new()),
+            reads_arrived: AtomicU64::new(0),
+            reads_confirmed: AtomicU64::new(0),
+            read_barrier: tokio::sync::Mutex::new(()),
             adopted_term: AtomicU64::new(0),
             draining: watch::Sender::new(false),
             in_flight: AtomicUsize::new(0),
@@ -300,8 +309,8 @@ impl PartitionGroup {
         // A read confirms leadership with a heartbeat round, which would hold the
         // followers to this leader during a hand-over: wait for it to finish.
         self.wait_while_draining().await;
-        if let Err(e) = self.raft.ensure_linearizable().await {
-            return read_error(e);
+        if let Err(reply) = self.confirm_leadership().await {
+            return reply;
         }
         let now = self.clock.now();
         let reply = self
@@ -311,6 +320,22 @@ impl PartitionGroup {
             lock(&self.touches).push((obj.clone(), now));
         }
         reply
+    }
+
+    /// Makes a read linearizable: confirms with a quorum that this node still leads and
+    /// waits until the state machine has applied everything committed before. Concurrent
+    /// reads share one confirmation, which serves every read that arrived before it
+    /// started (a later confirmation is as good as one of its own).
+    async fn confirm_leadership(&self) -> Result<(), Reply> {
+        let ticket = self.reads_arrived.fetch_add(1, Ordering::AcqRel) + 1;
+        let _one_at_a_time = self.read_barrier.lock().await;
+        if self.reads_confirmed.load(Ordering::Acquire) >= ticket {
+            return Ok(());
+        }
+        let covers = self.reads_arrived.load(Ordering::Acquire);
+        self.raft.ensure_linearizable().await.map_err(read_error)?;
+        self.reads_confirmed.fetch_max(covers, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Delivers answers to this node's parked requests and counts expirations. A lock
