@@ -158,7 +158,12 @@ async fn print_status(client: &GridClient) -> Result<(), Failure> {
     );
     let mut totals = (0u64, 0u64);
     for node in &map.nodes {
-        let state = if node.active { "active" } else { "gone" };
+        if !node.active {
+            // Left or marked down: it holds nothing and is not asked.
+            println!("{:>4}  {:<22} {:<8} {:>8}", node.id, node.addr, "gone", 0);
+            continue;
+        }
+        let state = "active";
         let held = replicas.get(&node.id).copied().unwrap_or(0);
         match client.node_status(&node.addr).await {
             Ok(s) => {
