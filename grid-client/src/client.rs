@@ -245,8 +245,16 @@ impl GridClient {
             };
             match fetched {
                 Ok(Reply::Map(map)) if map.partitions > 0 => {
-                    *lock(&self.inner.map) = Some(*map);
-                    return Ok(());
+                    let mut known = lock(&self.inner.map);
+                    // A node cut off from the cluster (or marked down) keeps an old map;
+                    // never trade a newer one for it.
+                    if known.as_ref().is_none_or(|k| map.epoch >= k.epoch) {
+                        *known = Some(*map);
+                        return Ok(());
+                    }
+                    last_err = Some(ClientError::Unavailable {
+                        reason: format!("{addr} has an older partition map"),
+                    });
                 }
                 Ok(Reply::Map(_)) => {
                     last_err = Some(ClientError::Unavailable {

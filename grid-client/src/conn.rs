@@ -105,7 +105,11 @@ impl Connection {
             }
             Ok(Reply::Unauthorized) => Err(ClientError::Unauthorized),
             Ok(other) => Err(connect_err(format!("unexpected hello reply {other:?}"))),
+            // Nothing but the hello was sent: the caller's request surely did not run.
             Err(ClientError::ConnectionLost { reason }) => Err(connect_err(reason)),
+            Err(ClientError::Timeout { after }) => {
+                Err(connect_err(format!("no hello answer within {after:?}")))
+            }
             Err(e) => Err(e),
         }
     }

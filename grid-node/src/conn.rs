@@ -186,6 +186,15 @@ fn handle(ctx: &ConnContext, auth: &mut Auth, frame: Frame) -> Step {
             let node = Arc::clone(node);
             Step::Later(Box::pin(async move { (id, node.execute(op).await) }))
         }
+        Request::Peer { .. } if *auth != Auth::Peer => {
+            inc(&node.metrics.bad_requests_total);
+            Step::Reply(
+                id,
+                Reply::BadRequest {
+                    reason: "peer messages are only accepted from other nodes".into(),
+                },
+            )
+        }
         Request::Peer { payload } => {
             let node = Arc::clone(node);
             Step::Later(Box::pin(async move {

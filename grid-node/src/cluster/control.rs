@@ -37,6 +37,8 @@ pub struct NodeInfo {
 pub enum ControlCommand {
     /// Creates the cluster with its first node (id 1).
     Init {
+        /// A random id for this cluster, told to every node that joins.
+        cluster_id: u64,
         /// Partitions of the cluster, fixed from now on.
         partitions: u32,
         /// Replicas per partition.
@@ -86,6 +88,8 @@ pub enum ControlResponse {
 /// Nodes and the partition map.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
+    /// Random id chosen at bootstrap; peers of another cluster are refused.
+    pub cluster_id: u64,
     /// Grows on every change of nodes or map.
     pub epoch: u64,
     /// Number of partitions (0 until initialized).
@@ -131,6 +135,7 @@ impl ClusterState {
         };
         match command {
             ControlCommand::Init {
+                cluster_id,
                 partitions,
                 replicas,
                 addr,
@@ -138,6 +143,7 @@ impl ClusterState {
                 if self.partitions != 0 {
                     return refused("the cluster is already initialized");
                 }
+                self.cluster_id = cluster_id;
                 self.partitions = partitions;
                 self.replicas = replicas;
                 self.next_node_id = 2;
@@ -225,6 +231,7 @@ mod tests {
         ));
         assert_eq!(
             joined(s.apply(ControlCommand::Init {
+                cluster_id: 7,
                 partitions: 8,
                 replicas: 3,
                 addr: "a:1".into()
@@ -265,6 +272,7 @@ mod tests {
     fn the_last_node_cannot_leave() {
         let mut s = ClusterState::default();
         s.apply(ControlCommand::Init {
+            cluster_id: 7,
             partitions: 4,
             replicas: 3,
             addr: "a".into(),

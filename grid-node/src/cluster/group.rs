@@ -25,6 +25,10 @@ use super::state_machine::{GroupSm, Machine};
 use crate::clock::Clock;
 use crate::partition::{Command, Expiration, Outcome, WaiterId};
 
+/// Longest a write may take to commit before it is reported as of unknown outcome.
+const WRITE_LIMIT: Duration = Duration::from_secs(10);
+/// How much longer than its own wait a parked request waits for its answer.
+const PARKED_SLACK: Duration = Duration::from_secs(5);
 /// Longest a request waits for a leadership hand-over before it proceeds anyway.
 const DRAIN_WAIT_LIMIT: Duration = Duration::from_secs(5);
 
@@ -39,6 +43,9 @@ pub struct PartitionGroup {
     clock: Arc<dyn Clock>,
     /// Parked requests of this node: waiter seq -> (object, answer channel).
     waiters: Mutex<HashMap<u64, (ObjKey, oneshot::Sender<Reply>)>>,
+    /// Parked requests whose caller went away: waiter seq -> object, so a lock granted to
+    /// one is released rather than held by nobody.
+    cancelled: Mutex<HashMap<u64, ObjKey>>,
     next_waiter: AtomicU64,
     cancelled_tx: mpsc::UnboundedSender<WaiterId>,
     cancelled_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<WaiterId>>,
@@ -84,11 +91,22 @@ struct WaitGuard<'a> {
     seq: Option<u64>,
 }
 
+impl WaitGuard<'_> {
+    /// The request was never parked: drop its registration, nothing to cancel.
+    fn forget(&mut self) {
+        if let Some(seq) = self.seq.take() {
+            lock(&self.group.waiters).remove(&seq);
+        }
+    }
+}
+
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         if let Some(seq) = self.seq {
-            let removed = lock(&self.group.waiters).remove(&seq).is_some();
-            if removed {
+            let removed = lock(&self.group.waiters).remove(&seq);
+            if let Some((obj, _)) = removed {
+                // A grant may still come for it; it is then released (see `settle`).
+                lock(&self.group.cancelled).insert(seq, obj);
                 let _ = self.group.cancelled_tx.send(WaiterId {
                     owner: self.group.me,
                     seq,
@@ -149,6 +167,7 @@ impl PartitionGroup {
             me,
             clock,
             waiters: Mutex::new(HashMap::new()),
+            cancelled: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(1),
             cancelled_tx,
             cancelled_rx: tokio::sync::Mutex::new(cancelled_rx),
@@ -237,22 +256,35 @@ impl PartitionGroup {
     /// Proposes one command stamped with this node's clock and waits for its outcome.
     /// `NotLeader` means it did not run; `OutcomeUnknown` that it may have.
     async fn propose(&self, cmd: Command) -> Result<Outcome, Reply> {
-        self.wait_while_draining().await;
+        // Counted in flight before the drain flag is looked at, so a hand-over that starts
+        // meanwhile either waits for this proposal or is seen by it.
+        let _done = loop {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            let counted = InFlight(&self.in_flight);
+            if !*self.draining.borrow() {
+                break counted;
+            }
+            drop(counted);
+            self.wait_while_draining().await;
+        };
         self.check_leader()?;
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let _done = InFlight(&self.in_flight);
         let entry = GroupCommand::Partition {
             now: self.clock.now(),
             cmd,
         };
-        match self.raft.client_write(entry).await {
-            Ok(resp) => match resp.data {
+        // A leader cut off from its followers does not step down by itself in openraft
+        // 0.9; a write it cannot commit ends after a bound, its outcome unknown.
+        match tokio::time::timeout(WRITE_LIMIT, self.raft.client_write(entry)).await {
+            Ok(Ok(resp)) => match resp.data {
                 GroupResponse::Partition(outcome) => Ok(outcome),
-                other => Err(Reply::Unavailable {
+                other => Err(Reply::OutcomeUnknown {
                     reason: format!("unexpected group response {other:?}"),
                 }),
             },
-            Err(e) => Err(write_error(e)),
+            Ok(Err(e)) => Err(write_error(e)),
+            Err(_) => Err(Reply::OutcomeUnknown {
+                reason: format!("not committed within {WRITE_LIMIT:?} (no quorum?)"),
+            }),
         }
     }
 
@@ -284,19 +316,39 @@ impl PartitionGroup {
                 });
             }
         }
+        let wait_limit = match &op {
+            Op::ReadAndLock { wait_ms, .. } => Duration::from_millis(*wait_ms) + PARKED_SLACK,
+            _ => PARKED_SLACK,
+        };
         let outcome = match self.propose(Command::Op { op, waiter }).await {
             Ok(outcome) => outcome,
-            Err(reply) => return reply,
+            Err(reply) => {
+                if matches!(reply, Reply::NotLeader { .. }) {
+                    // It did not run, so it was not parked: nothing to cancel.
+                    guard.forget();
+                }
+                return reply;
+            }
         };
         let reply = outcome.reply.clone();
+        if reply.is_some() {
+            // Answered at once, never parked.
+            guard.forget();
+        }
         self.settle(outcome).await;
         match (reply, parked) {
             (Some(reply), _) => reply,
             (None, Some(rx)) => {
-                let reply = rx.await.unwrap_or_else(|_| Reply::Unavailable {
-                    reason: "the lock wait was cancelled".into(),
-                });
-                guard.seq = None;
+                // Bounded: an answer owed by a leader that changed meanwhile never comes.
+                let reply = match tokio::time::timeout(wait_limit, rx).await {
+                    Ok(Ok(reply)) => {
+                        guard.seq = None;
+                        reply
+                    }
+                    _ => Reply::Unavailable {
+                        reason: "the lock wait was interrupted (leadership changed); retry".into(),
+                    },
+                };
                 reply
             }
             (None, None) => Reply::Unavailable {
@@ -357,7 +409,8 @@ impl PartitionGroup {
                     let ok = tx.send(reply).is_ok();
                     (Some(obj), ok)
                 }
-                None => (None, false),
+                // Its caller went away after it was parked: release what it was given.
+                None => (lock(&self.cancelled).remove(&waiter.seq), false),
             };
             if let (false, Some(Some(lock_id)), Some(obj)) = (delivered, grant, obj) {
                 let unlock = Op::Unlock { obj, lock_id };
@@ -391,6 +444,11 @@ impl PartitionGroup {
             (m.state, m.current_term)
         };
         if state != ServerState::Leader {
+            // Waits parked here are gone with the leadership (the next leader drops
+            // them), so their cancellations have nothing left to do.
+            let mut rx = self.cancelled_rx.lock().await;
+            while rx.try_recv().is_ok() {}
+            lock(&self.cancelled).clear();
             return;
         }
         if self.adopted_term.load(Ordering::Relaxed) != term {
@@ -403,13 +461,7 @@ impl PartitionGroup {
             }
             self.adopted_term.store(term, Ordering::Relaxed);
         }
-        let cancelled: Vec<WaiterId> = {
-            let mut rx = self.cancelled_rx.lock().await;
-            std::iter::from_fn(|| rx.try_recv().ok()).collect()
-        };
-        for waiter in cancelled {
-            let _ = self.propose(Command::CancelWait { waiter }).await;
-        }
+        // Reads' accesses first: a Tick must not expire an object read before it.
         let accesses = std::mem::take(&mut *lock(&self.touches));
         if !accesses.is_empty() {
             let _ = self.propose(Command::Touch { accesses }).await;
@@ -421,6 +473,16 @@ impl PartitionGroup {
         if due {
             if let Ok(outcome) = self.propose(Command::Tick).await {
                 self.settle(outcome).await;
+            }
+        }
+        let cancelled: Vec<WaiterId> = {
+            let mut rx = self.cancelled_rx.lock().await;
+            std::iter::from_fn(|| rx.try_recv().ok()).collect()
+        };
+        for waiter in cancelled {
+            if self.propose(Command::CancelWait { waiter }).await.is_ok() {
+                // Out of the queue now: no grant can come for it any more.
+                lock(&self.cancelled).remove(&waiter.seq);
             }
         }
     }

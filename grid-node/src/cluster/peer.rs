@@ -78,6 +78,24 @@ pub enum PeerRequest {
     },
 }
 
+/// A peer request as sent: stamped with the sender's cluster id, so a process that
+/// restarted at a member's address (and bootstrapped a new cluster, or has not joined yet)
+/// never answers for that member.
+#[derive(Debug, Deserialize)]
+pub struct PeerEnvelope {
+    /// The sender's cluster id (0 before it has one; only `Join` is accepted then).
+    pub cluster: u64,
+    /// The request.
+    pub request: PeerRequest,
+}
+
+/// The sending side of [`PeerEnvelope`]: the same encoding, borrowing the request.
+#[derive(Serialize)]
+struct PeerEnvelopeRef<'a> {
+    cluster: u64,
+    request: &'a PeerRequest,
+}
+
 /// The answer to a [`PeerRequest`].
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
@@ -93,6 +111,8 @@ pub enum PeerResponse {
     Joined {
         /// The new node's id.
         id: NodeId,
+        /// The cluster's id.
+        cluster: u64,
     },
     /// The control command was applied.
     Applied,
@@ -147,6 +167,8 @@ pub struct Peers {
     auth_token: Option<String>,
     connect_timeout: Duration,
     slots: Mutex<HashMap<String, Slot>>,
+    /// This node's cluster id, stamped on every request (0 until known).
+    cluster: std::sync::atomic::AtomicU64,
     /// Fault injection: peers this node cannot reach (tests only).
     blocked: Mutex<HashSet<String>>,
 }
@@ -158,8 +180,20 @@ impl Peers {
             auth_token,
             connect_timeout,
             slots: Mutex::new(HashMap::new()),
+            cluster: std::sync::atomic::AtomicU64::new(0),
             blocked: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Sets the cluster id stamped on requests.
+    pub fn set_cluster(&self, cluster: u64) {
+        self.cluster
+            .store(cluster, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The cluster id, 0 until known.
+    pub fn cluster(&self) -> u64 {
+        self.cluster.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Fault injection: from now on, messages to `addrs` fail as unreachable (replaces the
@@ -222,7 +256,10 @@ impl Peers {
         let reply = conn
             .call(
                 &Request::Peer {
-                    payload: encode(request),
+                    payload: encode(&PeerEnvelopeRef {
+                        cluster: self.cluster(),
+                        request,
+                    }),
                 },
                 timeout,
             )

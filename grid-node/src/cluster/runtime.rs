@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 use super::control::{ClusterState, ControlCommand, ControlResponse, NodeState};
 use super::group::PartitionGroup;
 use super::log_store::MemLog;
-use super::peer::{encode, NetworkFactory, PeerRequest, PeerResponse, Peers, RaftRpc};
+use super::peer::{
+    encode, NetworkFactory, PeerEnvelope, PeerRequest, PeerResponse, Peers, RaftRpc,
+};
 use super::raft_types::{GroupCommand, GroupId, GroupRaft, GroupResponse, NodeId, CONTROL_GROUP};
 use super::state_machine::{GroupSm, Machine};
 use crate::clock::Clock;
@@ -36,8 +38,6 @@ use crate::store::StoreStats;
 const CONTROL_VOTERS: usize = 5;
 /// How often the map is reconciled.
 const RECONCILE_EVERY: Duration = Duration::from_millis(200);
-/// Longest one group's housekeeping may take; a group without quorum is retried later.
-const MAINTAIN_LIMIT: Duration = Duration::from_secs(2);
 /// How long a replica the map no longer lists may stay when its leader never said so.
 const UNLISTED_GRACE: Duration = Duration::from_secs(30);
 /// Leadership hand-overs a node runs at once.
@@ -308,7 +308,10 @@ impl ClusterNode {
             .state(ServerState::Leader, "control group leader")
             .await
             .map_err(|e| raft_err(e.to_string()))?;
+        let cluster_id = random_id();
+        self.peers.set_cluster(cluster_id);
         let init = ControlCommand::Init {
+            cluster_id,
             partitions: self.config.partitions,
             replicas: self.config.replicas,
             addr: self.config.advertise.clone(),
@@ -351,7 +354,10 @@ impl ClusterNode {
                 .call(&seed, &request, Duration::from_secs(10))
                 .await
             {
-                Ok(PeerResponse::Joined { id }) => return Ok(id),
+                Ok(PeerResponse::Joined { id, cluster }) => {
+                    self.peers.set_cluster(cluster);
+                    return Ok(id);
+                }
                 Ok(PeerResponse::NotLeader {
                     leader_addr: Some(addr),
                 }) => queue.insert(0, addr),
@@ -519,7 +525,21 @@ impl ClusterNode {
 
     /// Answers a peer message.
     pub async fn handle_peer(&self, payload: &[u8]) -> Vec<u8> {
-        let response = match postcard::from_bytes::<PeerRequest>(payload) {
+        let request = match postcard::from_bytes::<PeerEnvelope>(payload) {
+            Ok(envelope) => {
+                let joining = matches!(envelope.request, PeerRequest::Join { .. });
+                let mine = self.peers.cluster();
+                if joining || (mine != 0 && envelope.cluster == mine) {
+                    Ok(envelope.request)
+                } else {
+                    // Another cluster (or a node that has not joined yet) is not answered:
+                    // a process restarted at a member's address must not pose as it.
+                    return encode(&PeerResponse::NoSuchGroup);
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let response = match request {
             Err(e) => PeerResponse::Refused {
                 reason: format!("undecodable peer message: {e}"),
             },
@@ -583,10 +603,24 @@ impl ClusterNode {
         let Some(raft) = self.control_raft() else {
             return PeerResponse::NotLeader { leader_addr: None };
         };
-        match raft.client_write(GroupCommand::Control(command)).await {
+        let write = tokio::time::timeout(
+            MEMBERSHIP_CHANGE_LIMIT,
+            raft.client_write(GroupCommand::Control(command)),
+        );
+        let Ok(written) = write.await else {
+            return PeerResponse::Refused {
+                reason: format!(
+                    "the control group did not commit within {MEMBERSHIP_CHANGE_LIMIT:?}"
+                ),
+            };
+        };
+        match written {
             Ok(resp) => match resp.data {
                 GroupResponse::Control(ControlResponse::Joined { id, .. }) => {
-                    PeerResponse::Joined { id }
+                    PeerResponse::Joined {
+                        id,
+                        cluster: self.peers.cluster(),
+                    }
                 }
                 GroupResponse::Control(ControlResponse::Applied { .. }) => PeerResponse::Applied,
                 GroupResponse::Control(ControlResponse::Refused { reason }) => {
@@ -626,19 +660,36 @@ impl ClusterNode {
                 }
             }
         });
+        // Each group's housekeeping runs as its own task and is skipped while the last one
+        // is still busy (a group without quorum), never cancelled halfway: answers it
+        // settles must reach their waiters. The set is dropped, and its tasks aborted, on
+        // shutdown.
+        let housekeeping = Arc::new(Mutex::new(JoinSet::new()));
+        let busy: Arc<Mutex<BTreeSet<GroupId>>> = Arc::default();
         let maintainer = every(tick, shutdown.clone(), {
-            let node = Arc::clone(&self);
+            let (node, housekeeping, busy) = (
+                Arc::clone(&self),
+                Arc::clone(&housekeeping),
+                Arc::clone(&busy),
+            );
             move || {
-                let groups = node.all_groups();
-                async move {
-                    let rounds = groups
-                        .iter()
-                        .map(|g| tokio::time::timeout(MAINTAIN_LIMIT, g.maintain()));
-                    futures_util::future::join_all(rounds).await;
+                let mut tasks = lock(&housekeeping);
+                while tasks.try_join_next().is_some() {}
+                for g in node.all_groups() {
+                    if !lock(&busy).insert(g.id) {
+                        continue;
+                    }
+                    let busy = Arc::clone(&busy);
+                    tasks.spawn(async move {
+                        g.maintain().await;
+                        lock(&busy).remove(&g.id);
+                    });
                 }
+                std::future::ready(())
             }
         });
         tokio::join!(reconciler, maintainer);
+        lock(&housekeeping).abort_all();
         self.tasks.lock().await.abort_all();
         for g in self.all_groups() {
             let _ = g.raft.shutdown().await;
@@ -670,6 +721,9 @@ impl ClusterNode {
                 .await;
             }
             self.watch_nodes(&state).await;
+        } else {
+            // Liveness seen in an earlier term says nothing now.
+            lock(&self.last_seen).clear();
         }
         for p in 0..state.partitions {
             let target: BTreeSet<NodeId> = state.assignment[p as usize].iter().copied().collect();
@@ -714,11 +768,13 @@ impl ClusterNode {
                 // this member (`Release`); the member's own log may never show it, as a
                 // leader stops replicating to removed members. As a fallback, a replica the
                 // map has not listed for a while goes too.
+                // A voter never goes by itself: the group may still count on it (its
+                // leader tells it with `Release` once it is out).
                 let gone = !membership.membership().nodes().any(|(id, _)| *id == me);
                 let since = *lock(&self.unlisted_since)
                     .entry(p)
                     .or_insert_with(Instant::now);
-                if gone || since.elapsed() > UNLISTED_GRACE {
+                if gone || (!voters.contains(&me) && since.elapsed() > UNLISTED_GRACE) {
                     self.release_group(p).await;
                 }
             } else {
@@ -884,9 +940,9 @@ impl ClusterNode {
                 "node unreachable past the grace period; re-placing its partitions"
             );
             if let Some(raft) = self.control_raft() {
-                let _ = raft
-                    .client_write(GroupCommand::Control(ControlCommand::MarkDown { id }))
-                    .await;
+                let mark =
+                    raft.client_write(GroupCommand::Control(ControlCommand::MarkDown { id }));
+                let _ = bounded("mark down", mark).await;
             }
             lock(&self.last_seen).remove(&id);
         }
@@ -904,9 +960,26 @@ where
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = interval.tick() => round().await,
+            _ = interval.tick() => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = round() => {}
+                }
+            }
         }
     }
+}
+
+/// A random id, from the standard library's per-process random hash keys and the clock.
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish().max(1)
 }
 
 /// Longest a membership change may take before it is retried on a later round.

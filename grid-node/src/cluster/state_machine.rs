@@ -82,6 +82,22 @@ impl GroupSm {
         self.0.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Keeps `meta`'s snapshot as the current one unless a newer one is already kept (a
+    /// build runs beside `apply` and may finish after a newer snapshot was installed).
+    fn keep_if_newer(&self, meta: &SnapshotMeta<NodeId, Member>, bytes: &[u8]) {
+        let mut current = self
+            .0
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if current
+            .as_ref()
+            .is_none_or(|(kept, _)| kept.last_log_id <= meta.last_log_id)
+        {
+            *current = Some((meta.clone(), bytes.to_vec()));
+        }
+    }
+
     fn write(&self) -> RwLockWriteGuard<'_, SmState> {
         self.0.state.write().unwrap_or_else(PoisonError::into_inner)
     }
@@ -135,11 +151,7 @@ impl RaftSnapshotBuilder<TypeConfig> for GroupSm {
             last_membership,
             snapshot_id: format!("{}-{n}", last_applied.map_or(0, |l| l.index)),
         };
-        *self
-            .0
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((meta.clone(), bytes.clone()));
+        self.keep_if_newer(&meta, &bytes);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -210,11 +222,7 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
         installed.last_applied = meta.last_log_id;
         installed.last_membership = meta.last_membership.clone();
         *self.write() = installed;
-        *self
-            .0
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((meta.clone(), bytes));
+        self.keep_if_newer(meta, &bytes);
         Ok(())
     }
 
