@@ -4,6 +4,15 @@
 //! - [`nodes`]: start and stop `grid-node` release processes, read their CPU time.
 //! - [`load`]: fixed-duration closed-loop load with warm-up, reporting ops/s and
 //!   percentiles.
+//! - [`compare`]: the grid, Redis and etcd side by side in interleaved rounds;
+//!   [`floor`]: the raw loopback round trip; [`report`]: JSON, markdown and SVG.
+//! - [`redis_peer`] and [`etcd_peer`]: the peers, started from their Debian packages on
+//!   loopback, with minimal clients (RESP2; etcd's JSON gateway over HTTP/1.1).
 
+pub mod compare;
+pub mod etcd_peer;
+pub mod floor;
 pub mod load;
 pub mod nodes;
+pub mod redis_peer;
+pub mod report;

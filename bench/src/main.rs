@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use bench::load;
 use bench::nodes::{connection_string, start_cluster};
+use bench::{compare, load, report};
 use clap::{Parser, Subcommand};
 use grid_client::{GridClient, Timeout};
 
@@ -17,6 +17,29 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The grid, Redis and etcd side by side (starts all three on 127.0.0.1), writing
+    /// latest.json, latest.md and latest.svg to --out.
+    Compare {
+        /// A seconds-long pass (1 and 16 clients, one round) instead of the full run.
+        #[arg(long)]
+        quick: bool,
+        /// Where the results go.
+        #[arg(long, default_value = "bench/results")]
+        out: std::path::PathBuf,
+    },
+    /// Writes latest.md and latest.svg again from a run's latest.json.
+    Render {
+        /// The results directory holding latest.json.
+        #[arg(long, default_value = "bench/results")]
+        out: std::path::PathBuf,
+    },
+    /// Internal: the echo server of the floor measurement (another process).
+    #[command(hide = true)]
+    Echo {
+        /// Bytes per message.
+        #[arg(long)]
+        payload: usize,
+    },
     /// Idle CPU of each node of a 3-node cluster, for several partition counts.
     Idle {
         /// Partition counts to try.
@@ -53,6 +76,14 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Compare { quick, out } => compare(quick, &out).await,
+        Command::Echo { payload } => bench::floor::serve_echo(payload).await,
+        Command::Render { out } => {
+            let json =
+                std::fs::read_to_string(out.join("latest.json")).context("no latest.json")?;
+            let rows: Vec<report::Row> = serde_json::from_str(&json)?;
+            write_reports(&rows, &out)
+        }
         Command::Idle {
             partitions,
             duration,
@@ -76,6 +107,30 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
     }
+}
+
+async fn compare(quick: bool, out: &std::path::Path) -> anyhow::Result<()> {
+    let plan = if quick {
+        compare::Plan::quick()
+    } else {
+        compare::Plan::full()
+    };
+    let rows = compare::run(&plan).await?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(
+        out.join("latest.json"),
+        serde_json::to_string_pretty(&rows)?,
+    )?;
+    write_reports(&rows, out)
+}
+
+fn write_reports(rows: &[report::Row], out: &std::path::Path) -> anyhow::Result<()> {
+    let table = report::markdown(rows);
+    std::fs::write(out.join("latest.md"), &table)?;
+    std::fs::write(out.join("latest.svg"), report::svg(rows))?;
+    println!("{table}");
+    println!("wrote {}/latest.{{json,md,svg}}", out.display());
+    Ok(())
 }
 
 async fn idle(partitions: &[u32], duration: Duration) -> anyhow::Result<()> {
