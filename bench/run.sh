@@ -75,6 +75,6 @@ trap 'exit 143' TERM
 
 # In the background so that the traps run as soon as a signal arrives, not after
 # grid-bench ends; `wait` passes its exit status on.
-target/release/grid-bench compare "$@" &
+"${CARGO_TARGET_DIR:-target}/release/grid-bench" compare "$@" &
 bench_pid=$!
 wait "$bench_pid"
