@@ -434,14 +434,7 @@ impl ClusterNode {
         for g in self.all_groups() {
             report.hosted += 1;
             report.expired += g.expired_total();
-            let voters: BTreeSet<NodeId> = g
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .voter_ids()
-                .collect();
+            let voters = voters_of(&g.raft);
             let target: BTreeSet<NodeId> = state
                 .as_ref()
                 .and_then(|s| s.assignment.get(g.id as usize))
@@ -882,13 +875,7 @@ impl ClusterNode {
                 .copied()
                 .collect();
             if !gone.is_empty() {
-                let now: BTreeSet<NodeId> = raft
-                    .metrics()
-                    .borrow()
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .collect();
+                let now = voters_of(raft);
                 let removable: BTreeSet<NodeId> = gone.difference(&now).copied().collect();
                 if !removable.is_empty() {
                     let remove =
@@ -968,6 +955,16 @@ where
             }
         }
     }
+}
+
+/// The voters of a group's current membership, as this node sees it.
+fn voters_of(raft: &GroupRaft) -> BTreeSet<NodeId> {
+    raft.metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect()
 }
 
 /// A random id, from the standard library's per-process random hash keys and the clock.
