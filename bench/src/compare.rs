@@ -8,16 +8,17 @@
 //! - `write`: grid replicated `put` (R=3); Redis `SET` (unreplicated); etcd put (3 members).
 //! - `session`: grid read-and-lock + write-and-unlock (exclusive); Redis and etcd the
 //!   closest equivalent without a lock, read + write.
-//! - `nearcache`: grid read that sends the cached version and gets `NotModified` (the
-//!   validation a strictly coherent near cache makes); no equivalent on the others.
+//! - `nearcache`: grid `get` through the client's near cache holding the key: it sends
+//!   the cached version and gets `NotModified` (strict coherence); no equivalent on the
+//!   others. Every other grid workload runs with the near cache off.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use grid_client::{GridClient, LockOptions, LockResult, ReadResult, Timeout, UpdateOptions};
+use grid_client::{GridClient, LockOptions, LockResult, Timeout, UpdateOptions};
 use grid_proto::{ObjKey, ObjectInfo, Op, Reply, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -94,10 +95,7 @@ impl Backend {
 
 /// One client's connection to one backend.
 enum Conn {
-    Grid {
-        client: GridClient,
-        versions: HashMap<String, u64>,
-    },
+    Grid(GridClient),
     Redis(RedisClient),
     Etcd(EtcdClient),
 }
@@ -109,13 +107,13 @@ fn key(client: usize, seq: u64) -> String {
 impl Conn {
     async fn op(&mut self, workload: &str, key: &str, value: &[u8]) -> anyhow::Result<()> {
         match (self, workload) {
-            (Conn::Grid { client, .. }, "read") => {
+            (Conn::Grid(client), "read" | "nearcache") => {
                 client.get(NS, key).await?.context("missing key")?;
             }
-            (Conn::Grid { client, .. }, "write") => {
+            (Conn::Grid(client), "write") => {
                 client.put(NS, key, value.to_vec(), Timeout::None).await?;
             }
-            (Conn::Grid { client, .. }, "session") => {
+            (Conn::Grid(client), "session") => {
                 let lock = LockOptions {
                     wait: Duration::from_secs(5),
                     ..LockOptions::default()
@@ -129,16 +127,6 @@ impl Conn {
                     ..UpdateOptions::default()
                 };
                 client.update(NS, key, value.to_vec(), release).await?;
-            }
-            (Conn::Grid { client, versions }, "nearcache") => {
-                let cached = versions.get(key).copied();
-                match client.get_if_modified(NS, key, cached).await? {
-                    ReadResult::NotModified(_) => {}
-                    ReadResult::Modified(o) => {
-                        versions.insert(key.to_string(), o.info.version);
-                    }
-                    ReadResult::NotFound => anyhow::bail!("missing key"),
-                }
             }
             (Conn::Redis(c), "read") => {
                 c.get(key).await?.context("missing key")?;
@@ -171,27 +159,29 @@ struct Backends {
 }
 
 impl Backends {
+    /// A client of `backend`; for the grid, with the near cache on (and filled with the
+    /// client's keys) for the `nearcache` workload, off otherwise.
     async fn connect(
         &self,
         backend: Backend,
         client: usize,
+        workload: &str,
         via: Option<&str>,
     ) -> anyhow::Result<Conn> {
         Ok(match backend {
             Backend::Grid => {
-                let client_handle =
-                    GridClient::connect(&format!("{};maxPoolSize=1", self.grid_cs)).await?;
-                let mut versions = HashMap::new();
-                for k in 0..KEYS_PER_CLIENT as u64 {
-                    let name = key(client, k);
-                    if let Some(o) = client_handle.get(NS, &name).await? {
-                        versions.insert(name, o.info.version);
+                let cache = match workload {
+                    "nearcache" => "clientCacheType=LRU",
+                    _ => "clientCacheType=None",
+                };
+                let cs = format!("{};maxPoolSize=1;{cache}", self.grid_cs);
+                let client_handle = GridClient::connect(&cs).await?;
+                if workload == "nearcache" {
+                    for k in 0..KEYS_PER_CLIENT as u64 {
+                        client_handle.get(NS, key(client, k)).await?;
                     }
                 }
-                Conn::Grid {
-                    client: client_handle,
-                    versions,
-                }
+                Conn::Grid(client_handle)
             }
             Backend::Redis => {
                 Conn::Redis(RedisClient::connect(via.unwrap_or(&self.redis.addr())).await?)
@@ -211,7 +201,7 @@ impl Backends {
         let value = vec![0x5a_u8; VALUE_BYTES];
         let mut tasks = Vec::new();
         for c in 0..clients {
-            let mut conn = self.connect_plain(backend, c).await?;
+            let mut conn = self.connect(backend, c, "write", None).await?;
             let value = value.clone();
             tasks.push(tokio::spawn(async move {
                 for k in 0..KEYS_PER_CLIENT as u64 {
@@ -224,17 +214,6 @@ impl Backends {
             t.await??;
         }
         Ok(())
-    }
-
-    /// A connection without the near-cache versions (they come after the preload).
-    async fn connect_plain(&self, backend: Backend, client: usize) -> anyhow::Result<Conn> {
-        match backend {
-            Backend::Grid => Ok(Conn::Grid {
-                client: GridClient::connect(&format!("{};maxPoolSize=1", self.grid_cs)).await?,
-                versions: HashMap::new(),
-            }),
-            other => self.connect(other, client, None).await,
-        }
     }
 }
 
@@ -251,7 +230,9 @@ async fn measure(
 ) -> anyhow::Result<LoadResult> {
     let mut conns = Vec::new();
     for c in 0..clients {
-        conns.push(Mutex::new(backends.connect(backend, c, None).await?));
+        conns.push(Mutex::new(
+            backends.connect(backend, c, workload, None).await?,
+        ));
     }
     let conns = Arc::new(conns);
     let value: Arc<[u8]> = vec![0xa5_u8; VALUE_BYTES].into();
@@ -356,7 +337,7 @@ async fn bytes_per_op(
                 Backend::Etcd => format!("http://{addr}"),
                 _ => addr.to_string(),
             };
-            let mut conn = backends.connect(backend, 0, Some(&via)).await?;
+            let mut conn = backends.connect(backend, 0, workload, Some(&via)).await?;
             let value = vec![0xa5_u8; VALUE_BYTES];
             conn.op(workload, &key(0, 0), &value).await?; // connection set-up, not counted
             let before = counted.load(Ordering::Relaxed);

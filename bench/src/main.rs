@@ -49,8 +49,8 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
-    /// 4 KB writes (replicated, R=3) or linearizable reads on a 3-node cluster, at
-    /// several client counts.
+    /// 4 KB writes (replicated, R=3), linearizable reads, or near-cache hits on a 3-node
+    /// cluster, at several client counts, with bytes on the wire per operation.
     Load {
         /// What each client does.
         #[arg(long, value_enum, default_value = "write")]
@@ -168,8 +168,11 @@ async fn idle(partitions: &[u32], duration: Duration) -> anyhow::Result<()> {
 enum Workload {
     /// `put` of a value to one of 1000 keys per client.
     Write,
-    /// Linearizable `get` of one of 1000 preloaded keys per client.
+    /// Linearizable `get` of one of 1000 preloaded keys per client, near cache off.
     Read,
+    /// The same `get` through a near cache holding every key: the node answers
+    /// `NotModified` and the bytes come from the cache (near-cache hit latency).
+    CachedRead,
 }
 
 /// Keys each client cycles through.
@@ -184,16 +187,24 @@ async fn load_run(
     duration: Duration,
 ) -> anyhow::Result<()> {
     let nodes = start_cluster(3, &["--partitions".into(), partitions.to_string()]).await?;
-    let cs = format!("{};maxPoolSize=1", connection_string(&nodes));
-    println!("| clients | {workload:?} ops/s | p50 µs | p99 µs | p99.9 µs | max µs | errors |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    // Plain reads and writes carry the bytes every time; cached reads keep every key of
+    // a client in its near cache.
+    let cache = match workload {
+        Workload::CachedRead => {
+            format!("clientCacheType=LRU;clientCacheCapacity={KEYS_PER_CLIENT}")
+        }
+        _ => "clientCacheType=None".to_string(),
+    };
+    let cs = format!("{};maxPoolSize=1;{cache}", connection_string(&nodes));
+    println!("| clients | {workload:?} ops/s | p50 µs | p99 µs | p99.9 µs | max µs | errors | bytes/op |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in clients {
         let mut conns = Vec::new();
         for _ in 0..n {
             conns.push(GridClient::connect(&cs).await.context("connect")?);
         }
         let value = vec![0x5a_u8; value_bytes];
-        if workload == Workload::Read {
+        if workload != Workload::Write {
             for (c, client) in conns.iter().enumerate() {
                 for k in 0..KEYS_PER_CLIENT {
                     client
@@ -202,27 +213,37 @@ async fn load_run(
                 }
             }
         }
-        let r = load::run(n, warmup, duration, move |c, seq| {
-            let (client, value) = (conns[c].clone(), value.clone());
-            async move {
-                let key = format!("k{c}-{}", seq % KEYS_PER_CLIENT);
-                match workload {
-                    Workload::Write => {
-                        client.put("bench", key, value, Timeout::None).await?;
-                    }
-                    Workload::Read => {
-                        client
-                            .get("bench", key)
-                            .await?
-                            .context("preloaded key missing")?;
-                    }
+        let op = move |client: GridClient, c: usize, seq: u64, value: Vec<u8>| async move {
+            let key = format!("k{c}-{}", seq % KEYS_PER_CLIENT);
+            match workload {
+                Workload::Write => {
+                    client.put("bench", key, value, Timeout::None).await?;
                 }
-                Ok(())
+                Workload::Read | Workload::CachedRead => {
+                    client
+                        .get("bench", key)
+                        .await?
+                        .context("preloaded key missing")?;
+                }
             }
+            anyhow::Ok(())
+        };
+        let probe = conns[0].clone();
+        let r = load::run(n, warmup, duration, {
+            let value = value.clone();
+            move |c, seq| op(conns[c].clone(), c, seq, value.clone())
         })
         .await;
+        // Bytes both ways per operation, from one client's counters over a short pass.
+        let before = probe.wire_bytes();
+        const PROBE_OPS: u64 = 100;
+        for seq in 0..PROBE_OPS {
+            op(probe.clone(), 0, seq, value.clone()).await?;
+        }
+        let after = probe.wire_bytes();
+        let bytes = (after.sent + after.received - before.sent - before.received) / PROBE_OPS;
         println!(
-            "| {} | {:.0} | {} | {} | {} | {} | {} |",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {bytes} |",
             r.clients, r.ops_per_sec, r.p50_us, r.p99_us, r.p999_us, r.max_us, r.errors
         );
     }

@@ -87,6 +87,13 @@ enum Command {
         /// The lock id printed by `lock`.
         lock_id: u64,
     },
+    /// Register for a namespace's events and print one line per event,
+    /// `<cause> <key> <bytes>` (cause: expired or low-memory), acknowledging each, until
+    /// interrupted. Several of these share the events: each goes to one of them.
+    Events {
+        /// Namespace.
+        ns: String,
+    },
 }
 
 /// How a command ended, beyond success.
@@ -271,6 +278,31 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             client.unlock(&ns, &key, lock_id).await?;
             println!("unlocked");
         }
+        Command::Events { ns } => print_events(&client, &ns).await?,
     }
     Ok(())
+}
+
+async fn print_events(client: &GridClient, ns: &str) -> Result<(), Failure> {
+    let mut events = client.subscribe(ns).await?;
+    loop {
+        let delivery = tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            next = events.next() => next.ok_or_else(|| Failure::Error("the event subscription stopped".into()))?,
+        };
+        let e = &delivery.event;
+        let line = format!(
+            "{} {} {}",
+            e.cause,
+            String::from_utf8_lossy(&e.obj.key),
+            e.value.len()
+        );
+        // Printed (and flushed) before the ack: an event is never acknowledged unseen.
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            return Ok(());
+        }
+        drop(out);
+        delivery.ack().await?;
+    }
 }

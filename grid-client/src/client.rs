@@ -15,9 +15,15 @@ use grid_proto::{
     Reply, Request, Timeout,
 };
 
-use crate::conn::Connection;
+use crate::conn::{ConnHooks, Connection, WireStats};
 use crate::connstr::ClientConfig;
 use crate::error::ClientError;
+use crate::near_cache::{CacheStats, NearCache};
+
+mod events;
+mod ops;
+
+pub use events::{Delivery, EventSubscription};
 
 /// An object as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +119,7 @@ fn unexpected(reply: Reply) -> ClientError {
         Reply::LockLost => ClientError::LockLost,
         Reply::VersionMismatch { current } => ClientError::VersionMismatch { current },
         Reply::TooLarge { size, limit } => ClientError::TooLarge { size, limit },
+        Reply::LowMemory { used, limit } => ClientError::LowMemory { used, limit },
         Reply::Unauthorized => ClientError::Unauthorized,
         Reply::BadRequest { reason } => ClientError::BadRequest { reason },
         Reply::Unavailable { reason } => ClientError::Unavailable { reason },
@@ -142,6 +149,19 @@ struct Inner {
     next_slot: AtomicUsize,
     /// Largest value the nodes accept, from the last welcome.
     max_value_bytes: AtomicU64,
+    /// The near cache (`clientCacheType`).
+    cache: NearCache,
+    /// Bytes moved over every connection of this client.
+    wire: Arc<WireStats>,
+}
+
+/// Bytes a client has moved, frame headers included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WireBytes {
+    /// Sent to nodes.
+    pub sent: u64,
+    /// Received from nodes.
+    pub received: u64,
 }
 
 /// Redirects to another leader a request may follow without counting as a retry.
@@ -157,11 +177,13 @@ impl GridClient {
     pub async fn with_config(config: ClientConfig) -> Result<Self, ClientError> {
         let client = GridClient {
             inner: Arc::new(Inner {
+                cache: NearCache::new(config.near_cache),
                 config,
                 map: Mutex::new(None),
                 pools: Mutex::new(HashMap::new()),
                 next_slot: AtomicUsize::new(0),
                 max_value_bytes: AtomicU64::new(u64::MAX),
+                wire: Arc::default(),
             }),
         };
         client.refresh_map().await?;
@@ -171,6 +193,19 @@ impl GridClient {
     /// The configuration in use.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
+    }
+
+    /// Near-cache counters (hits, misses, `NotModified`, size).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.cache.stats()
+    }
+
+    /// Bytes this client has sent and received over all its connections.
+    pub fn wire_bytes(&self) -> WireBytes {
+        WireBytes {
+            sent: self.inner.wire.sent.load(Ordering::Relaxed),
+            received: self.inner.wire.received.load(Ordering::Relaxed),
+        }
     }
 
     /// Fetches the partition map again.
@@ -194,13 +229,7 @@ impl GridClient {
         {
             return Ok(Arc::clone(conn));
         }
-        let conn = Connection::open(
-            addr,
-            self.inner.config.auth_token.as_deref(),
-            CLIENT_NAME,
-            self.inner.config.connect_timeout,
-        )
-        .await?;
+        let conn = self.open(addr, None).await?;
         self.inner
             .max_value_bytes
             .store(conn.max_value_bytes, Ordering::Relaxed);
@@ -209,6 +238,27 @@ impl GridClient {
             .entry(addr.to_string())
             .or_insert_with(|| vec![None; slots])[slot] = Some(Arc::clone(&conn));
         Ok(conn)
+    }
+
+    /// Opens a connection to `addr` that counts its bytes, taking pushed events to
+    /// `events` if given.
+    async fn open(
+        &self,
+        addr: &str,
+        events: Option<tokio::sync::mpsc::UnboundedSender<grid_proto::GridEvent>>,
+    ) -> Result<Connection, ClientError> {
+        let hooks = ConnHooks {
+            stats: Some(Arc::clone(&self.inner.wire)),
+            events,
+        };
+        Connection::open_with(
+            addr,
+            self.inner.config.auth_token.as_deref(),
+            CLIENT_NAME,
+            self.inner.config.connect_timeout,
+            hooks,
+        )
+        .await
     }
 
     /// Addresses to ask for the map: the known nodes first, then the gateways.
@@ -394,217 +444,6 @@ impl GridClient {
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         match self.call(&Request::Status, Duration::ZERO).await? {
             Reply::Status(status) => Ok(*status),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Reads an object; `None` if absent. Slides its expiry.
-    pub async fn get(
-        &self,
-        ns: &str,
-        key: impl AsRef<[u8]>,
-    ) -> Result<Option<Object>, ClientError> {
-        match self.get_if_modified(ns, key, None).await? {
-            ReadResult::Modified(object) => Ok(Some(object)),
-            ReadResult::NotFound => Ok(None),
-            ReadResult::NotModified(_) => Err(ClientError::Protocol {
-                reason: "NotModified without a cached version".into(),
-            }),
-        }
-    }
-
-    /// Reads an object unless `cached_version` is current.
-    pub async fn get_if_modified(
-        &self,
-        ns: &str,
-        key: impl AsRef<[u8]>,
-        cached_version: Option<u64>,
-    ) -> Result<ReadResult, ClientError> {
-        let op = Op::Read {
-            obj: ObjKey::new(ns, key.as_ref()),
-            cached_version,
-        };
-        match self.execute(op).await? {
-            Reply::Retrieved { value, info } => Ok(ReadResult::Modified(Object { value, info })),
-            Reply::NotModified { info } => Ok(ReadResult::NotModified(info)),
-            Reply::NotFound => Ok(ReadResult::NotFound),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Adds or replaces an object; returns its new version. A locked object answers
-    /// [`ClientError::Locked`].
-    pub async fn put(
-        &self,
-        ns: &str,
-        key: impl AsRef<[u8]>,
-        value: impl Into<Vec<u8>>,
-        timeout: Timeout,
-    ) -> Result<u64, ClientError> {
-        let op = Op::Put {
-            obj: ObjKey::new(ns, key.as_ref()),
-            value: value.into(),
-            timeout,
-            lock_id: None,
-        };
-        match self.execute(op).await? {
-            Reply::Added { version } | Reply::Updated { version } => Ok(version),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Adds an object if absent: `Some(version)` if added, `None` if it already existed.
-    /// `uninitialized` marks it for the next read-and-lock (ASP.NET
-    /// `CreateUninitializedItem`).
-    pub async fn create(
-        &self,
-        ns: &str,
-        key: impl AsRef<[u8]>,
-        value: impl Into<Vec<u8>>,
-        timeout: Timeout,
-        uninitialized: bool,
-    ) -> Result<Option<u64>, ClientError> {
-        let op = Op::Create {
-            obj: ObjKey::new(ns, key.as_ref()),
-            value: value.into(),
-            timeout,
-            uninitialized,
-        };
-        match self.execute(op).await? {
-            Reply::Added { version } => Ok(Some(version)),
-            Reply::AlreadyExists => Ok(None),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Replaces an existing object; returns its new version.
-    pub async fn update(
-        &self,
-        ns: &str,
-        key: impl AsRef<[u8]>,
-        value: impl Into<Vec<u8>>,
-        options: UpdateOptions,
-    ) -> Result<u64, ClientError> {
-        let op = Op::Update {
-            obj: ObjKey::new(ns, key.as_ref()),
-            value: value.into(),
-            timeout: options.timeout,
-            expected_version: options.expected_version,
-            lock_id: options.lock_id,
-            unlock: options.unlock,
-        };
-        match self.execute(op).await? {
-            Reply::Updated { version } => Ok(version),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Removes an object: `true` if it was there.
-    pub async fn remove(
-        &self,
-        ns: &str,
-        key: impl AsRef<[u8]>,
-        lock_id: Option<u64>,
-    ) -> Result<bool, ClientError> {
-        let op = Op::Remove {
-            obj: ObjKey::new(ns, key.as_ref()),
-            lock_id,
-        };
-        match self.execute(op).await? {
-            Reply::Removed => Ok(true),
-            Reply::NotFound => Ok(false),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Reads and locks an object, waiting in its FIFO queue up to `options.wait`.
-    pub async fn lock(
-        &self,
-        ns: &str,
-        key: impl AsRef<[u8]>,
-        options: LockOptions,
-    ) -> Result<LockResult, ClientError> {
-        let op = Op::ReadAndLock {
-            obj: ObjKey::new(ns, key.as_ref()),
-            cached_version: options.cached_version,
-            lease_ms: options.lease.map(ms),
-            wait_ms: ms(options.wait),
-            take_over_after_ms: options.take_over_after.map(ms),
-        };
-        let (value, info) = match self.execute(op).await? {
-            Reply::Retrieved { value, info } => (Some(value), info),
-            Reply::NotModified { info } => (None, info),
-            Reply::Locked {
-                lock_id,
-                lock_age_ms,
-            } => {
-                return Ok(LockResult::Locked {
-                    lock_id,
-                    lock_age_ms,
-                })
-            }
-            Reply::NotFound => return Ok(LockResult::NotFound),
-            other => return Err(unexpected(other)),
-        };
-        let lock_id = info.lock_id.ok_or_else(|| ClientError::Protocol {
-            reason: "lock granted without a lock id".into(),
-        })?;
-        Ok(LockResult::Acquired {
-            lock_id,
-            value,
-            info,
-        })
-    }
-
-    /// Releases a lock held with `lock_id`.
-    pub async fn unlock(
-        &self,
-        ns: &str,
-        key: impl AsRef<[u8]>,
-        lock_id: u64,
-    ) -> Result<(), ClientError> {
-        let op = Op::Unlock {
-            obj: ObjKey::new(ns, key.as_ref()),
-            lock_id,
-        };
-        match self.execute(op).await? {
-            Reply::Unlocked => Ok(()),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Extends a held lock's lease from now.
-    pub async fn refresh_lock(
-        &self,
-        ns: &str,
-        key: impl AsRef<[u8]>,
-        lock_id: u64,
-    ) -> Result<(), ClientError> {
-        let op = Op::RefreshLock {
-            obj: ObjKey::new(ns, key.as_ref()),
-            lock_id,
-        };
-        match self.execute(op).await? {
-            Reply::LockRefreshed => Ok(()),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Restarts an object's expiry from now, optionally with a new timeout: `true` if it
-    /// exists.
-    pub async fn reset_timeout(
-        &self,
-        ns: &str,
-        key: impl AsRef<[u8]>,
-        timeout: Option<Timeout>,
-    ) -> Result<bool, ClientError> {
-        let op = Op::ResetTimeout {
-            obj: ObjKey::new(ns, key.as_ref()),
-            timeout,
-        };
-        match self.execute(op).await? {
-            Reply::TimeoutReset => Ok(true),
-            Reply::NotFound => Ok(false),
             other => Err(unexpected(other)),
         }
     }

@@ -10,8 +10,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use grid_proto::frame::encode_frame;
+use grid_proto::frame::FRAME_HEADER_BYTES;
 use grid_proto::limits::max_frame_for;
-use grid_proto::{decode, encode, FrameCodec, Reply, Request};
+use grid_proto::{decode, encode, FrameCodec, GridEvent, Reply, Request};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -26,6 +27,30 @@ const MAX_REPLY_VALUE: usize = 1 << 30;
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
+
+/// Bytes that crossed the client's connections, frame headers included.
+#[derive(Debug, Default)]
+pub struct WireStats {
+    /// Bytes sent to nodes.
+    pub sent: AtomicU64,
+    /// Bytes received from nodes.
+    pub received: AtomicU64,
+}
+
+/// What a connection does beyond request and reply.
+#[derive(Debug, Default, Clone)]
+pub struct ConnHooks {
+    /// Counts the bytes it moves.
+    pub stats: Option<Arc<WireStats>>,
+    /// Takes the events the node pushes (request id 0) after a `Subscribe`. Without it a
+    /// push ends the connection as a protocol error.
+    pub events: Option<mpsc::UnboundedSender<GridEvent>>,
+}
+
+/// A frame's bytes on the wire: the length prefix, version, request id and payload.
+fn wire_len(payload: usize) -> u64 {
+    (payload + FRAME_HEADER_BYTES) as u64
+}
 
 /// A connection to one node.
 #[derive(Debug)]
@@ -61,6 +86,24 @@ impl Connection {
         client_name: &str,
         connect_timeout: Duration,
     ) -> Result<Self, ClientError> {
+        Self::open_with(
+            addr,
+            auth_token,
+            client_name,
+            connect_timeout,
+            ConnHooks::default(),
+        )
+        .await
+    }
+
+    /// [`Connection::open`], with byte counting and event delivery.
+    pub async fn open_with(
+        addr: &str,
+        auth_token: Option<&str>,
+        client_name: &str,
+        connect_timeout: Duration,
+        hooks: ConnHooks,
+    ) -> Result<Self, ClientError> {
         let connect_err = |reason: String| ClientError::Connect {
             addr: addr.to_string(),
             reason,
@@ -80,8 +123,9 @@ impl Connection {
             Arc::clone(&pending),
             Arc::clone(&closed),
             Arc::clone(&close_reason),
+            hooks.clone(),
         ));
-        let writer = tokio::spawn(write_frames(wr, out_rx));
+        let writer = tokio::spawn(write_frames(wr, out_rx, hooks.stats));
         let mut conn = Connection {
             addr: addr.to_string(),
             out,
@@ -168,15 +212,30 @@ async fn read_replies(
     pending: Pending,
     closed: Arc<AtomicBool>,
     close_reason: Arc<Mutex<Option<String>>>,
+    hooks: ConnHooks,
 ) {
     let reason = loop {
         match frames.next().await {
             None => break "the node closed the connection".to_string(),
             Some(Err(e)) => break format!("unreadable reply stream: {e}"),
             Some(Ok(frame)) => {
+                if let Some(stats) = &hooks.stats {
+                    stats
+                        .received
+                        .fetch_add(wire_len(frame.payload.len()), Ordering::Relaxed);
+                }
                 let reply = match decode::<Reply>(&frame.payload) {
                     Ok(reply) => reply,
                     Err(e) => break format!("undecodable reply: {e}"),
+                };
+                let reply = match (frame.request_id, reply, &hooks.events) {
+                    (0, Reply::Event(event), Some(events)) => {
+                        if events.send(*event).is_err() {
+                            break "the event subscriber went away".to_string();
+                        }
+                        continue;
+                    }
+                    (_, reply, _) => reply,
                 };
                 match lock(&pending).remove(&frame.request_id) {
                     Some(tx) => {
@@ -198,7 +257,11 @@ async fn read_replies(
     lock(&pending).clear();
 }
 
-async fn write_frames(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+async fn write_frames(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Bytes>,
+    stats: Option<Arc<WireStats>>,
+) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     while let Some(frame) = rx.recv().await {
         buf.extend_from_slice(&frame);
@@ -207,6 +270,9 @@ async fn write_frames(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
                 Ok(frame) => buf.extend_from_slice(&frame),
                 Err(_) => break,
             }
+        }
+        if let Some(stats) = &stats {
+            stats.sent.fetch_add(buf.len() as u64, Ordering::Relaxed);
         }
         if wr.write_all(&buf).await.is_err() {
             return;

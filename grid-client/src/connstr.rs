@@ -54,6 +54,40 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// `requestTimeout` (default 10 s): limit on one request, beyond any lock wait.
     pub request_timeout: Duration,
+    /// `clientCacheType` (`LRU`, `LRU-MaxMemory` or `None`; default `LRU`) and
+    /// `clientCacheCapacity` (objects for `LRU`, default 100; megabytes for
+    /// `LRU-MaxMemory`, default 100): the strictly coherent near cache.
+    pub near_cache: NearCacheConfig,
+}
+
+/// The near cache's bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NearCacheConfig {
+    /// No near cache: every read carries the bytes.
+    Off,
+    /// Least recently used objects go first past this many objects.
+    Lru {
+        /// Objects kept.
+        max_objects: u64,
+    },
+    /// Least recently used objects go first past this many bytes (key + value).
+    LruMaxMemory {
+        /// Bytes kept.
+        max_bytes: u64,
+    },
+}
+
+/// Objects a near cache keeps by default (`clientCacheType=LRU`).
+pub const DEFAULT_CACHE_OBJECTS: u64 = 100;
+/// Megabytes a near cache keeps by default (`clientCacheType=LRU-MaxMemory`).
+pub const DEFAULT_CACHE_MB: u64 = 100;
+
+impl Default for NearCacheConfig {
+    fn default() -> Self {
+        NearCacheConfig::Lru {
+            max_objects: DEFAULT_CACHE_OBJECTS,
+        }
+    }
 }
 
 impl Default for ClientConfig {
@@ -67,6 +101,7 @@ impl Default for ClientConfig {
             auth_token: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            near_cache: NearCacheConfig::default(),
         }
     }
 }
@@ -81,7 +116,7 @@ pub enum ConnStringError {
         segment: String,
     },
     /// The key is not one this client knows.
-    #[error("unknown connection string key '{key}' (known: bootstrapGateways, maxRequestRetries, eventConnectionCount, maxPoolSize, useSecure, authToken, connectTimeout, requestTimeout)")]
+    #[error("unknown connection string key '{key}' (known: bootstrapGateways, maxRequestRetries, eventConnectionCount, maxPoolSize, useSecure, authToken, connectTimeout, requestTimeout, clientCacheType, clientCacheCapacity)")]
     UnknownKey {
         /// The key as written.
         key: String,
@@ -197,6 +232,7 @@ impl FromStr for ClientConfig {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut cfg = ClientConfig::default();
         let mut seen: Vec<&'static str> = Vec::new();
+        let (mut cache_type, mut cache_capacity) = ("LRU", None);
         for segment in s.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             let (raw_key, value) =
                 segment
@@ -214,6 +250,8 @@ impl FromStr for ClientConfig {
                 "authtoken" => "authToken",
                 "connecttimeout" => "connectTimeout",
                 "requesttimeout" => "requestTimeout",
+                "clientcachetype" => "clientCacheType",
+                "clientcachecapacity" => "clientCacheCapacity",
                 _ => {
                     return Err(ConnStringError::UnknownKey {
                         key: raw_key.to_string(),
@@ -259,9 +297,34 @@ impl FromStr for ClientConfig {
                 }
                 "connectTimeout" => cfg.connect_timeout = parse_duration(key, value)?,
                 "requestTimeout" => cfg.request_timeout = parse_duration(key, value)?,
+                "clientCacheType" => {
+                    cache_type = match value.to_ascii_lowercase().as_str() {
+                        "lru" => "LRU",
+                        "lru-maxmemory" => "LRU-MaxMemory",
+                        "none" => "None",
+                        _ => {
+                            return Err(bad(
+                                key,
+                                format!("'{value}' is not LRU, LRU-MaxMemory or None"),
+                            ))
+                        }
+                    }
+                }
+                "clientCacheCapacity" => {
+                    cache_capacity = Some(u64::from(parse_u32(key, value, 0..=1_000_000_000)?))
+                }
                 _ => unreachable!("every known key is matched above"),
             }
         }
+        cfg.near_cache = match (cache_type, cache_capacity) {
+            ("None", _) | (_, Some(0)) => NearCacheConfig::Off,
+            ("LRU-MaxMemory", mb) => NearCacheConfig::LruMaxMemory {
+                max_bytes: mb.unwrap_or(DEFAULT_CACHE_MB).saturating_mul(1024 * 1024),
+            },
+            (_, objects) => NearCacheConfig::Lru {
+                max_objects: objects.unwrap_or(DEFAULT_CACHE_OBJECTS),
+            },
+        };
         if cfg.gateways.is_empty() {
             return Err(ConnStringError::MissingGateways);
         }

@@ -66,3 +66,36 @@ fn errors_name_the_key() {
     assert!(err("bootstrapGateways=a;bootstrapgateways=b").contains("more than once"));
     assert!(err("bootstrapGateways=a;justakey").contains("key=value"));
 }
+
+#[test]
+fn near_cache_settings_parse_in_any_order_with_their_defaults() {
+    let parse = |s: &str| s.parse::<ClientConfig>().unwrap().near_cache;
+    assert_eq!(
+        parse("bootstrapGateways=a"),
+        NearCacheConfig::Lru { max_objects: 100 }
+    );
+    assert_eq!(
+        parse("clientCacheCapacity=5;bootstrapGateways=a;clientCacheType=lru"),
+        NearCacheConfig::Lru { max_objects: 5 }
+    );
+    assert_eq!(
+        parse("bootstrapGateways=a;clientCacheType=LRU-MaxMemory"),
+        NearCacheConfig::LruMaxMemory {
+            max_bytes: 100 << 20
+        }
+    );
+    assert_eq!(
+        parse("bootstrapGateways=a;clientCacheType=LRU-MaxMemory;clientCacheCapacity=2"),
+        NearCacheConfig::LruMaxMemory { max_bytes: 2 << 20 }
+    );
+    assert_eq!(
+        parse("bootstrapGateways=a;clientCacheType=None"),
+        NearCacheConfig::Off
+    );
+    assert_eq!(
+        parse("bootstrapGateways=a;clientCacheCapacity=0"),
+        NearCacheConfig::Off
+    );
+    assert!(err("bootstrapGateways=a;clientCacheType=MRU").contains("clientCacheType"));
+    assert!(err("bootstrapGateways=a;clientCacheCapacity=-1").contains("clientCacheCapacity"));
+}

@@ -89,6 +89,17 @@ pub enum ClientError {
         /// What the node said.
         reason: String,
     },
+    /// The node is past its memory limit (`--max-memory`) and evicts nothing; the write
+    /// did not run. Remove objects or raise the limit.
+    #[error(
+        "low memory: the node holds {used} bytes, its limit is {limit}; the write did not run"
+    )]
+    LowMemory {
+        /// Bytes in use on the node.
+        used: u64,
+        /// Its limit.
+        limit: u64,
+    },
     /// The node answered something this call does not expect (a version mismatch
     /// between client and node, or a bug).
     #[error("protocol error: {reason}")]

@@ -2,7 +2,9 @@
 //!
 //! - [`connstr`]: ScaleOut-style connection strings into a validated [`ClientConfig`].
 //! - [`conn`]: one pipelined connection (many requests in flight, replies matched by id).
-//! - [`client`]: [`GridClient`], the typed API, with pooling and retries.
+//! - [`client`]: [`GridClient`], the typed API, with pooling and retries, and event
+//!   subscriptions ([`EventSubscription`]).
+//! - [`near_cache`]: the strictly coherent near cache (`clientCacheType`).
 //! - [`error`]: the [`ClientError`] type.
 //! - [`cli`]: the `gridctl` command line.
 //!
@@ -17,8 +19,14 @@ pub mod client;
 pub mod conn;
 pub mod connstr;
 pub mod error;
+pub mod near_cache;
 
-pub use client::{GridClient, LockOptions, LockResult, Object, ReadResult, UpdateOptions};
-pub use connstr::{ClientConfig, ConnStringError, Gateway};
+pub use client::{
+    Delivery, EventSubscription, GridClient, LockOptions, LockResult, Object, ReadResult,
+    UpdateOptions, WireBytes,
+};
+pub use connstr::{ClientConfig, ConnStringError, Gateway, NearCacheConfig};
 pub use error::ClientError;
+pub use grid_proto::{EventCause, EventId, GridEvent};
 pub use grid_proto::{ObjectInfo, Timeout};
+pub use near_cache::CacheStats;

@@ -87,6 +87,19 @@ struct ServeArgs {
     /// the listed peers. Never enable in production.
     #[arg(long)]
     fault_injection: bool,
+    /// How long a client registered for events has to acknowledge one before it is
+    /// delivered to another client of the namespace, e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    event_ack_timeout: Duration,
+    /// Value bytes this node may hold over all its partition replicas. Past it the least
+    /// recently used objects are evicted (each with a low-memory event), or, with
+    /// --evict-on-low-memory false, writes fail with a LowMemory error. Default: no limit.
+    #[arg(long)]
+    max_memory: Option<u64>,
+    /// Past --max-memory: evict least recently used objects (true) or refuse writes
+    /// (false).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    evict_on_low_memory: bool,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +132,9 @@ impl ServeArgs {
             raft_election_timeout: self.raft_election_timeout,
             fault_injection: self.fault_injection,
             raft_snapshot_logs: self.raft_snapshot_logs,
+            event_ack_timeout: self.event_ack_timeout,
+            max_memory: self.max_memory,
+            evict_on_low_memory: self.evict_on_low_memory,
             ..NodeConfig::default()
         }
     }

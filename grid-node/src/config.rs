@@ -54,6 +54,15 @@ pub struct NodeConfig {
     /// Serve `POST /faults/block` on the admin port, to cut this node off from peers in
     /// fault tests. Never in production. Default off.
     pub fault_injection: bool,
+    /// How long a registered client has to acknowledge an event before it goes to
+    /// another client of the namespace. Default 30 s.
+    pub event_ack_timeout: Duration,
+    /// Value bytes this node may hold (over every partition replica it hosts); past it
+    /// the least recently used objects are evicted, or writes refused. Default: no limit.
+    pub max_memory: Option<u64>,
+    /// Past `max_memory`, evict (true) or refuse writes with `LowMemory` (false).
+    /// Default true.
+    pub evict_on_low_memory: bool,
 }
 
 impl Default for NodeConfig {
@@ -76,6 +85,9 @@ impl Default for NodeConfig {
             raft_election_timeout: Duration::from_secs(1),
             fault_injection: false,
             raft_snapshot_logs: 5_000,
+            event_ack_timeout: Duration::from_secs(30),
+            max_memory: None,
+            evict_on_low_memory: true,
         }
     }
 }
@@ -162,6 +174,12 @@ impl NodeConfig {
         }
         if self.raft_snapshot_logs == 0 {
             return Err(ConfigError::ZeroDuration("--raft-snapshot-logs"));
+        }
+        if self.event_ack_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration("--event-ack-timeout"));
+        }
+        if self.max_memory == Some(0) {
+            return Err(ConfigError::ZeroDuration("--max-memory"));
         }
         if self.raft_election_timeout < self.raft_heartbeat * 3 {
             return Err(ConfigError::ElectionTimeout);

@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use grid_proto::frame::encode_frame;
+use grid_proto::limits::validate_namespace;
 use grid_proto::{decode, encode, Frame, FrameCodec, FrameError, Reply, Request, PROTOCOL_VERSION};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::Subscription;
 use crate::metrics::inc;
 use crate::node::Node;
 
@@ -46,7 +48,12 @@ enum Step {
     Later(Pending),
     /// Send the reply, then close: the stream or the session cannot go on.
     Close(u64, Reply),
+    /// Register this connection for a namespace's events.
+    Subscribe(u64, String),
 }
+
+/// Most namespaces one connection may register for.
+const MAX_SUBSCRIPTIONS: usize = 64;
 
 /// Shared facts a connection needs.
 #[derive(Debug, Clone)]
@@ -71,6 +78,8 @@ pub async fn serve(stream: TcpStream, ctx: ConnContext) {
     let (tx, rx) = mpsc::channel(REPLY_QUEUE);
     let writer = tokio::spawn(write_replies(wr, rx));
     let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
+    // Registrations end with the connection: its unacknowledged events go to others.
+    let mut subscriptions: Vec<Subscription> = Vec::new();
     let mut authenticated = if node.config().auth_token.is_none() {
         Auth::Client
     } else {
@@ -107,8 +116,24 @@ pub async fn serve(stream: TcpStream, ctx: ConnContext) {
                 let _ = tx.send((id, reply)).await;
                 break;
             }
+            Step::Subscribe(id, namespace) => {
+                let reply = if subscriptions.len() >= MAX_SUBSCRIPTIONS {
+                    inc(&node.metrics.bad_requests_total);
+                    Reply::BadRequest {
+                        reason: format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"),
+                    }
+                } else {
+                    let hub = node.cluster().events();
+                    subscriptions.push(hub.subscribe(namespace, tx.clone()));
+                    Reply::Subscribed
+                };
+                if tx.send((id, reply)).await.is_err() {
+                    break;
+                }
+            }
         }
     }
+    drop(subscriptions);
     drop(tx);
     // Dropping pending requests releases their lock-queue places.
     drop(pending);
@@ -201,6 +226,22 @@ fn handle(ctx: &ConnContext, auth: &mut Auth, frame: Frame) -> Step {
                 let payload = node.cluster().handle_peer(&payload).await;
                 (id, Reply::Peer { payload })
             }))
+        }
+        Request::Subscribe { namespace } => match validate_namespace(&namespace) {
+            Ok(()) => Step::Subscribe(id, namespace),
+            Err(e) => {
+                inc(&node.metrics.bad_requests_total);
+                Step::Reply(
+                    id,
+                    Reply::BadRequest {
+                        reason: e.to_string(),
+                    },
+                )
+            }
+        },
+        Request::AckEvent { id: event } => {
+            node.cluster().events().ack(event);
+            Step::Reply(id, Reply::Acked)
         }
     }
 }

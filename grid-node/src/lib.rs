@@ -2,7 +2,10 @@
 //!
 //! - [`store`]: the pure partition state machine (objects, versions, locks, expiry) and
 //!   the FIFO lock wait queue.
-//! - [`partition`]: one partition as its leader runs it (store + waiters).
+//! - [`partition`]: one partition as its leader runs it (store + waiters + [`outbox`] of
+//!   events owed to clients).
+//! - [`events`]: delivery of outbox events (expiry, low-memory eviction) to the clients
+//!   registered on this node, with acknowledgement and redelivery.
 //! - [`node`]: the partitions of one node and the single entry point for operations.
 //! - [`conn`] and [`server`]: the TCP protocol server, its accept loop and ticker;
 //!   [`admin`] and [`metrics`]: the admin HTTP endpoint.
@@ -21,8 +24,10 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod events;
 pub mod metrics;
 pub mod node;
+pub mod outbox;
 pub mod partition;
 pub mod server;
 pub mod store;

@@ -20,8 +20,8 @@ pub struct Metrics {
     pub frame_errors_total: AtomicU64,
     /// Failed authentications.
     pub auth_failures_total: AtomicU64,
-    /// Objects that timed out.
-    pub expired_total: AtomicU64,
+    /// Writes refused because the node is past `--max-memory` with eviction off.
+    pub low_memory_refusals_total: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -37,7 +37,7 @@ pub fn get(counter: &AtomicU64) -> u64 {
 impl Metrics {
     /// Renders the counters and the node status as Prometheus text.
     pub fn render(&self, status: &NodeStatus) -> String {
-        let rows: [(&str, &str, &str, u64); 15] = [
+        let rows: [(&str, &str, &str, u64); 20] = [
             (
                 "grid_connections_total",
                 "counter",
@@ -77,8 +77,8 @@ impl Metrics {
             (
                 "grid_expired_total",
                 "counter",
-                "Objects that timed out.",
-                get(&self.expired_total),
+                "Objects that timed out in the partitions led.",
+                status.expired,
             ),
             ("grid_objects", "gauge", "Objects stored.", status.objects),
             (
@@ -116,6 +116,36 @@ impl Metrics {
                 "gauge",
                 "Partitions whose replicas do not match the map yet.",
                 u64::from(status.unsettled),
+            ),
+            (
+                "grid_low_memory_refusals_total",
+                "counter",
+                "Writes refused past --max-memory (eviction off).",
+                get(&self.low_memory_refusals_total),
+            ),
+            (
+                "grid_evicted_total",
+                "counter",
+                "Objects evicted for low memory in the partitions led.",
+                status.evicted,
+            ),
+            (
+                "grid_memory_used_bytes",
+                "gauge",
+                "Value bytes held over every hosted replica.",
+                status.memory_used,
+            ),
+            (
+                "grid_event_subscribers",
+                "gauge",
+                "Connections registered for events.",
+                status.event_subscribers,
+            ),
+            (
+                "grid_pending_events",
+                "gauge",
+                "Events waiting for a client's acknowledgement, in the partitions led.",
+                status.pending_events,
             ),
             (
                 "grid_map_epoch",

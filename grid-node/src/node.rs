@@ -59,7 +59,23 @@ impl Node {
                 },
             };
         }
+        if let Some(reply) = self.refuse_for_memory(&op) {
+            return reply;
+        }
         self.cluster.execute(op).await
+    }
+
+    /// `LowMemory` for a write that adds bytes while the node is past its limit and may
+    /// not evict.
+    fn refuse_for_memory(&self, op: &Op) -> Option<Reply> {
+        let limit = self.cluster.memory_limit();
+        let max = limit.max.filter(|_| !limit.evict)?;
+        let used = self.cluster.memory_used();
+        let grows = matches!(op, Op::Create { .. } | Op::Put { .. } | Op::Update { .. });
+        (grows && used > max).then(|| {
+            inc(&self.metrics.low_memory_refusals_total);
+            Reply::LowMemory { used, limit: max }
+        })
     }
 
     /// The partition map.
@@ -82,6 +98,10 @@ impl Node {
             connections: self.metrics.connections_open.load(Ordering::Relaxed),
             requests: self.metrics.requests_total.load(Ordering::Relaxed),
             expired: r.expired,
+            evicted: r.evicted,
+            memory_used: self.cluster.memory_used(),
+            event_subscribers: self.cluster.events().subscribers() as u64,
+            pending_events: r.pending_events,
             uptime_ms: self.clock.now().saturating_sub(self.started),
             node_id: r.node_id,
             map_epoch: r.map_epoch,

@@ -14,13 +14,15 @@
 //!                           │   └─ Locked + wait ─▶ queue (reply = None, answered later)
 //!                           └─ LockFreed ─▶ first waiter's read-and-lock ─▶ Outcome.answers
 //! apply(Tick) ─▶ expiry and lease ends; waiters whose wait ended or may take over
+//!                  └─ Expired / Evicted ─▶ outbox (until a client acks: AckEvents)
 //! ```
 
 use std::collections::VecDeque;
 
-use grid_proto::{Millis, ObjKey, Op, Reply};
+use grid_proto::{EventCause, Millis, ObjKey, Op, Reply};
 use serde::{Deserialize, Serialize};
 
+use crate::outbox::{Outbox, PendingEvent};
 use crate::store::{LockQueue, LockWait, Store, StoreConfig, StoreEvent, StoreStats};
 
 /// A node's identity in the cluster.
@@ -63,6 +65,16 @@ pub enum Command {
         /// The new leader.
         owner: NodeId,
     },
+    /// Registered clients acknowledged these events: forget them.
+    AckEvents {
+        /// Event numbers in this partition.
+        seqs: Vec<u64>,
+    },
+    /// The node is short of memory: evict least recently used objects worth `bytes`.
+    Evict {
+        /// Value bytes to free.
+        bytes: u64,
+    },
 }
 
 /// An expired object, for `Session_End`-style delivery.
@@ -85,6 +97,8 @@ pub struct Outcome {
     pub answers: Vec<(WaiterId, Reply)>,
     /// Objects that expired.
     pub expired: Vec<Expiration>,
+    /// Objects evicted for low memory.
+    pub evicted: u64,
 }
 
 /// Settings of a partition; identical on every replica.
@@ -110,6 +124,7 @@ impl Default for PartitionConfig {
 pub struct Partition {
     store: Store,
     waiters: LockQueue<WaiterId>,
+    outbox: Outbox,
 }
 
 /// True for the replies that grant a lock.
@@ -144,7 +159,13 @@ impl Partition {
         Self {
             store: Store::new(config.store),
             waiters: LockQueue::new(config.max_waiters_per_object),
+            outbox: Outbox::default(),
         }
+    }
+
+    /// Events waiting for a registered client's acknowledgement.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// Store counters.
@@ -164,10 +185,14 @@ impl Partition {
 
     /// The earliest time a [`Command::Tick`] has work.
     pub fn next_deadline(&self) -> Option<Millis> {
-        match (self.store.next_deadline(), self.waiters.next_wakeup()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.store.next_deadline(),
+            self.waiters.next_wakeup(),
+            self.outbox.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Applies one command at `now`.
@@ -188,6 +213,11 @@ impl Partition {
             }
             Command::AdoptWaiters { owner } => {
                 self.waiters.retain(|w| w.owner == *owner);
+            }
+            Command::AckEvents { seqs } => self.outbox.ack(seqs),
+            Command::Evict { bytes } => {
+                let events = self.store.evict(*bytes);
+                self.process(events, now, &mut out);
             }
         }
         out
@@ -275,6 +305,7 @@ impl Partition {
     }
 
     fn tick(&mut self, now: Millis, out: &mut Outcome) {
+        self.outbox.expire(now);
         let events = self.store.tick(now);
         self.process(events, now, out);
         while let Some(waiter) = self.waiters.pop_due(now) {
@@ -300,11 +331,34 @@ impl Partition {
                     obj,
                     value,
                     version,
-                } => out.expired.push(Expiration {
+                } => {
+                    self.outbox.push(PendingEvent {
+                        cause: EventCause::Expired,
+                        obj: obj.clone(),
+                        value: value.clone(),
+                        version,
+                        at: now,
+                    });
+                    out.expired.push(Expiration {
+                        obj,
+                        value,
+                        version,
+                    });
+                }
+                StoreEvent::Evicted {
                     obj,
                     value,
                     version,
-                }),
+                } => {
+                    self.outbox.push(PendingEvent {
+                        cause: EventCause::LowMemory,
+                        obj,
+                        value,
+                        version,
+                        at: now,
+                    });
+                    out.evicted += 1;
+                }
                 StoreEvent::LockFreed { obj } => {
                     while let Some(waiter) = self.waiters.pop_front(&obj) {
                         let applied = self.store.apply(&lock_op(&obj, &waiter.wait), now);
@@ -327,11 +381,11 @@ impl Partition {
         }
     }
 
-    /// Serializes the partition (objects, locks, waiters).
+    /// Serializes the partition (objects, locks, waiters, pending events).
     pub fn snapshot(&self) -> Vec<u8> {
         let waiters = postcard::to_allocvec(&self.waiters)
             .unwrap_or_else(|e| panic!("waiter snapshot encode failed: {e}"));
-        postcard::to_allocvec(&(self.store.snapshot(), waiters))
+        postcard::to_allocvec(&(self.store.snapshot(), waiters, &self.outbox))
             .unwrap_or_else(|e| panic!("partition snapshot encode failed: {e}"))
     }
 
@@ -341,10 +395,12 @@ impl Partition {
         bytes: &[u8],
     ) -> Result<Self, crate::store::SnapshotError> {
         let corrupt = |e: postcard::Error| crate::store::SnapshotError::Corrupt(e.to_string());
-        let (store, waiters): (Vec<u8>, Vec<u8>) = postcard::from_bytes(bytes).map_err(corrupt)?;
+        let (store, waiters, outbox): (Vec<u8>, Vec<u8>, Outbox) =
+            postcard::from_bytes(bytes).map_err(corrupt)?;
         Ok(Self {
             store: Store::restore(config.store, &store)?,
             waiters: postcard::from_bytes(&waiters).map_err(corrupt)?,
+            outbox,
         })
     }
 }
@@ -352,3 +408,7 @@ impl Partition {
 #[cfg(test)]
 #[path = "partition_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "partition_events_tests.rs"]
+mod events_tests;

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin;
 use crate::clock::Clock;
-use crate::cluster::runtime::{ClusterConfig, ClusterError, ClusterNode};
+use crate::cluster::runtime::{ClusterConfig, ClusterError, ClusterNode, MemoryLimit};
 use crate::config::{ConfigError, NodeConfig};
 use crate::conn::{self, ConnContext};
 use crate::node::Node;
@@ -121,6 +121,11 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
             auth_token: config.auth_token.clone(),
             snapshot_logs: config.raft_snapshot_logs,
             partition: config.partition_config(),
+            event_ack_timeout: config.event_ack_timeout,
+            memory: MemoryLimit {
+                max: config.max_memory,
+                evict: config.evict_on_low_memory,
+            },
         },
         Arc::clone(&clock),
     )?);

@@ -12,12 +12,15 @@ use rkyv::util::AlignedVec;
 use thiserror::Error;
 use tokio_util::codec::Decoder;
 
-/// The protocol version this build speaks. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The protocol version this build speaks. Bumped on any incompatible change
+/// (2: events, low-memory replies, more status fields).
+pub const PROTOCOL_VERSION: u8 = 2;
 
 const LEN_BYTES: usize = 4;
 /// Bytes after the length that every frame carries: version and request id.
 const HEADER_BYTES: usize = 1 + 8;
+/// Bytes of a frame besides its payload: length, version and request id.
+pub const FRAME_HEADER_BYTES: usize = LEN_BYTES + HEADER_BYTES;
 
 /// One decoded frame.
 #[derive(Debug)]

@@ -42,8 +42,8 @@ pub enum KeyError {
     },
 }
 
-/// Checks a namespace and key against the limits.
-pub fn validate_object_key(namespace: &str, key: &[u8]) -> Result<(), KeyError> {
+/// Checks a namespace against the limits.
+pub fn validate_namespace(namespace: &str) -> Result<(), KeyError> {
     if namespace.is_empty() {
         return Err(KeyError::EmptyNamespace);
     }
@@ -52,6 +52,12 @@ pub fn validate_object_key(namespace: &str, key: &[u8]) -> Result<(), KeyError> 
             len: namespace.len(),
         });
     }
+    Ok(())
+}
+
+/// Checks a namespace and key against the limits.
+pub fn validate_object_key(namespace: &str, key: &[u8]) -> Result<(), KeyError> {
+    validate_namespace(namespace)?;
     if key.is_empty() {
         return Err(KeyError::EmptyKey);
     }

@@ -227,6 +227,89 @@ pub enum Request {
         /// The encoded peer message.
         payload: Vec<u8>,
     },
+    /// Registers this connection for the namespace's events (expiry, low-memory
+    /// eviction). Replies `Subscribed`; events then arrive as `Event` frames with request
+    /// id 0 from the partitions this node leads, each to one registered connection.
+    Subscribe {
+        /// The namespace.
+        namespace: String,
+    },
+    /// Acknowledges an event received on this connection, so it is not redelivered.
+    /// Replies `Acked`.
+    AckEvent {
+        /// The event.
+        id: EventId,
+    },
+}
+
+/// Names one event: the partition it comes from and its number there. Redeliveries of an
+/// event carry the same id, so a handler can drop duplicates.
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    SerdeSerialize,
+    SerdeDeserialize,
+)]
+pub struct EventId {
+    /// The partition.
+    pub partition: u32,
+    /// Its event number, never reused in the partition.
+    pub seq: u64,
+}
+
+/// Why an object left the grid by itself.
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    SerdeSerialize,
+    SerdeDeserialize,
+)]
+pub enum EventCause {
+    /// Its timeout passed.
+    Expired,
+    /// The node ran short of memory and evicted it (least recently used first).
+    LowMemory,
+}
+
+impl std::fmt::Display for EventCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EventCause::Expired => "expired",
+            EventCause::LowMemory => "low-memory",
+        })
+    }
+}
+
+/// An object that left the grid, pushed to one registered client of its namespace.
+#[derive(
+    Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, SerdeSerialize, SerdeDeserialize,
+)]
+pub struct GridEvent {
+    /// Its id; acknowledge it with `AckEvent`.
+    pub id: EventId,
+    /// Why the object left.
+    pub cause: EventCause,
+    /// The object.
+    pub obj: ObjKey,
+    /// Its final bytes.
+    pub value: Vec<u8>,
+    /// Its final version.
+    pub version: u64,
 }
 
 /// A node of the cluster, as the map shows it.
@@ -350,6 +433,15 @@ pub struct NodeStatus {
     pub partitions_led: u32,
     /// Hosted partitions whose Raft voters do not match the map yet (moving, catching up).
     pub unsettled: u32,
+    /// Objects evicted for low memory since start, in the partitions led.
+    pub evicted: u64,
+    /// Value bytes held over every hosted replica (what `--max-memory` limits).
+    pub memory_used: u64,
+    /// Connections registered for events on this node.
+    pub event_subscribers: u64,
+    /// Events (expiry, eviction) waiting for a client's acknowledgement, in the
+    /// partitions led.
+    pub pending_events: u64,
 }
 
 /// A node's answer. Every operation ends in exactly one of these; none fails silently.
@@ -465,6 +557,19 @@ pub enum Reply {
     OutcomeUnknown {
         /// What happened.
         reason: String,
+    },
+    /// Answer to `Subscribe`.
+    Subscribed,
+    /// A pushed event (request id 0), after `Subscribe`.
+    Event(Box<GridEvent>),
+    /// Answer to `AckEvent`.
+    Acked,
+    /// The node is past its memory limit and evicts nothing: the write did not run.
+    LowMemory {
+        /// Bytes in use on the node.
+        used: u64,
+        /// Its limit (`--max-memory`).
+        limit: u64,
     },
 }
 

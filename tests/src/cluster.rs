@@ -176,6 +176,23 @@ impl TestCluster {
         })
     }
 
+    /// Waits until leadership has spread: every live node leads within one partition of
+    /// every other. Leadership moves after a start (the hand-overs to planned leaders);
+    /// tests that count deliveries exactly start after it.
+    pub async fn wait_leaders_spread(&self) -> anyhow::Result<()> {
+        let client = GridClient::connect(&self.connection_string(";connectTimeout=1s")).await?;
+        let addrs: Vec<String> = self.live().map(|n| n.client_addr().to_string()).collect();
+        wait_until("leaders spread", DEADLINE * 2, || async {
+            let mut led = Vec::new();
+            for addr in &addrs {
+                led.push(client.node_status(addr).await.ok()?.partitions_led);
+            }
+            let (min, max) = (led.iter().min()?, led.iter().max()?);
+            (max - min <= 1).then_some(())
+        })
+        .await
+    }
+
     /// Index of the live node leading the most partitions (after bootstrap, the one that
     /// leads them all until leadership spreads).
     pub async fn busiest_leader(&self) -> anyhow::Result<usize> {

@@ -83,3 +83,42 @@ fn gridctl_follows_its_contract() {
         assert!(err.starts_with("gridctl: "), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gridctl_events_prints_one_line_per_event() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+
+    let node = NodeProcess::start(NODE, &[]).unwrap();
+    let cs = node.connection_string("");
+    let mut events = Command::new(GRIDCTL)
+        .args(["events", "ev"])
+        .env("GRID_CONNECTION", &cs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = events.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let client = grid_client::GridClient::connect(&cs).await.unwrap();
+    let addr = node.client_addr().to_string();
+    grid_tests::wait_until("gridctl registered", DEADLINE, || async {
+        let s = client.node_status(&addr).await.ok()?;
+        (s.event_subscribers > 0).then_some(())
+    })
+    .await
+    .unwrap();
+    let (code, _, err) = gridctl(&cs, &["put", "ev", "k1", "hello", "--ttl", "200ms"], None);
+    assert_eq!(code, 0, "{err}");
+    let line = rx.recv_timeout(DEADLINE).unwrap().unwrap();
+    let _ = events.kill();
+    let _ = events.wait();
+    assert_eq!(line, "expired k1 5");
+}

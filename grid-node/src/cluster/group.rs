@@ -7,7 +7,8 @@
 //!                                                                   ├─ reply ─▶ caller
 //!                                                                   └─ answers ─▶ parked callers here
 //! read(op)    ─▶ ensure_linearizable ─▶ peek the local state ─▶ caller (access batched as Touch)
-//! maintain()  ─▶ (leader) AdoptWaiters on a new term, CancelWait, Touch, Tick when due
+//! maintain()  ─▶ (leader) AdoptWaiters on a new term, CancelWait, Touch, Tick when due,
+//!                Evict when short of memory, outbox events to clients, AckEvents
 //! ```
 
 use std::collections::HashMap;
@@ -23,7 +24,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::raft_types::{GroupCommand, GroupId, GroupRaft, GroupResponse, Member, NodeId};
 use super::state_machine::{GroupSm, Machine};
 use crate::clock::Clock;
-use crate::partition::{Command, Expiration, Outcome, WaiterId};
+use crate::events::EventHub;
+use crate::partition::{Command, Outcome, WaiterId};
 
 /// Longest a write may take to commit before it is reported as of unknown outcome.
 const WRITE_LIMIT: Duration = Duration::from_secs(10);
@@ -64,6 +66,11 @@ pub struct PartitionGroup {
     /// Proposals handed to Raft and not yet answered.
     in_flight: AtomicUsize,
     expired_total: AtomicU64,
+    evicted_total: AtomicU64,
+    /// Value bytes to evict at the next housekeeping, set by the memory check.
+    evict_bytes: AtomicU64,
+    /// Delivers this group's events while this node leads it.
+    events: Arc<EventHub>,
 }
 
 impl std::fmt::Debug for PartitionGroup {
@@ -158,6 +165,7 @@ impl PartitionGroup {
         sm: GroupSm,
         me: NodeId,
         clock: Arc<dyn Clock>,
+        events: Arc<EventHub>,
     ) -> Self {
         let (cancelled_tx, cancelled_rx) = mpsc::unbounded_channel();
         Self {
@@ -179,7 +187,21 @@ impl PartitionGroup {
             draining: watch::Sender::new(false),
             in_flight: AtomicUsize::new(0),
             expired_total: AtomicU64::new(0),
+            evicted_total: AtomicU64::new(0),
+            evict_bytes: AtomicU64::new(0),
+            events,
         }
+    }
+
+    /// Asks the next housekeeping (as leader) to evict `bytes` of least recently used
+    /// objects; replaces an earlier request not yet acted on.
+    pub fn request_eviction(&self, bytes: u64) {
+        self.evict_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Objects evicted for low memory while this node led the group.
+    pub fn evicted_total(&self) -> u64 {
+        self.evicted_total.load(Ordering::Relaxed)
     }
 
     /// Before this leader votes itself out of the group: refuse new proposals (as not
@@ -393,7 +415,7 @@ impl PartitionGroup {
     /// Delivers answers to this node's parked requests and counts expirations. A lock
     /// granted to a request that is gone is released again, so it passes on.
     async fn settle(&self, outcome: Outcome) {
-        self.count_expired(&outcome.expired);
+        self.count_expired(&outcome);
         let mut answers = outcome.answers;
         while let Some((waiter, reply)) = answers.pop() {
             if waiter.owner != self.me {
@@ -421,15 +443,17 @@ impl PartitionGroup {
                     })
                     .await
                 {
-                    self.count_expired(&outcome.expired);
+                    self.count_expired(&outcome);
                     answers.extend(outcome.answers);
                 }
             }
         }
     }
 
-    fn count_expired(&self, expired: &[Expiration]) {
-        for e in expired {
+    fn count_expired(&self, outcome: &Outcome) {
+        self.evicted_total
+            .fetch_add(outcome.evicted, Ordering::Relaxed);
+        for e in &outcome.expired {
             self.expired_total.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(partition = self.id, namespace = %e.obj.namespace, version = e.version, "object expired");
         }
@@ -449,6 +473,8 @@ impl PartitionGroup {
             let mut rx = self.cancelled_rx.lock().await;
             while rx.try_recv().is_ok() {}
             lock(&self.cancelled).clear();
+            self.events.forget_partition(self.id);
+            self.evict_bytes.store(0, Ordering::Relaxed);
             return;
         }
         if self.adopted_term.load(Ordering::Relaxed) != term {
@@ -484,6 +510,18 @@ impl PartitionGroup {
                 // Out of the queue now: no grant can come for it any more.
                 lock(&self.cancelled).remove(&waiter.seq);
             }
+        }
+        let bytes = self.evict_bytes.swap(0, Ordering::Relaxed);
+        if bytes > 0 {
+            if let Ok(outcome) = self.propose(Command::Evict { bytes }).await {
+                self.settle(outcome).await;
+            }
+        }
+        self.with_partition(|p| self.events.deliver(self.id, p.outbox()));
+        let seqs = self.events.acked(self.id);
+        if !seqs.is_empty() {
+            // On failure they stay acknowledged here and go again next round.
+            let _ = self.propose(Command::AckEvents { seqs }).await;
         }
     }
 }

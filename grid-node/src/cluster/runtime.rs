@@ -31,8 +31,12 @@ use super::peer::{
 use super::raft_types::{GroupCommand, GroupId, GroupRaft, GroupResponse, NodeId, CONTROL_GROUP};
 use super::state_machine::{GroupSm, Machine};
 use crate::clock::Clock;
+use crate::events::EventHub;
 use crate::partition::{Partition, PartitionConfig};
 use crate::store::StoreStats;
+
+mod memory;
+pub use memory::MemoryLimit;
 
 /// Most voters of the control group.
 const CONTROL_VOTERS: usize = 5;
@@ -74,6 +78,10 @@ pub struct ClusterConfig {
     pub snapshot_logs: u64,
     /// Settings of every partition.
     pub partition: PartitionConfig,
+    /// How long a client has to acknowledge an event before another gets it.
+    pub event_ack_timeout: Duration,
+    /// The node's memory limit.
+    pub memory: MemoryLimit,
 }
 
 /// A node could not start its cluster role.
@@ -120,6 +128,10 @@ pub struct NodeReport {
     pub lock_waiters: u64,
     /// Expirations seen while leading.
     pub expired: u64,
+    /// Low-memory evictions made while leading.
+    pub evicted: u64,
+    /// Events not yet acknowledged in the groups led.
+    pub pending_events: u64,
 }
 
 /// One node's part in the cluster.
@@ -140,6 +152,10 @@ pub struct ClusterNode {
     hand_over_after: Mutex<HashMap<GroupId, Instant>>,
     last_seen: Mutex<HashMap<NodeId, Instant>>,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
+    /// Delivers the events of the partitions this node leads.
+    events: Arc<EventHub>,
+    /// Value bytes over the hosted replicas, as last measured.
+    memory_used: AtomicU64,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -181,8 +197,6 @@ impl ClusterNode {
                 config.auth_token.clone(),
                 Duration::from_secs(2),
             )),
-            config,
-            clock,
             raft_config: Arc::new(raft_config),
             control: OnceLock::new(),
             groups: RwLock::new(BTreeMap::new()),
@@ -192,7 +206,19 @@ impl ClusterNode {
             hand_over_after: Mutex::new(HashMap::new()),
             last_seen: Mutex::new(HashMap::new()),
             tasks: tokio::sync::Mutex::new(JoinSet::new()),
+            events: Arc::new(EventHub::new(
+                config.event_ack_timeout.as_millis() as u64,
+                Arc::clone(&clock),
+            )),
+            memory_used: AtomicU64::new(0),
+            config,
+            clock,
         })
+    }
+
+    /// The node's event delivery.
+    pub fn events(&self) -> &Arc<EventHub> {
+        &self.events
     }
 
     /// Fault injection: drop this node's messages to the peers at `addrs`.
@@ -232,7 +258,7 @@ impl ClusterNode {
         if let Some(g) = self.group(p) {
             return Ok(g);
         }
-        let machine = Machine::Partition(Partition::new(self.config.partition));
+        let machine = Machine::Partition(Box::new(Partition::new(self.config.partition)));
         let (raft, sm) = self.new_raft(p, machine).await?;
         let group = Arc::new(PartitionGroup::new(
             p,
@@ -240,6 +266,7 @@ impl ClusterNode {
             sm,
             self.id(),
             Arc::clone(&self.clock),
+            Arc::clone(&self.events),
         ));
         let mut groups = self.groups.write().unwrap_or_else(PoisonError::into_inner);
         Ok(Arc::clone(groups.entry(p).or_insert(group)))
@@ -434,6 +461,7 @@ impl ClusterNode {
         for g in self.all_groups() {
             report.hosted += 1;
             report.expired += g.expired_total();
+            report.evicted += g.evicted_total();
             let voters = voters_of(&g.raft);
             let target: BTreeSet<NodeId> = state
                 .as_ref()
@@ -446,11 +474,14 @@ impl ClusterNode {
             }
             if leader {
                 report.led += 1;
-                if let Some((s, w)) = g.with_partition(|p| (p.stats(), p.waiting())) {
+                if let Some((s, w, e)) =
+                    g.with_partition(|p| (p.stats(), p.waiting(), p.outbox().len()))
+                {
                     report.led_stats.objects += s.objects;
                     report.led_stats.value_bytes += s.value_bytes;
                     report.led_stats.locked += s.locked;
                     report.lock_waiters += w as u64;
+                    report.pending_events += e as u64;
                 }
             }
         }
@@ -697,6 +728,7 @@ impl ClusterNode {
     }
 
     async fn reconcile(self: &Arc<Self>) {
+        self.enforce_memory();
         let Some(state) = self.state() else {
             return;
         };

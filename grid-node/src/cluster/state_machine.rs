@@ -19,8 +19,9 @@ use crate::partition::{Partition, PartitionConfig};
 /// What a group replicates.
 #[derive(Debug, Clone)]
 pub enum Machine {
-    /// A partition's objects and lock waiters.
-    Partition(Partition),
+    /// A partition's objects, lock waiters and pending events (boxed: far larger than
+    /// the control state).
+    Partition(Box<Partition>),
     /// The cluster's membership and partition map.
     Control(ClusterState),
 }
@@ -120,9 +121,9 @@ impl GroupSm {
     fn decode(&self, bytes: &[u8]) -> Result<SmState, StorageError<NodeId>> {
         let file: SnapshotFile = postcard::from_bytes(bytes).map_err(storage_err)?;
         let machine = match &self.read().machine {
-            Machine::Partition(_) => Machine::Partition(
+            Machine::Partition(_) => Machine::Partition(Box::new(
                 Partition::restore(self.0.partition_config, &file.machine).map_err(storage_err)?,
-            ),
+            )),
             Machine::Control(_) => {
                 Machine::Control(postcard::from_bytes(&file.machine).map_err(storage_err)?)
             }

@@ -530,6 +530,11 @@ fn sorted(events: &[StoreEvent]) -> Vec<(u8, ObjKey, Vec<u8>, u64)> {
                 version,
             } => (0, obj.clone(), value.clone(), *version),
             StoreEvent::LockFreed { obj } => (1, obj.clone(), Vec::new(), 0),
+            StoreEvent::Evicted {
+                obj,
+                value,
+                version,
+            } => (2, obj.clone(), value.clone(), *version),
         })
         .collect();
     flat.sort();
@@ -556,7 +561,7 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
             let got = store.tick(now);
             let deadline = |e: &StoreEvent| match e {
                 StoreEvent::Expired { obj, .. } => model.objects.get(obj)?.deadline(),
-                StoreEvent::LockFreed { .. } => None,
+                StoreEvent::LockFreed { .. } | StoreEvent::Evicted { .. } => None,
             };
             let order: Vec<Millis> = got.iter().filter_map(deadline).collect();
             prop_assert!(

@@ -54,6 +54,15 @@ pub enum StoreEvent {
         /// Its last version.
         version: u64,
     },
+    /// The object was evicted because its node ran short of memory (see [`Store::evict`]).
+    Evicted {
+        /// The object.
+        obj: ObjKey,
+        /// Its last bytes.
+        value: Vec<u8>,
+        /// Its last version.
+        version: u64,
+    },
     /// The object's lock was released, lapsed, or went with the object: hand it on.
     LockFreed {
         /// The object.
@@ -267,6 +276,41 @@ impl Store {
                 if entry.lock.take().is_some() {
                     events.push(StoreEvent::LockFreed { obj });
                 }
+            }
+        }
+        events
+    }
+
+    /// Evicts unlocked objects, least recently accessed first, until at least `bytes` of
+    /// values are freed or none is left to evict. Locked objects stay: their holders are
+    /// about to write them back.
+    pub fn evict(&mut self, bytes: u64) -> Vec<StoreEvent> {
+        let mut candidates: Vec<(Millis, &ObjKey, u64)> = self
+            .objects
+            .iter()
+            .filter(|(_, e)| e.lock.is_none())
+            .map(|(k, e)| (e.last_access, k, e.value.len() as u64))
+            .collect();
+        // Ties broken by key, so every replica picks the same objects.
+        candidates.sort_unstable();
+        let mut freed = 0u64;
+        let chosen: Vec<ObjKey> = candidates
+            .into_iter()
+            .take_while(|(_, _, len)| {
+                let more = freed < bytes;
+                freed += len;
+                more
+            })
+            .map(|(_, k, _)| k.clone())
+            .collect();
+        let mut events = Vec::with_capacity(chosen.len());
+        for obj in chosen {
+            if let Some(entry) = self.take(&obj) {
+                events.push(StoreEvent::Evicted {
+                    obj,
+                    value: entry.value,
+                    version: entry.version,
+                });
             }
         }
         events
