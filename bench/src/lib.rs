@@ -6,6 +6,7 @@
 //!   percentiles.
 //! - [`compare`]: the grid, Redis and etcd side by side in interleaved rounds;
 //!   [`floor`]: the raw loopback round trip; [`report`]: JSON, markdown and SVG.
+//! - [`session`]: the session provider's request cycle and lock hand-off latency.
 //! - [`redis_peer`] and [`etcd_peer`]: the peers, started from their Debian packages on
 //!   loopback, with minimal clients (RESP2; etcd's JSON gateway over HTTP/1.1).
 
@@ -16,3 +17,4 @@ pub mod load;
 pub mod nodes;
 pub mod redis_peer;
 pub mod report;
+pub mod session;

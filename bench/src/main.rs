@@ -49,6 +49,19 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// The session provider on a 3-node cluster: request cycles per second (lock-read and
+    /// write-back of a 4 KB session) and the lock hand-off latency between two requests.
+    Session {
+        /// Concurrent clients, each on its own session.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        clients: Vec<usize>,
+        /// Warm-up before each measurement.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        /// Measured time per client count.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
     /// 4 KB writes (replicated, R=3), linearizable reads, or near-cache hits on a 3-node
     /// cluster, at several client counts, with bytes on the wire per operation.
     Load {
@@ -88,6 +101,11 @@ async fn main() -> anyhow::Result<()> {
             partitions,
             duration,
         } => idle(&partitions, duration).await,
+        Command::Session {
+            clients,
+            warmup,
+            duration,
+        } => bench::session::run(&clients, warmup, duration).await,
         Command::Load {
             workload,
             clients,

@@ -60,10 +60,13 @@ pub enum Command {
         /// The waiter.
         waiter: WaiterId,
     },
-    /// A new leader: forget the waiters of every other node.
+    /// A new leader: forget the waiters of every other node, and its own from before
+    /// `min_seq` (whose requests it failed when it last lost the leadership).
     AdoptWaiters {
         /// The new leader.
         owner: NodeId,
+        /// Its waiters numbered below this are gone.
+        min_seq: u64,
     },
     /// Registered clients acknowledged these events: forget them.
     AckEvents {
@@ -211,8 +214,9 @@ impl Partition {
             Command::CancelWait { waiter } => {
                 self.waiters.retain(|w| w != waiter);
             }
-            Command::AdoptWaiters { owner } => {
-                self.waiters.retain(|w| w.owner == *owner);
+            Command::AdoptWaiters { owner, min_seq } => {
+                self.waiters
+                    .retain(|w| w.owner == *owner && w.seq >= *min_seq);
             }
             Command::AckEvents { seqs } => self.outbox.ack(seqs),
             Command::Evict { bytes } => {

@@ -229,7 +229,13 @@ fn adopt_waiters_keeps_only_the_new_leaders_waiters() {
     for (i, waiter) in [w(1, 1), w(2, 1), w(1, 2), w(2, 2)].into_iter().enumerate() {
         park(&mut p, 10 + i as Millis, lock("k", 5000, None), waiter);
     }
-    let out = p.apply(&Command::AdoptWaiters { owner: 2 }, 20);
+    let out = p.apply(
+        &Command::AdoptWaiters {
+            owner: 2,
+            min_seq: 0,
+        },
+        20,
+    );
     assert_eq!(out, Outcome::default());
     assert_eq!(p.waiting(), 2);
 
@@ -242,6 +248,24 @@ fn adopt_waiters_keeps_only_the_new_leaders_waiters() {
     assert_eq!(p.next_deadline(), Some(40 + 90_000));
     assert_eq!(tick(&mut p, 10_000), Outcome::default());
     assert_eq!(ready(&mut p, 10_001, unlock("k", id)), Reply::Unlocked);
+}
+
+#[test]
+fn adopt_waiters_drops_the_leaders_own_waiters_from_before_it_lost_leadership() {
+    let (mut p, holder) = locked_object(None);
+    for (i, waiter) in [w(1, 1), w(1, 2), w(1, 3)].into_iter().enumerate() {
+        park(&mut p, 10 + i as Millis, lock("k", 5000, None), waiter);
+    }
+    p.apply(
+        &Command::AdoptWaiters {
+            owner: 1,
+            min_seq: 3,
+        },
+        20,
+    );
+    assert_eq!(p.waiting(), 1);
+    let out = apply_op(&mut p, 30, unlock("k", holder), None);
+    granted(&answer_to(&out, w(1, 3)));
 }
 
 #[test]
@@ -467,7 +491,13 @@ fn further_commands() -> Vec<(Millis, Command)> {
         (3010, Command::Tick),
         (3020, op(unlock("k", 3))),
         (4000, op(unlock("s", 4))),
-        (10_000, Command::AdoptWaiters { owner: 1 }),
+        (
+            10_000,
+            Command::AdoptWaiters {
+                owner: 1,
+                min_seq: 0,
+            },
+        ),
         (10_000, Command::Tick),
         (100_000, Command::Tick),
     ]
@@ -545,7 +575,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
         2 => Just(Command::Tick),
         1 => accesses.prop_map(|accesses| touch(&accesses)),
         1 => waiter.prop_map(|waiter| Command::CancelWait { waiter }),
-        1 => (1..3u64).prop_map(|owner| Command::AdoptWaiters { owner }),
+        1 => (1..3u64, 0..3u64).prop_map(|(owner, min_seq)| Command::AdoptWaiters { owner, min_seq }),
     ]
 }
 

@@ -60,6 +60,9 @@ pub struct PartitionGroup {
     read_barrier: tokio::sync::Mutex<()>,
     /// The term in which this node last adopted the group's waiters as leader.
     adopted_term: AtomicU64,
+    /// Waiter numbers below this were failed when this node last saw itself not leading;
+    /// its next adoption drops them from the queue.
+    failed_below: AtomicU64,
     /// True while the leader hands the group over: new requests wait, then go to the new
     /// leader (or proceed here if the hand-over did not happen).
     draining: watch::Sender<bool>,
@@ -184,6 +187,7 @@ impl PartitionGroup {
             reads_confirmed: AtomicU64::new(0),
             read_barrier: tokio::sync::Mutex::new(()),
             adopted_term: AtomicU64::new(0),
+            failed_below: AtomicU64::new(0),
             draining: watch::Sender::new(false),
             in_flight: AtomicUsize::new(0),
             expired_total: AtomicU64::new(0),
@@ -469,7 +473,12 @@ impl PartitionGroup {
         };
         if state != ServerState::Leader {
             // Waits parked here are gone with the leadership (the next leader drops
-            // them), so their cancellations have nothing left to do.
+            // them): their requests fail now, to be retried at the new leader, rather
+            // than wait out their whole wait for an answer that cannot come. Their
+            // cancellations have nothing left to do.
+            self.failed_below
+                .fetch_max(self.next_waiter.load(Ordering::Relaxed), Ordering::Relaxed);
+            lock(&self.waiters).clear();
             let mut rx = self.cancelled_rx.lock().await;
             while rx.try_recv().is_ok() {}
             lock(&self.cancelled).clear();
@@ -479,7 +488,10 @@ impl PartitionGroup {
         }
         if self.adopted_term.load(Ordering::Relaxed) != term {
             if self
-                .propose(Command::AdoptWaiters { owner: self.me })
+                .propose(Command::AdoptWaiters {
+                    owner: self.me,
+                    min_seq: self.failed_below.load(Ordering::Relaxed),
+                })
                 .await
                 .is_err()
             {
@@ -517,8 +529,21 @@ impl PartitionGroup {
                 self.settle(outcome).await;
             }
         }
-        self.with_partition(|p| self.events.deliver(self.id, p.outbox()));
-        let seqs = self.events.acked(self.id);
+        // Most rounds have no events: nothing to look at then.
+        let pending = self
+            .with_partition(|p| {
+                let pending = !p.outbox().is_empty();
+                if pending {
+                    self.events.deliver(self.id, p.outbox());
+                }
+                pending
+            })
+            .unwrap_or(false);
+        let seqs = if pending {
+            self.events.acked(self.id)
+        } else {
+            Vec::new()
+        };
         if !seqs.is_empty() {
             // On failure they stay acknowledged here and go again next round.
             let _ = self.propose(Command::AckEvents { seqs }).await;

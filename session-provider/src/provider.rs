@@ -1,0 +1,355 @@
+//! The session-state store provider: ASP.NET's `SessionStateStoreProviderAsyncBase`
+//! operations over the grid, one grid object per session (key = session id, value =
+//! [`SessionItems`] encoded, sliding timeout = `timeout`).
+//!
+//! | ASP.NET                            | here                                  | grid operation        |
+//! |------------------------------------|---------------------------------------|-----------------------|
+//! | `GetItemAsync`                     | [`SessionStateProvider::get_item`]     | read (slides expiry)  |
+//! | `GetItemExclusiveAsync`            | [`SessionStateProvider::get_item_exclusive`] | read-and-lock, queued |
+//! | `SetAndReleaseItemExclusiveAsync`  | [`SessionStateProvider::set_and_release_item_exclusive`] | update + unlock / create |
+//! | `ReleaseItemExclusiveAsync`        | [`SessionStateProvider::release_item_exclusive`] | unlock            |
+//! | `RemoveItemAsync`                  | [`SessionStateProvider::remove_item`]  | remove with lock id   |
+//! | `ResetItemTimeoutAsync`            | [`SessionStateProvider::reset_item_timeout`] | reset timeout   |
+//! | `CreateUninitializedItemAsync`     | [`SessionStateProvider::create_uninitialized_item`] | create, uninitialized |
+//! | `SetItemExpireCallback`            | [`SessionStateProvider::set_item_expire_callback`] | event registration |
+//!
+//! Unlike ASP.NET's module, which polls a locked session every 500 ms, an exclusive
+//! request waits in the grid's FIFO queue for the session's lock and gets it the moment
+//! it is released; a lock older than `executionTimeout` is taken over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use grid_client::{ClientError, GridClient, LockOptions, LockResult, Timeout, UpdateOptions};
+use thiserror::Error;
+use tokio::task::JoinHandle;
+
+use crate::items::{ItemsError, SessionItems};
+use crate::session_end::{self, EndCause, SessionEndCallback, SessionEnded};
+use crate::settings::{ProviderSettings, SettingsError};
+
+/// What the provider tells its caller went wrong.
+#[derive(Debug, Error)]
+pub enum ProviderError {
+    /// The settings are unusable.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The grid refused or could not be reached.
+    #[error("session store: {0}")]
+    Grid(#[from] ClientError),
+    /// The stored session cannot be decoded.
+    #[error(transparent)]
+    Items(#[from] ItemsError),
+    /// The lock id given is not the session's lock (it expired or was taken over): the
+    /// write did not happen.
+    #[error("the session's lock was lost (taken over after executionTimeout, or expired)")]
+    LockLost,
+}
+
+/// Extra work ASP.NET asks of the caller with an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionAction {
+    /// Nothing.
+    None,
+    /// The item was created uninitialized (`create_uninitialized_item`): initialize it.
+    InitializeItem,
+}
+
+/// A session read from the grid.
+#[derive(Debug, Clone)]
+pub struct SessionItem {
+    /// Its items.
+    pub items: SessionItems,
+    /// The lock the caller now holds (exclusive reads only).
+    pub lock_id: Option<u64>,
+    /// What to do with it.
+    pub action: SessionAction,
+}
+
+/// The answer of `get_item` / `get_item_exclusive`.
+#[derive(Debug, Clone)]
+pub enum ItemResult {
+    /// The session, with the caller's lock for an exclusive read.
+    Found(SessionItem),
+    /// Another request holds the session's lock.
+    Locked {
+        /// Its lock id.
+        lock_id: u64,
+        /// How long it has held it, by the grid's clock.
+        lock_age: Duration,
+    },
+    /// No such session (never created, expired, or removed).
+    NotFound,
+}
+
+/// The provider: settings, the grid client, and the `Session_End` registration.
+pub struct SessionStateProvider {
+    client: GridClient,
+    settings: ProviderSettings,
+    namespace: String,
+    session_end: std::sync::Mutex<Option<JoinHandle<()>>>,
+    end_callback: std::sync::Mutex<Option<SessionEndCallback>>,
+}
+
+impl std::fmt::Debug for SessionStateProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionStateProvider")
+            .field("namespace", &self.namespace)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SessionStateProvider {
+    fn drop(&mut self) {
+        if let Some(task) = self.lock_end().take() {
+            task.abort();
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+impl SessionStateProvider {
+    /// Validates the settings and connects to the grid. `app_name` is the namespace when
+    /// `namespace` is not set.
+    pub async fn connect(
+        settings: ProviderSettings,
+        app_name: &str,
+    ) -> Result<Self, ProviderError> {
+        settings.validate()?;
+        let client = GridClient::with_config(settings.client_config()?).await?;
+        Ok(Self {
+            namespace: settings.namespace_or(app_name),
+            client,
+            settings,
+            session_end: std::sync::Mutex::new(None),
+            end_callback: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &ProviderSettings {
+        &self.settings
+    }
+
+    /// The grid namespace of this application's sessions.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The grid client (near-cache counters, status).
+    pub fn client(&self) -> &GridClient {
+        &self.client
+    }
+
+    fn lock_end(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.session_end
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn sliding(&self) -> Timeout {
+        Timeout::Sliding {
+            ms: millis(self.settings.timeout),
+        }
+    }
+
+    /// Reads a session without locking it (read-only and concurrent requests); slides its
+    /// expiry. A locked session answers `Locked` and no items, as ASP.NET's `GetItem`.
+    pub async fn get_item(&self, id: &str) -> Result<ItemResult, ProviderError> {
+        let Some(object) = self.client.get(&self.namespace, id).await? else {
+            return Ok(ItemResult::NotFound);
+        };
+        if let Some(lock_id) = object.info.lock_id {
+            return Ok(ItemResult::Locked {
+                lock_id,
+                lock_age: Duration::from_millis(object.info.lock_age_ms),
+            });
+        }
+        Ok(ItemResult::Found(SessionItem {
+            items: SessionItems::decode(&object.value)?,
+            lock_id: None,
+            action: SessionAction::None,
+        }))
+    }
+
+    /// Reads a session's items whether or not it is locked (concurrent requests, which
+    /// never wait); `None` if it does not exist.
+    pub async fn peek_item(&self, id: &str) -> Result<Option<SessionItems>, ProviderError> {
+        match self.client.get(&self.namespace, id).await? {
+            Some(object) => Ok(Some(SessionItems::decode(&object.value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Locks a session and reads it, waiting in the grid's queue up to `wait` if another
+    /// request holds it, and taking over a lock older than `executionTimeout`. The lock
+    /// frees itself after `executionTimeout` if never released. Clears the
+    /// uninitialized mark and reports it as [`SessionAction::InitializeItem`].
+    pub async fn get_item_exclusive(
+        &self,
+        id: &str,
+        wait: Duration,
+    ) -> Result<ItemResult, ProviderError> {
+        let execution = self.settings.execution_timeout;
+        let options = LockOptions {
+            wait,
+            lease: Some(execution),
+            take_over_after: Some(execution),
+            cached_version: None,
+        };
+        match self.client.lock(&self.namespace, id, options).await? {
+            LockResult::Acquired {
+                lock_id,
+                value,
+                info,
+            } => Ok(ItemResult::Found(SessionItem {
+                items: SessionItems::decode(value.as_deref().unwrap_or_default())?,
+                lock_id: Some(lock_id),
+                action: if info.uninitialized {
+                    SessionAction::InitializeItem
+                } else {
+                    SessionAction::None
+                },
+            })),
+            LockResult::Locked {
+                lock_id,
+                lock_age_ms,
+            } => Ok(ItemResult::Locked {
+                lock_id,
+                lock_age: Duration::from_millis(lock_age_ms),
+            }),
+            LockResult::NotFound => Ok(ItemResult::NotFound),
+        }
+    }
+
+    /// Writes a session back and releases its lock in one step. `new_item` creates it
+    /// instead (a session first used in this request); with `lock_id: None` (concurrent
+    /// requests) it writes without a lock.
+    pub async fn set_and_release_item_exclusive(
+        &self,
+        id: &str,
+        items: &SessionItems,
+        lock_id: Option<u64>,
+        new_item: bool,
+    ) -> Result<(), ProviderError> {
+        let bytes = items.encode();
+        if new_item {
+            self.client
+                .put(&self.namespace, id, bytes, self.sliding())
+                .await?;
+            return Ok(());
+        }
+        let options = UpdateOptions {
+            timeout: Some(self.sliding()),
+            expected_version: None,
+            lock_id,
+            unlock: lock_id.is_some(),
+        };
+        match self
+            .client
+            .update(&self.namespace, id, bytes, options)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(ClientError::LockLost) => Err(ProviderError::LockLost),
+            // Removed or expired meanwhile (another request abandoned it): write it anew.
+            Err(ClientError::NotFound) if lock_id.is_none() => {
+                self.client
+                    .put(&self.namespace, id, items.encode(), self.sliding())
+                    .await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Releases a session's lock without writing; only the holder's lock id does.
+    pub async fn release_item_exclusive(
+        &self,
+        id: &str,
+        lock_id: u64,
+    ) -> Result<(), ProviderError> {
+        match self.client.unlock(&self.namespace, id, lock_id).await {
+            Ok(()) | Err(ClientError::NotFound) => Ok(()),
+            Err(ClientError::LockLost) => Err(ProviderError::LockLost),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a session (`Session.Abandon`), with the caller's lock id if it holds one.
+    pub async fn remove_item(&self, id: &str, lock_id: Option<u64>) -> Result<(), ProviderError> {
+        match self.client.remove(&self.namespace, id, lock_id).await {
+            Ok(_) => Ok(()),
+            Err(ClientError::LockLost) => Err(ProviderError::LockLost),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A session was abandoned on this server (and removed): with `handleSessionEnd`,
+    /// `Session_End` runs here, once, with its final items.
+    pub fn abandoned(&self, id: &str, items: SessionItems) {
+        let callback = self
+            .end_callback
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(callback) = callback {
+            callback(SessionEnded {
+                id: id.to_string(),
+                items,
+                cause: EndCause::Abandoned,
+            });
+        }
+    }
+
+    /// Restarts a session's expiry (a request that does not use the session keeps it
+    /// alive).
+    pub async fn reset_item_timeout(&self, id: &str) -> Result<(), ProviderError> {
+        self.client.reset_timeout(&self.namespace, id, None).await?;
+        Ok(())
+    }
+
+    /// Creates an empty session marked uninitialized (cookieless sessions), expiring
+    /// after `timeout` idle; an existing session is left alone.
+    pub async fn create_uninitialized_item(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<(), ProviderError> {
+        let timeout = Timeout::Sliding {
+            ms: millis(timeout),
+        };
+        self.client
+            .create(&self.namespace, id, Vec::new(), timeout, true)
+            .await?;
+        Ok(())
+    }
+
+    /// Registers `callback` as `Session_End`. With `handleSessionEnd=true`, this provider
+    /// registers for the namespace's expirations; the grid hands each expired session to
+    /// one registered web server, which calls `callback` with its id and final items.
+    /// Without it, the callback runs only for sessions abandoned on this server.
+    /// Returns whether expirations are handled.
+    pub async fn set_item_expire_callback(
+        &self,
+        callback: SessionEndCallback,
+    ) -> Result<bool, ProviderError> {
+        if !self.settings.handle_session_end {
+            return Ok(false);
+        }
+        *self
+            .end_callback
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&callback));
+        let subscription = self.client.subscribe(&self.namespace).await?;
+        let task = tokio::spawn(session_end::pump(subscription, Arc::clone(&callback)));
+        if let Some(old) = self.lock_end().replace(task) {
+            old.abort();
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,130 @@
+//! Web servers of the session demo as real processes, and a minimal HTTP/1.1 client over
+//! loopback (one request per connection), enough to carry a session cookie.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use anyhow::{anyhow, bail, Context};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::DEADLINE;
+
+/// A demo web server process, killed when dropped.
+#[derive(Debug)]
+pub struct WebProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl WebProcess {
+    /// Starts `bin` (the test-web binary) on an ephemeral port against the grid at
+    /// `connection`, with `settings` as ATTRIBUTE=VALUE pairs.
+    pub fn start(bin: &str, connection: &str, settings: &[&str]) -> anyhow::Result<Self> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["--listen", "127.0.0.1:0", "--connection", connection]);
+        for s in settings {
+            cmd.args(["--setting", s]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {bin}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let line = match rx.recv_timeout(DEADLINE) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                bail!("web server printed no address within {DEADLINE:?} (exit: {status:?})");
+            }
+        };
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http://"))
+            .ok_or_else(|| anyhow!("unexpected first line {line:?}"))?
+            .parse()?;
+        Ok(Self { child, addr })
+    }
+
+    /// Where it serves.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Kills it with SIGKILL, by process id.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WebProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// The session cookie the server set (`name=value`), if any.
+    pub set_cookie: Option<String>,
+    /// The body, as text.
+    pub body: String,
+}
+
+/// Sends `method path` to `addr` with an optional `Cookie` header; waits up to the
+/// deadline for the whole response.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+) -> anyhow::Result<HttpResponse> {
+    tokio::time::timeout(DEADLINE, async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let cookie = cookie.map(|c| format!("Cookie: {c}\r\n")).unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{cookie}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        parse(&String::from_utf8_lossy(&raw))
+    })
+    .await
+    .with_context(|| format!("{method} {path}: no response within {DEADLINE:?}"))?
+}
+
+fn parse(raw: &str) -> anyhow::Result<HttpResponse> {
+    let (head, body) = raw.split_once("\r\n\r\n").context("no header end")?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .context("no status line")?;
+    let set_cookie = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
+        .and_then(|(_, v)| v.trim().split(';').next().map(str::to_string));
+    Ok(HttpResponse {
+        status,
+        set_cookie,
+        body: body.to_string(),
+    })
+}
