@@ -303,3 +303,74 @@ async fn tower_sessions_apps_keep_their_records_in_the_grid() {
     .unwrap();
     assert_eq!(store.load(&short.id).await.unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_operations_keep_asp_net_s_contract() {
+    use session_provider::{
+        ItemResult, ProviderError, ProviderSettings, SessionAction, SessionItems,
+        SessionStateProvider,
+    };
+
+    let cluster = TestCluster::start(NODE, 1, &["--partitions", "4"])
+        .await
+        .unwrap();
+    let mut settings = ProviderSettings::default();
+    settings
+        .set("connectionString", &cluster.connection_string(""))
+        .unwrap();
+    settings.set("executionTimeout", "60s").unwrap();
+    let p = SessionStateProvider::connect(settings, "contract").await.unwrap();
+    let wait = Duration::ZERO;
+
+    // Created uninitialized: the first exclusive read reports InitializeItem, once.
+    p.create_uninitialized_item("s1", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let ItemResult::Found(first) = p.get_item_exclusive("s1", wait).await.unwrap() else {
+        panic!("not found")
+    };
+    assert_eq!(first.action, SessionAction::InitializeItem);
+    assert!(first.items.is_empty());
+    let lock_id = first.lock_id.unwrap();
+    // Locked: a plain read and another exclusive read both say who holds it.
+    for result in [
+        p.get_item("s1").await.unwrap(),
+        p.get_item_exclusive("s1", wait).await.unwrap(),
+    ] {
+        let ItemResult::Locked { lock_id: holder, .. } = result else {
+            panic!("{result:?}")
+        };
+        assert_eq!(holder, lock_id);
+    }
+    // Only the holder's lock id releases or writes.
+    assert!(matches!(
+        p.release_item_exclusive("s1", lock_id + 1000).await,
+        Err(ProviderError::LockLost)
+    ));
+    let mut items = SessionItems::default();
+    items.set("user", &"ann").unwrap();
+    assert!(matches!(
+        p.set_and_release_item_exclusive("s1", &items, Some(lock_id + 1000), false)
+            .await,
+        Err(ProviderError::LockLost)
+    ));
+    p.set_and_release_item_exclusive("s1", &items, Some(lock_id), false)
+        .await
+        .unwrap();
+    let ItemResult::Found(second) = p.get_item("s1").await.unwrap() else {
+        panic!("not found")
+    };
+    assert_eq!(second.action, SessionAction::None);
+    assert_eq!(second.items.get::<String>("user").unwrap().unwrap(), "ann");
+    p.reset_item_timeout("s1").await.unwrap();
+    // Remove needs the lock when locked.
+    let ItemResult::Found(third) = p.get_item_exclusive("s1", wait).await.unwrap() else {
+        panic!("not found")
+    };
+    assert!(p.remove_item("s1", None).await.is_err());
+    p.remove_item("s1", third.lock_id).await.unwrap();
+    assert!(matches!(
+        p.get_item("s1").await.unwrap(),
+        ItemResult::NotFound
+    ));
+}
