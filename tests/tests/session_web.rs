@@ -319,7 +319,9 @@ async fn provider_operations_keep_asp_net_s_contract() {
         .set("connectionString", &cluster.connection_string(""))
         .unwrap();
     settings.set("executionTimeout", "60s").unwrap();
-    let p = SessionStateProvider::connect(settings, "contract").await.unwrap();
+    let p = SessionStateProvider::connect(settings, "contract")
+        .await
+        .unwrap();
     let wait = Duration::ZERO;
 
     // Created uninitialized: the first exclusive read reports InitializeItem, once.
@@ -337,7 +339,10 @@ async fn provider_operations_keep_asp_net_s_contract() {
         p.get_item("s1").await.unwrap(),
         p.get_item_exclusive("s1", wait).await.unwrap(),
     ] {
-        let ItemResult::Locked { lock_id: holder, .. } = result else {
+        let ItemResult::Locked {
+            lock_id: holder, ..
+        } = result
+        else {
             panic!("{result:?}")
         };
         assert_eq!(holder, lock_id);
