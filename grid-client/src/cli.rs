@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::{ClientError, GridClient, LockOptions, LockResult, Timeout};
+use crate::{ClientError, GridClient, LockOptions, LockResult, RemoteRead, Timeout};
 use clap::{Parser, Subcommand};
 
 /// Command-line client of the data grid.
@@ -54,6 +54,10 @@ enum Command {
         ns: String,
         /// Key.
         key: String,
+        /// If the object is not at this site, pull it from these sites (names as the
+        /// nodes' --remote-store), in order; it then becomes primary here.
+        #[arg(long, value_delimiter = ',')]
+        remote_stores: Vec<String>,
     },
     /// Remove an object.
     Remove {
@@ -197,7 +201,36 @@ async fn print_status(client: &GridClient) -> Result<(), Failure> {
         }
     }
     println!("total: {} objects, {} bytes", totals.0, totals.1);
+    print_sites(client, &map).await;
     Ok(())
+}
+
+/// The site and its remote stores, as the first answering node sees them.
+async fn print_sites(client: &GridClient, map: &grid_proto::PartitionMap) {
+    for node in map.nodes.iter().filter(|n| n.active) {
+        let Ok(s) = client.node_status(&node.addr).await else {
+            continue;
+        };
+        if s.site.is_empty() {
+            println!("site: none (geo replication off)");
+            return;
+        }
+        println!("site: {}", s.site);
+        for r in &s.remote_stores {
+            println!(
+                "remote store {}: {} ({}) [{}]",
+                r.name,
+                if r.reachable {
+                    "reachable"
+                } else {
+                    "unreachable"
+                },
+                r.detail,
+                r.addrs.join(",")
+            );
+        }
+        return;
+    }
 }
 
 fn read_value(value: Option<String>) -> Result<Vec<u8>, Failure> {
@@ -237,8 +270,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let version = client.put(&ns, &key, value, timeout).await?;
             println!("version {version}");
         }
-        Command::Get { ns, key } => {
-            let object = client.get(&ns, &key).await?.ok_or(ClientError::NotFound)?;
+        Command::Get {
+            ns,
+            key,
+            remote_stores,
+        } => {
+            let object = if remote_stores.is_empty() {
+                client.get(&ns, &key).await?.ok_or(ClientError::NotFound)?
+            } else {
+                match client.get_remote(&ns, &key, &remote_stores).await? {
+                    RemoteRead::Found(object) => object,
+                    RemoteRead::NotFound { reasons } if reasons.is_empty() => {
+                        return Err(ClientError::NotFound.into())
+                    }
+                    RemoteRead::NotFound { reasons } => {
+                        return Err(Failure::Negative(format!(
+                            "not found ({})",
+                            reasons.join("; ")
+                        )))
+                    }
+                }
+            };
             let mut out = std::io::stdout().lock();
             out.write_all(&object.value)
                 .and_then(|()| out.flush())

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use grid_proto::{
-    check_op, key_hash, partition_of, Millis, NodeStatus, ObjKey, ObjectInfo, Op, PartitionMap,
-    Reply, Request, Timeout,
+    check_op, key_hash, partition_of, GeoOp, Millis, NodeStatus, ObjKey, ObjectInfo, Op,
+    PartitionMap, Reply, Request, Timeout,
 };
 
 use crate::conn::{ConnHooks, Connection, WireStats};
@@ -43,6 +43,18 @@ pub enum ReadResult {
     NotModified(ObjectInfo),
     /// No such object.
     NotFound,
+}
+
+/// The result of a read that may pull from remote sites.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteRead {
+    /// The object, now primary at this site.
+    Found(Object),
+    /// Neither here nor at a remote store.
+    NotFound {
+        /// What each remote store said.
+        reasons: Vec<String>,
+    },
 }
 
 /// Options of a read-and-lock.
@@ -120,6 +132,7 @@ fn unexpected(reply: Reply) -> ClientError {
         Reply::VersionMismatch { current } => ClientError::VersionMismatch { current },
         Reply::TooLarge { size, limit } => ClientError::TooLarge { size, limit },
         Reply::LowMemory { used, limit } => ClientError::LowMemory { used, limit },
+        Reply::Moved { site } => ClientError::Moved { site },
         Reply::Unauthorized => ClientError::Unauthorized,
         Reply::BadRequest { reason } => ClientError::BadRequest { reason },
         Reply::Unavailable { reason } => ClientError::Unavailable { reason },
@@ -254,7 +267,11 @@ impl GridClient {
         Connection::open_with(
             addr,
             self.inner.config.auth_token.as_deref(),
-            CLIENT_NAME,
+            self.inner
+                .config
+                .client_name
+                .as_deref()
+                .unwrap_or(CLIENT_NAME),
             self.inner.config.connect_timeout,
             hooks,
         )
@@ -355,15 +372,23 @@ impl GridClient {
     /// within `maxRequestRetries` when the request surely did not run, or when it only
     /// reads.
     async fn call(&self, request: &Request, extra_wait: Duration) -> Result<Reply, ClientError> {
+        // Migration steps are idempotent per transfer; pulls only read (a retried pull
+        // finds the object already here).
         let idempotent = matches!(
             request,
-            Request::Ping | Request::Status | Request::GetMap | Request::Op(Op::Read { .. })
+            Request::Ping
+                | Request::Status
+                | Request::GetMap
+                | Request::Op(Op::Read { .. })
+                | Request::Geo(_)
+                | Request::Pull { .. }
         );
         let timeout = self.inner.config.request_timeout + extra_wait;
         let (mut attempt, mut redirects) = (0u32, 0u32);
         loop {
             let routed = match request {
-                Request::Op(op) => self.route(op.obj()),
+                Request::Op(op) | Request::Pull { op, .. } => self.route(op.obj()),
+                Request::Geo(op) => self.route(op.obj()),
                 _ => None,
             };
             let addr = match &routed {
@@ -418,6 +443,31 @@ impl GridClient {
             _ => Duration::ZERO,
         };
         self.call(&Request::Op(op), wait).await
+    }
+
+    /// Runs a migration step on the partition leader of its object (nodes use this for
+    /// their own cluster; nodes accept it only from other nodes).
+    pub async fn geo(&self, op: GeoOp) -> Result<Reply, ClientError> {
+        self.call(&Request::Geo(op), Duration::ZERO).await
+    }
+
+    /// Runs a read (`Read` or `ReadAndLock`) that pulls the object from `remote_stores`
+    /// (site names known to the nodes), in order, when it is not here; returns the
+    /// node's reply as is.
+    pub async fn pull(&self, op: Op, remote_stores: &[String]) -> Result<Reply, ClientError> {
+        let limit = self.inner.max_value_bytes.load(Ordering::Relaxed);
+        check_op(&op, usize::try_from(limit).unwrap_or(usize::MAX))?;
+        let wait = match &op {
+            Op::ReadAndLock { wait_ms, .. } => Duration::from_millis(*wait_ms),
+            _ => Duration::ZERO,
+        };
+        // Each remote store may cost the nodes' geo timeout.
+        let remote = Duration::from_secs(10) * remote_stores.len() as u32;
+        let request = Request::Pull {
+            op,
+            remote_stores: remote_stores.to_vec(),
+        };
+        self.call(&request, wait + remote).await
     }
 
     /// Checks the node answers.

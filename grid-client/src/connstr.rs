@@ -54,6 +54,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// `requestTimeout` (default 10 s): limit on one request, beyond any lock wait.
     pub request_timeout: Duration,
+    /// How the client names itself to nodes (set in code, not in the connection
+    /// string); `None`: `grid-client/<version>`.
+    pub client_name: Option<String>,
     /// `clientCacheType` (`LRU`, `LRU-MaxMemory` or `None`; default `LRU`) and
     /// `clientCacheCapacity` (objects for `LRU`, default 100; megabytes for
     /// `LRU-MaxMemory`, default 100): the strictly coherent near cache.
@@ -102,6 +105,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             near_cache: NearCacheConfig::default(),
+            client_name: None,
         }
     }
 }

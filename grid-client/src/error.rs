@@ -100,6 +100,13 @@ pub enum ClientError {
         /// Its limit.
         limit: u64,
     },
+    /// This site holds a read-only proxy of the object; its primary is at `site`. Write
+    /// there, or read here with `site` in the remote stores to bring it back.
+    #[error("the object's primary copy is at site {site}; this site holds a read-only proxy")]
+    Moved {
+        /// The site holding the primary.
+        site: String,
+    },
     /// The node answered something this call does not expect (a version mismatch
     /// between client and node, or a bug).
     #[error("protocol error: {reason}")]

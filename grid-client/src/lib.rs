@@ -23,7 +23,7 @@ pub mod near_cache;
 
 pub use client::{
     Delivery, EventSubscription, GridClient, LockOptions, LockResult, Object, ReadResult,
-    UpdateOptions, WireBytes,
+    RemoteRead, UpdateOptions, WireBytes,
 };
 pub use connstr::{ClientConfig, ConnStringError, Gateway, NearCacheConfig};
 pub use error::ClientError;

@@ -11,6 +11,7 @@ use grid_client::{GridClient, LockOptions, LockResult, Timeout};
 
 use crate::clock::SystemClock;
 use crate::config::{NodeConfig, DEFAULT_PORT};
+use crate::geo::GeoConfig;
 use crate::server::{self, RunningNode};
 
 /// A node of the in-memory data grid.
@@ -100,6 +101,43 @@ struct ServeArgs {
     /// (false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     evict_on_low_memory: bool,
+    /// This cluster's site name, for geo replication (with --geo-listen).
+    #[arg(long)]
+    site: Option<String>,
+    /// Address (UDP, QUIC) where other sites reach this node; turns geo replication on.
+    /// Without --geo-token and certificates, loopback addresses only.
+    #[arg(long, requires = "site")]
+    geo_listen: Option<SocketAddr>,
+    /// A site this node may pull objects from: NAME=host:port[,host:port...] (its nodes'
+    /// --geo-listen addresses). Repeatable.
+    #[arg(
+        long = "remote-store",
+        value_name = "NAME=ADDRS",
+        requires = "geo_listen"
+    )]
+    remote_stores: Vec<String>,
+    /// Secret every site presents on geo links (required beyond loopback).
+    #[arg(
+        long,
+        env = "GRID_GEO_TOKEN",
+        hide_env_values = true,
+        requires = "geo_listen"
+    )]
+    geo_token: Option<String>,
+    /// PEM certificate chain of this node on geo links (default: self-signed, loopback
+    /// only).
+    #[arg(long, requires_all = ["geo_key", "geo_listen"])]
+    geo_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --geo-cert.
+    #[arg(long, requires = "geo_cert")]
+    geo_key: Option<std::path::PathBuf>,
+    /// PEM certificates trusted for other sites' nodes (without it, other sites are
+    /// reached on loopback only).
+    #[arg(long, requires = "geo_listen")]
+    geo_ca: Option<std::path::PathBuf>,
+    /// Longest one remote store may take to answer a pull before the next is tried.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    geo_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -116,9 +154,56 @@ struct LocalArgs {
     check_only: bool,
 }
 
+/// Parses `--remote-store NAME=host:port[,host:port...]`.
+fn parse_remote_store(text: &str) -> anyhow::Result<(String, Vec<String>)> {
+    let (name, addrs) = text.split_once('=').with_context(|| {
+        format!("--remote-store {text}: expected NAME=host:port[,host:port...]")
+    })?;
+    let addrs: Vec<String> = addrs
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    if name.trim().is_empty() || addrs.is_empty() {
+        bail!("--remote-store {text}: expected NAME=host:port[,host:port...]");
+    }
+    for addr in &addrs {
+        addr.parse::<SocketAddr>()
+            .with_context(|| format!("--remote-store {text}: '{addr}' is not ip:port"))?;
+    }
+    Ok((name.trim().to_string(), addrs))
+}
+
 impl ServeArgs {
-    fn config(&self) -> NodeConfig {
-        NodeConfig {
+    fn geo(&self) -> anyhow::Result<Option<GeoConfig>> {
+        let (Some(site), Some(listen)) = (&self.site, self.geo_listen) else {
+            return Ok(None);
+        };
+        let mut remotes = std::collections::BTreeMap::new();
+        for text in &self.remote_stores {
+            let (name, addrs) = parse_remote_store(text)?;
+            if name == *site {
+                bail!("--remote-store {name}: that is this node's own --site");
+            }
+            remotes.insert(name, addrs);
+        }
+        Ok(Some(GeoConfig {
+            site: site.clone(),
+            listen,
+            remotes,
+            token: self.geo_token.clone(),
+            tls: geo_replication::TlsFiles {
+                cert: self.geo_cert.clone(),
+                key: self.geo_key.clone(),
+                ca: self.geo_ca.clone(),
+            },
+            timeout: self.geo_timeout,
+        }))
+    }
+
+    fn config(&self) -> anyhow::Result<NodeConfig> {
+        Ok(NodeConfig {
             listen: self.listen,
             admin: self.admin,
             auth_token: self.auth_token.clone(),
@@ -135,8 +220,9 @@ impl ServeArgs {
             event_ack_timeout: self.event_ack_timeout,
             max_memory: self.max_memory,
             evict_on_low_memory: self.evict_on_low_memory,
+            geo: self.geo()?,
             ..NodeConfig::default()
-        }
+        })
     }
 }
 
@@ -150,7 +236,7 @@ pub fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         match cli.command {
-            None => serve(cli.serve.config()).await,
+            None => serve(cli.serve.config()?).await,
             Some(Command::Local(args)) => local(args).await,
         }
     })
@@ -169,9 +255,11 @@ async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
     let node = server::start(config, Arc::new(SystemClock)).await?;
     // One machine-readable line on stdout, for scripts and test harnesses.
     println!(
-        "grid-node ready client={} admin={}",
+        "grid-node ready client={} admin={} geo={}",
         node.client_addr(),
         node.admin_addr()
+            .map_or_else(|| "-".to_string(), |a| a.to_string()),
+        node.geo_addr()
             .map_or_else(|| "-".to_string(), |a| a.to_string())
     );
     Ok(node)

@@ -63,6 +63,8 @@ pub struct NodeConfig {
     /// Past `max_memory`, evict (true) or refuse writes with `LowMemory` (false).
     /// Default true.
     pub evict_on_low_memory: bool,
+    /// Geo replication (`--site`, `--geo-listen`, `--remote-store`, ...). Default: off.
+    pub geo: Option<crate::geo::GeoConfig>,
 }
 
 impl Default for NodeConfig {
@@ -88,6 +90,7 @@ impl Default for NodeConfig {
             event_ack_timeout: Duration::from_secs(30),
             max_memory: None,
             evict_on_low_memory: true,
+            geo: None,
         }
     }
 }

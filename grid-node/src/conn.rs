@@ -239,6 +239,36 @@ fn handle(ctx: &ConnContext, auth: &mut Auth, frame: Frame) -> Step {
                 )
             }
         },
+        Request::Pull { op, remote_stores } => {
+            if let Err(err) = grid_proto::check_op(&op, node.config().max_value_bytes) {
+                inc(&node.metrics.bad_requests_total);
+                return Step::Reply(
+                    id,
+                    Reply::BadRequest {
+                        reason: err.to_string(),
+                    },
+                );
+            }
+            let node = Arc::clone(node);
+            Step::Later(Box::pin(
+                async move { (id, node.pull(op, remote_stores).await) },
+            ))
+        }
+        Request::Geo(_) if *auth != Auth::Peer => {
+            inc(&node.metrics.bad_requests_total);
+            Step::Reply(
+                id,
+                Reply::BadRequest {
+                    reason: "migration steps are only accepted from the cluster's nodes".into(),
+                },
+            )
+        }
+        Request::Geo(op) => {
+            let node = Arc::clone(node);
+            Step::Later(Box::pin(async move {
+                (id, node.cluster().execute_geo(op).await)
+            }))
+        }
         Request::AckEvent { id: event } => {
             node.cluster().events().ack(event);
             Step::Reply(id, Reply::Acked)

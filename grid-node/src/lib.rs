@@ -4,6 +4,8 @@
 //!   the FIFO lock wait queue.
 //! - [`partition`]: one partition as its leader runs it (store + waiters + [`outbox`] of
 //!   events owed to clients).
+//! - [`geo`]: geo replication: serving other sites, pulling missed objects, resolving
+//!   hand-overs left half-done.
 //! - [`events`]: delivery of outbox events (expiry, low-memory eviction) to the clients
 //!   registered on this node, with acknowledgement and redelivery.
 //! - [`node`]: the partitions of one node and the single entry point for operations.
@@ -25,6 +27,7 @@ pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod events;
+pub mod geo;
 pub mod metrics;
 pub mod node;
 pub mod outbox;

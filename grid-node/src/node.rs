@@ -10,6 +10,10 @@ use grid_proto::{check_op, Millis, NodeStatus, Op, PartitionMap, Reply};
 use crate::clock::Clock;
 use crate::cluster::runtime::ClusterNode;
 use crate::config::NodeConfig;
+use crate::geo::GeoService;
+
+/// Most remote stores one read may name.
+const MAX_REMOTE_STORES: usize = 16;
 use crate::metrics::{inc, Metrics};
 
 /// A running node's shared state.
@@ -21,17 +25,48 @@ pub struct Node {
     started: Millis,
     /// Counters for the admin endpoint and `status`.
     pub metrics: Metrics,
+    geo: Option<Arc<GeoService>>,
 }
 
 impl Node {
     /// Wraps a cluster node.
-    pub fn new(config: NodeConfig, cluster: Arc<ClusterNode>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        config: NodeConfig,
+        cluster: Arc<ClusterNode>,
+        clock: Arc<dyn Clock>,
+        geo: Option<Arc<GeoService>>,
+    ) -> Self {
         Self {
             cluster,
             started: clock.now(),
             clock,
             config,
             metrics: Metrics::default(),
+            geo,
+        }
+    }
+
+    /// A read that pulls the object from remote sites when it is missing here.
+    pub async fn pull(&self, op: Op, remote_stores: Vec<String>) -> Reply {
+        if !matches!(op, Op::Read { .. } | Op::ReadAndLock { .. }) {
+            return Reply::BadRequest {
+                reason: "only Read and ReadAndLock pull from remote stores".into(),
+            };
+        }
+        if remote_stores.len() > MAX_REMOTE_STORES {
+            return Reply::BadRequest {
+                reason: format!("at most {MAX_REMOTE_STORES} remote stores"),
+            };
+        }
+        match &self.geo {
+            Some(geo) if !remote_stores.is_empty() => geo.pull(self, op, &remote_stores).await,
+            None if !remote_stores.is_empty() => match self.execute(op).await {
+                Reply::NotFound => Reply::NotFoundRemote {
+                    reasons: vec!["this node has no geo replication (--geo-listen)".into()],
+                },
+                other => other,
+            },
+            _ => self.execute(op).await,
         }
     }
 
@@ -102,6 +137,16 @@ impl Node {
             memory_used: self.cluster.memory_used(),
             event_subscribers: self.cluster.events().subscribers() as u64,
             pending_events: r.pending_events,
+            site: self
+                .geo
+                .as_ref()
+                .map(|g| g.site().to_string())
+                .unwrap_or_default(),
+            remote_stores: self
+                .geo
+                .as_ref()
+                .map(|g| g.remote_status())
+                .unwrap_or_default(),
             uptime_ms: self.clock.now().saturating_sub(self.started),
             node_id: r.node_id,
             map_epoch: r.map_epoch,

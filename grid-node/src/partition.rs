@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 
-use grid_proto::{EventCause, Millis, ObjKey, Op, Reply};
+use grid_proto::{EventCause, GeoOp, Millis, ObjKey, Op, Reply};
 use serde::{Deserialize, Serialize};
 
 use crate::outbox::{Outbox, PendingEvent};
@@ -78,6 +78,8 @@ pub enum Command {
         /// Value bytes to free.
         bytes: u64,
     },
+    /// A step of a migration between sites.
+    Geo(GeoOp),
 }
 
 /// An expired object, for `Session_End`-style delivery.
@@ -222,6 +224,11 @@ impl Partition {
             Command::Evict { bytes } => {
                 let events = self.store.evict(*bytes);
                 self.process(events, now, &mut out);
+            }
+            Command::Geo(op) => {
+                let (reply, events) = self.store.apply_geo(op, now);
+                self.process(events, now, &mut out);
+                out.reply = Some(reply);
             }
         }
         out

@@ -16,6 +16,7 @@ use crate::clock::Clock;
 use crate::cluster::runtime::{ClusterConfig, ClusterError, ClusterNode, MemoryLimit};
 use crate::config::{ConfigError, NodeConfig};
 use crate::conn::{self, ConnContext};
+use crate::geo::GeoService;
 use crate::node::Node;
 
 /// Why a node could not start.
@@ -37,6 +38,9 @@ pub enum StartError {
         /// What the OS said.
         source: io::Error,
     },
+    /// Geo replication could not start (certificates, address, token).
+    #[error("geo replication: {0}")]
+    Geo(String),
 }
 
 /// A node serving in this process. Dropping it does not stop it; call
@@ -45,6 +49,7 @@ pub enum StartError {
 pub struct RunningNode {
     client_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    geo_addr: Option<SocketAddr>,
     node: Arc<Node>,
     shutdown: CancellationToken,
     supervisor: JoinHandle<()>,
@@ -54,6 +59,11 @@ impl RunningNode {
     /// Where clients connect (the real port when 0 was asked for).
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr
+    }
+
+    /// Where other sites reach this node, if geo replication is on.
+    pub fn geo_addr(&self) -> Option<SocketAddr> {
+        self.geo_addr
     }
 
     /// Where the admin endpoint listens, if configured.
@@ -129,7 +139,25 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
         },
         Arc::clone(&clock),
     )?);
-    let node = Arc::new(Node::new(config, Arc::clone(&cluster), clock));
+    let geo = match &config.geo {
+        Some(geo_config) => {
+            let cluster_addr = config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| client_addr.to_string());
+            let service = GeoService::bind(
+                geo_config.clone(),
+                &cluster_addr,
+                config.auth_token.clone(),
+                Arc::clone(&clock),
+            )
+            .map_err(|e| StartError::Geo(e.to_string()))?;
+            Some(Arc::new(service))
+        }
+        None => None,
+    };
+    let geo_addr = geo.as_ref().and_then(|g| g.local_addr());
+    let node = Arc::new(Node::new(config, Arc::clone(&cluster), clock, geo.clone()));
     let shutdown = CancellationToken::new();
 
     let mut tasks = JoinSet::new();
@@ -149,6 +177,9 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
     if let Some(listener) = admin_listener {
         tasks.spawn(admin::serve(listener, ctx));
     }
+    if let Some(geo) = geo {
+        tasks.spawn(geo.run(Arc::clone(&node), shutdown.clone()));
+    }
     let supervisor = tokio::spawn(async move {
         while let Some(result) = tasks.join_next().await {
             if let Err(err) = result {
@@ -160,6 +191,7 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
     Ok(RunningNode {
         client_addr,
         admin_addr,
+        geo_addr,
         node,
         shutdown,
         supervisor,

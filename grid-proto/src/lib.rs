@@ -25,6 +25,6 @@ pub use frame::{Frame, FrameCodec, FrameError, PROTOCOL_VERSION};
 pub use hash::{key_hash, partition_of};
 pub use limits::{check_op, validate_object_key, KeyError, OpError};
 pub use msg::{
-    decode, encode, DecodeError, EventCause, EventId, GridEvent, MapNode, Millis, NodeStatus,
-    ObjKey, ObjectInfo, Op, PartitionMap, Reply, Request, Timeout,
+    decode, encode, DecodeError, EventCause, EventId, GeoOp, GridEvent, MapNode, Millis,
+    NodeStatus, ObjKey, ObjectInfo, Op, PartitionMap, RemoteStoreStatus, Reply, Request, Timeout,
 };

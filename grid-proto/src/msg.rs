@@ -240,6 +240,114 @@ pub enum Request {
         /// The event.
         id: EventId,
     },
+    /// A read (`Read` or `ReadAndLock`) that, on a miss here, pulls the object from these
+    /// remote sites in order and migrates it here. Replies as the operation would, or
+    /// `NotFoundRemote` with what each site said.
+    Pull {
+        /// The read.
+        op: Op,
+        /// Site names, as configured on the node (`--remote-store NAME=...`).
+        remote_stores: Vec<String>,
+    },
+    /// A step of a migration between sites, on the partition of its object. Only from
+    /// the cluster's own nodes.
+    Geo(GeoOp),
+}
+
+/// The steps of moving an object's primary copy from one site (the source) to another
+/// (the destination). Two steps, so a crash at any point leaves exactly one primary:
+/// the source marks the object as migrating under a transfer id and hands out its data
+/// (`Export`); the destination makes it primary (`Import`) and tells the source
+/// (`Commit`), which keeps a read-only proxy pointing at the destination. A source left
+/// migrating asks the destination (`Resolve`) whether the import happened; the question
+/// itself fences a late import out.
+#[derive(
+    Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, SerdeSerialize, SerdeDeserialize,
+)]
+pub enum GeoOp {
+    /// Source: mark `obj` migrating to `to_site` under `transfer` and return its data
+    /// (`Retrieved`), or `Locked`, `NotFound`, `Moved`.
+    Export {
+        /// The object.
+        obj: ObjKey,
+        /// Names this hand-over.
+        transfer: u64,
+        /// The destination site.
+        to_site: String,
+    },
+    /// Destination: make `obj` primary here with this data, unless `transfer` was
+    /// resolved as aborted. Replies `Added`.
+    Import {
+        /// The object.
+        obj: ObjKey,
+        /// Its bytes.
+        value: Vec<u8>,
+        /// Its version at the source.
+        version: u64,
+        /// Its expiry.
+        timeout: Timeout,
+        /// The hand-over.
+        transfer: u64,
+    },
+    /// Source: the destination holds the primary now; keep a proxy. Replies `Updated`.
+    Commit {
+        /// The object.
+        obj: ObjKey,
+        /// The hand-over.
+        transfer: u64,
+    },
+    /// Source: the hand-over did not happen; the object is primary here again.
+    Abort {
+        /// The object.
+        obj: ObjKey,
+        /// The hand-over.
+        transfer: u64,
+    },
+    /// Destination: did the import of `transfer` happen? If not, it never will.
+    /// Replies `Transfer`.
+    Resolve {
+        /// The object (it names the partition).
+        obj: ObjKey,
+        /// The hand-over.
+        transfer: u64,
+    },
+}
+
+impl GeoOp {
+    /// The object this step addresses.
+    pub fn obj(&self) -> &ObjKey {
+        match self {
+            GeoOp::Export { obj, .. }
+            | GeoOp::Import { obj, .. }
+            | GeoOp::Commit { obj, .. }
+            | GeoOp::Abort { obj, .. }
+            | GeoOp::Resolve { obj, .. } => obj,
+        }
+    }
+}
+
+/// A remote site as a node sees it, for `gridctl status`.
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Default,
+    SerdeSerialize,
+    SerdeDeserialize,
+)]
+pub struct RemoteStoreStatus {
+    /// Its name.
+    pub name: String,
+    /// Its geo addresses.
+    pub addrs: Vec<String>,
+    /// Whether the last probe reached it.
+    pub reachable: bool,
+    /// What the last probe saw.
+    pub detail: String,
 }
 
 /// Names one event: the partition it comes from and its number there. Redeliveries of an
@@ -442,6 +550,10 @@ pub struct NodeStatus {
     /// Events (expiry, eviction) waiting for a client's acknowledgement, in the
     /// partitions led.
     pub pending_events: u64,
+    /// The node's site (empty without geo replication).
+    pub site: String,
+    /// The remote sites it can pull from.
+    pub remote_stores: Vec<RemoteStoreStatus>,
 }
 
 /// A node's answer. Every operation ends in exactly one of these; none fails silently.
@@ -570,6 +682,22 @@ pub enum Reply {
         used: u64,
         /// Its limit (`--max-memory`).
         limit: u64,
+    },
+    /// This site holds only a read-only proxy of the object: its primary is at `site`.
+    /// Writes here are refused; a read naming `site` in its remote stores pulls it back.
+    Moved {
+        /// The site holding the primary.
+        site: String,
+    },
+    /// Answer to `GeoOp::Resolve`.
+    Transfer {
+        /// True if the import happened (the destination holds the primary).
+        committed: bool,
+    },
+    /// A `Pull` found the object neither here nor at any remote store.
+    NotFoundRemote {
+        /// What each remote store said (`east: not found`, `west: unreachable ...`).
+        reasons: Vec<String>,
     },
 }
 

@@ -160,7 +160,7 @@ impl SessionStateProvider {
     /// Reads a session without locking it (read-only and concurrent requests); slides its
     /// expiry. A locked session answers `Locked` and no items, as ASP.NET's `GetItem`.
     pub async fn get_item(&self, id: &str) -> Result<ItemResult, ProviderError> {
-        let Some(object) = self.client.get(&self.namespace, id).await? else {
+        let Some(object) = self.read(id).await? else {
             return Ok(ItemResult::NotFound);
         };
         if let Some(lock_id) = object.info.lock_id {
@@ -179,9 +179,27 @@ impl SessionStateProvider {
     /// Reads a session's items whether or not it is locked (concurrent requests, which
     /// never wait); `None` if it does not exist.
     pub async fn peek_item(&self, id: &str) -> Result<Option<SessionItems>, ProviderError> {
-        match self.client.get(&self.namespace, id).await? {
+        match self.read(id).await? {
             Some(object) => Ok(Some(SessionItems::decode(&object.value)?)),
             None => Ok(None),
+        }
+    }
+
+    /// Reads a session here, or pulls it from `remoteStores` (in order) when it is not
+    /// at this site.
+    async fn read(&self, id: &str) -> Result<Option<grid_client::Object>, ProviderError> {
+        let stores = &self.settings.remote_stores;
+        if stores.is_empty() {
+            return Ok(self.client.get(&self.namespace, id).await?);
+        }
+        match self.client.get_remote(&self.namespace, id, stores).await? {
+            grid_client::RemoteRead::Found(object) => Ok(Some(object)),
+            grid_client::RemoteRead::NotFound { reasons } => {
+                if !reasons.is_empty() {
+                    tracing::debug!(session = id, ?reasons, "session not found at any site");
+                }
+                Ok(None)
+            }
         }
     }
 
@@ -201,7 +219,12 @@ impl SessionStateProvider {
             take_over_after: Some(execution),
             cached_version: None,
         };
-        match self.client.lock(&self.namespace, id, options).await? {
+        let stores = &self.settings.remote_stores;
+        match self
+            .client
+            .lock_from(&self.namespace, id, options, stores)
+            .await?
+        {
             LockResult::Acquired {
                 lock_id,
                 value,

@@ -90,8 +90,8 @@ pub struct ProviderSettings {
     /// `namespace` (default: the application's name): isolates this application's
     /// sessions in the grid.
     pub namespace: Option<String>,
-    /// `remoteStores` (none): other sites to pull a missing session from, in order.
-    /// Recorded now; used once geo replication lands.
+    /// `remoteStores` (none): other sites to pull a missing session from, in order
+    /// (names as the grid nodes' `--remote-store`); the session then moves here.
     pub remote_stores: Vec<String>,
     /// `timeout` (20 min): sliding expiry of an idle session.
     pub timeout: Duration,

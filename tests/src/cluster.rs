@@ -26,6 +26,8 @@ const NODE_ARGS: &[&str] = &[
 pub struct TestCluster {
     bin: String,
     extra: Vec<String>,
+    /// Arguments of node `i` only (its geo address, say), by start order.
+    per_node: Vec<Vec<String>>,
     nodes: Vec<Option<NodeProcess>>,
 }
 
@@ -33,9 +35,20 @@ impl TestCluster {
     /// Starts `n` nodes: the first bootstraps, the others join it. Waits until the
     /// cluster has settled (every partition fully replicated as the map says).
     pub async fn start(bin: &str, n: usize, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_each(bin, extra, vec![Vec::new(); n]).await
+    }
+
+    /// Like [`TestCluster::start`], with `per_node[i]` added to node `i`'s arguments.
+    pub async fn start_each(
+        bin: &str,
+        extra: &[&str],
+        per_node: Vec<Vec<String>>,
+    ) -> anyhow::Result<Self> {
+        let n = per_node.len();
         let mut cluster = Self {
             bin: bin.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            per_node,
             nodes: Vec::new(),
         };
         for _ in 0..n {
@@ -64,6 +77,13 @@ impl TestCluster {
         let join: Vec<String> = self.live().map(|n| n.client_addr().to_string()).collect();
         let mut args: Vec<String> = NODE_ARGS.iter().map(|s| s.to_string()).collect();
         args.extend(self.extra.iter().cloned());
+        args.extend(
+            self.per_node
+                .get(self.nodes.len())
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
         if !join.is_empty() {
             args.push("--join".into());
             args.push(join.join(","));

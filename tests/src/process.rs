@@ -16,6 +16,7 @@ pub struct NodeProcess {
     child: Child,
     client_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    geo_addr: Option<SocketAddr>,
 }
 
 impl NodeProcess {
@@ -66,11 +67,18 @@ impl NodeProcess {
             .ok_or_else(|| anyhow!("unexpected ready line {line:?}"))?
             .parse()?;
         let admin_addr = field("admin=").and_then(|a| a.parse().ok());
+        let geo_addr = field("geo=").and_then(|a| a.parse().ok());
         Ok(Self {
             child,
             client_addr,
             admin_addr,
+            geo_addr,
         })
+    }
+
+    /// Where other sites reach it, if geo replication is on.
+    pub fn geo_addr(&self) -> Option<SocketAddr> {
+        self.geo_addr
     }
 
     /// Where clients connect.

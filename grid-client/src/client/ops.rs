@@ -5,7 +5,9 @@
 
 use grid_proto::{ObjKey, Op, Reply, Timeout};
 
-use super::{ms, unexpected, LockOptions, LockResult, Object, ReadResult, UpdateOptions};
+use super::{
+    ms, unexpected, LockOptions, LockResult, Object, ReadResult, RemoteRead, UpdateOptions,
+};
 use crate::error::ClientError;
 use crate::near_cache::ReadOutcome;
 use crate::GridClient;
@@ -55,6 +57,34 @@ impl GridClient {
             }
             Ok(other) => Err(unexpected(other)),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Reads an object that may live at another site: on a miss here, the node pulls it
+    /// from `remote_stores` in order and this site becomes its primary.
+    pub async fn get_remote(
+        &self,
+        ns: &str,
+        key: impl AsRef<[u8]>,
+        remote_stores: &[String],
+    ) -> Result<RemoteRead, ClientError> {
+        let obj = ObjKey::new(ns, key.as_ref());
+        let op = Op::Read {
+            obj: obj.clone(),
+            cached_version: None,
+        };
+        match self.pull(op, remote_stores).await? {
+            Reply::Retrieved { value, info } => {
+                if self.inner.cache.enabled() {
+                    self.inner.cache.put(obj, info.version, value.clone());
+                }
+                Ok(RemoteRead::Found(Object { value, info }))
+            }
+            Reply::NotFound => Ok(RemoteRead::NotFound {
+                reasons: Vec::new(),
+            }),
+            Reply::NotFoundRemote { reasons } => Ok(RemoteRead::NotFound { reasons }),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -232,6 +262,18 @@ impl GridClient {
         key: impl AsRef<[u8]>,
         options: LockOptions,
     ) -> Result<LockResult, ClientError> {
+        self.lock_from(ns, key, options, &[]).await
+    }
+
+    /// [`GridClient::lock`], pulling the object from `remote_stores` (in order) when it
+    /// is not at this site; it then becomes primary here.
+    pub async fn lock_from(
+        &self,
+        ns: &str,
+        key: impl AsRef<[u8]>,
+        options: LockOptions,
+        remote_stores: &[String],
+    ) -> Result<LockResult, ClientError> {
         let obj = ObjKey::new(ns, key.as_ref());
         let cache = &self.inner.cache;
         let cached = match options.cached_version {
@@ -247,7 +289,12 @@ impl GridClient {
             wait_ms: ms(options.wait),
             take_over_after_ms: options.take_over_after.map(ms),
         };
-        let (value, info) = match self.execute(op).await? {
+        let reply = if remote_stores.is_empty() {
+            self.execute(op).await?
+        } else {
+            self.pull(op, remote_stores).await?
+        };
+        let (value, info) = match reply {
             Reply::Retrieved { value, info } => {
                 if cache.enabled() {
                     cache.put(obj, info.version, value.clone());
@@ -275,7 +322,7 @@ impl GridClient {
                     lock_age_ms,
                 })
             }
-            Reply::NotFound => {
+            Reply::NotFound | Reply::NotFoundRemote { .. } => {
                 cache.invalidate(&obj);
                 return Ok(LockResult::NotFound);
             }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use grid_proto::{Millis, ObjKey, Op, Reply};
+use grid_proto::{GeoOp, Millis, ObjKey, Op, Reply};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::ServerState;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -380,6 +380,20 @@ impl PartitionGroup {
             (None, None) => Reply::Unavailable {
                 reason: "parked without a waiter".into(),
             },
+        }
+    }
+
+    /// Runs one migration step through the group's log.
+    pub async fn execute_geo(&self, op: GeoOp) -> Reply {
+        match self.propose(Command::Geo(op)).await {
+            Ok(outcome) => {
+                let reply = outcome.reply.clone();
+                self.settle(outcome).await;
+                reply.unwrap_or(Reply::Unavailable {
+                    reason: "migration step without an answer".into(),
+                })
+            }
+            Err(reply) => reply,
         }
     }
 

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use grid_proto::{key_hash, partition_of, MapNode, Op, PartitionMap, Reply};
+use grid_proto::{key_hash, partition_of, GeoOp, MapNode, Millis, ObjKey, Op, PartitionMap, Reply};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use thiserror::Error;
 use tokio::task::JoinSet;
@@ -406,22 +406,45 @@ impl ClusterNode {
 
     /// Runs one validated client operation.
     pub async fn execute(&self, op: Op) -> Reply {
-        let Some(state) = self.state() else {
-            return Reply::Unavailable {
-                reason: "this node has not joined a cluster yet".into(),
-            };
-        };
-        let obj = op.obj();
-        let p = partition_of(key_hash(&obj.namespace, &obj.key), state.partitions);
-        match self.group(p) {
-            Some(group) => group.execute(op).await,
-            None => Reply::NotLeader {
-                leader_hint: state.assignment[p as usize]
-                    .first()
-                    .and_then(|id| state.addr_of(*id))
-                    .map(str::to_string),
-            },
+        match self.group_of(op.obj()) {
+            Ok(group) => group.execute(op).await,
+            Err(reply) => reply,
         }
+    }
+
+    /// Runs one migration step on its object's partition (as its leader).
+    pub async fn execute_geo(&self, op: GeoOp) -> Reply {
+        match self.group_of(op.obj()) {
+            Ok(group) => group.execute_geo(op).await,
+            Err(reply) => reply,
+        }
+    }
+
+    /// The hosted group of `obj`'s partition, or where to go instead.
+    fn group_of(&self, obj: &ObjKey) -> Result<Arc<PartitionGroup>, Reply> {
+        let Some(state) = self.state() else {
+            return Err(Reply::Unavailable {
+                reason: "this node has not joined a cluster yet".into(),
+            });
+        };
+        let p = partition_of(key_hash(&obj.namespace, &obj.key), state.partitions);
+        self.group(p).ok_or_else(|| Reply::NotLeader {
+            leader_hint: state.assignment[p as usize]
+                .first()
+                .and_then(|id| state.addr_of(*id))
+                .map(str::to_string),
+        })
+    }
+
+    /// Objects of the partitions this node leads that have been migrating to another
+    /// site since before `before`: `(object, destination site, transfer)`.
+    pub fn stuck_migrations(&self, before: Millis) -> Vec<(ObjKey, String, u64)> {
+        self.all_groups()
+            .iter()
+            .filter(|g| g.is_leader())
+            .filter_map(|g| g.with_partition(|p| p.store().migrating(before)))
+            .flatten()
+            .collect()
     }
 
     /// The partition map with the leaders this node knows.

@@ -24,7 +24,10 @@ use grid_proto::{Millis, ObjKey, ObjectInfo, Op, Reply, Timeout};
 
 use super::expiry::DeadlineIndex;
 
+mod geo;
 mod snapshot;
+pub use geo::GeoRole;
+use geo::Transfers;
 pub use snapshot::SnapshotError;
 
 /// Settings of the state machine; identical on every replica.
@@ -112,6 +115,8 @@ struct Entry {
     uninitialized: bool,
     /// Deadline as recorded in the expiry index.
     expires_at: Option<Millis>,
+    /// Whether this site holds the primary.
+    role: GeoRole,
 }
 
 impl Entry {
@@ -162,6 +167,8 @@ pub struct Store {
     /// Last version or lock id handed out.
     seq: u64,
     value_bytes: u64,
+    /// Outcomes of migrations into this partition.
+    transfers: Transfers,
 }
 
 impl Store {
@@ -210,6 +217,9 @@ impl Store {
     pub fn apply(&mut self, op: &Op, now: Millis) -> Applied {
         let mut events = Vec::new();
         self.settle(op.obj(), now, &mut events);
+        if let Some(reply) = self.geo_gate(op.obj()) {
+            return Applied { reply, events };
+        }
         // Any operation that finds the object is an access, whether or not it then
         // succeeds (a refused write or a stale unlock still shows the object is in use).
         self.touch(op.obj(), now);
@@ -288,7 +298,7 @@ impl Store {
         let mut candidates: Vec<(Millis, &ObjKey, u64)> = self
             .objects
             .iter()
-            .filter(|(_, e)| e.lock.is_none())
+            .filter(|(_, e)| e.lock.is_none() && e.role == GeoRole::Primary)
             .map(|(k, e)| (e.last_access, k, e.value.len() as u64))
             .collect();
         // Ties broken by key, so every replica picks the same objects.
@@ -333,6 +343,23 @@ impl Store {
     }
 
     fn expire(&mut self, obj: &ObjKey, events: &mut Vec<StoreEvent>) {
+        let role = self.objects.get(obj).map(|e| e.role.clone());
+        match role {
+            // Held until the hand-over resolves, so no event fires for an object that
+            // lives on at the destination.
+            Some(GeoRole::Migrating { .. }) => {
+                if let Some(at) = self.objects.get_mut(obj).and_then(|e| e.expires_at.take()) {
+                    self.expiry.remove(at, obj);
+                }
+                return;
+            }
+            // A proxy goes silently: the primary's site reports the end.
+            Some(GeoRole::Proxy { .. }) => {
+                self.take(obj);
+                return;
+            }
+            _ => {}
+        }
         if let Some(entry) = self.take(obj) {
             let was_locked = entry.lock.is_some();
             events.push(StoreEvent::Expired {
@@ -418,6 +445,9 @@ impl Store {
         if entry.expires_at.is_some_and(|at| at <= now) {
             return Reply::NotFound;
         }
+        if let Some(reply) = self.geo_gate(obj) {
+            return reply;
+        }
         let mut info = entry.info(now);
         if entry.lock.is_some_and(|l| l.lease_end <= now) {
             info.lock_id = None;
@@ -455,6 +485,7 @@ impl Store {
                 lock: None,
                 uninitialized,
                 expires_at: None,
+                role: GeoRole::Primary,
             },
         );
         self.refile_expiry(obj);

@@ -5,17 +5,18 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::{Entry, Store, StoreConfig};
+use super::{Entry, Store, StoreConfig, Transfers};
 use grid_proto::ObjKey;
 
-/// The snapshot format this build writes and reads.
-const FORMAT: u16 = 1;
+/// The snapshot format this build writes and reads (2: geo roles and transfers).
+const FORMAT: u16 = 2;
 
 #[derive(Serialize)]
 struct SnapshotRef<'a> {
     format: u16,
     seq: u64,
     objects: Vec<(&'a ObjKey, &'a Entry)>,
+    transfers: &'a Transfers,
 }
 
 #[derive(Deserialize)]
@@ -23,6 +24,7 @@ struct SnapshotOwned {
     format: u16,
     seq: u64,
     objects: Vec<(ObjKey, Entry)>,
+    transfers: Transfers,
 }
 
 /// A snapshot could not be read.
@@ -49,6 +51,7 @@ impl Store {
             format: FORMAT,
             seq: self.seq,
             objects,
+            transfers: &self.transfers,
         };
         // Serializing plain data into a Vec cannot fail.
         postcard::to_allocvec(&snap).unwrap_or_else(|e| panic!("snapshot encode failed: {e}"))
@@ -70,6 +73,7 @@ impl Store {
         debug_assert_eq!(snap.format, FORMAT);
         let mut store = Store::new(config);
         store.seq = snap.seq;
+        store.transfers = snap.transfers;
         for (obj, entry) in snap.objects {
             store.value_bytes += entry.value.len() as u64;
             if let Some(at) = entry.expires_at {
