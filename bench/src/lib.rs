@@ -6,6 +6,7 @@
 //!   percentiles.
 //! - [`compare`]: the grid, Redis and etcd side by side in interleaved rounds;
 //!   [`floor`]: the raw loopback round trip; [`report`]: JSON, markdown and SVG.
+//! - [`geo`]: pull-on-miss between two sites against a local read; QUIC against TCP.
 //! - [`session`]: the session provider's request cycle and lock hand-off latency.
 //! - [`redis_peer`] and [`etcd_peer`]: the peers, started from their Debian packages on
 //!   loopback, with minimal clients (RESP2; etcd's JSON gateway over HTTP/1.1).
@@ -13,6 +14,7 @@
 pub mod compare;
 pub mod etcd_peer;
 pub mod floor;
+pub mod geo;
 pub mod load;
 pub mod nodes;
 pub mod redis_peer;

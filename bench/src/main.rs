@@ -49,6 +49,13 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// Two sites on loopback: pull-on-miss of a 4 KB object against a local read, and a
+    /// ping over the QUIC geo link against one over TCP.
+    Geo {
+        /// Operations of each kind.
+        #[arg(long, default_value_t = 500)]
+        count: u64,
+    },
     /// The session provider on a 3-node cluster: request cycles per second (lock-read and
     /// write-back of a 4 KB session) and the lock hand-off latency between two requests.
     Session {
@@ -106,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
             warmup,
             duration,
         } => bench::session::run(&clients, warmup, duration).await,
+        Command::Geo { count } => bench::geo::run(count).await,
         Command::Load {
             workload,
             clients,

@@ -84,9 +84,15 @@ impl BenchNode {
 /// node, and waits until every partition is fully replicated and every node leads the
 /// partitions the placement prefers it for (leadership hand-overs are done).
 pub async fn start_cluster(n: usize, args: &[String]) -> anyhow::Result<Vec<BenchNode>> {
+    start_cluster_each(vec![args.to_vec(); n]).await
+}
+
+/// Like [`start_cluster`], node `i` with `per_node[i]` as its arguments.
+pub async fn start_cluster_each(per_node: Vec<Vec<String>>) -> anyhow::Result<Vec<BenchNode>> {
+    let n = per_node.len();
     let mut nodes: Vec<BenchNode> = Vec::new();
-    for _ in 0..n {
-        let mut node_args = args.to_vec();
+    for args in per_node {
+        let mut node_args = args;
         if let Some(first) = nodes.first() {
             node_args.extend(["--join".to_string(), first.addr.clone()]);
         }

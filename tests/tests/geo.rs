@@ -250,3 +250,115 @@ async fn a_web_session_started_at_east_continues_at_west() {
     );
     assert!(at_west.set_cookie.is_none(), "same session");
 }
+
+/// Runs a migration step on the partition leader of `cluster`, as a node would: over a
+/// connection that introduces itself as a peer.
+async fn step_on_leader(cluster: &TestCluster, op: grid_proto::GeoOp) -> grid_proto::Reply {
+    use grid_proto::{Reply, Request};
+    use grid_tests::raw::RawConn;
+    grid_tests::wait_until(
+        "the partition leader answered",
+        grid_tests::DEADLINE,
+        || {
+            let op = op.clone();
+            let addrs: Vec<_> = cluster.live().map(|n| n.client_addr()).collect();
+            async move {
+                for addr in addrs {
+                    let mut conn = RawConn::connect(addr).await.ok()?;
+                    let hello = Request::Hello {
+                        auth_token: None,
+                        client_name: "grid-peer/test".into(),
+                    };
+                    conn.call(1, &hello).await.ok()?;
+                    match conn.call(2, &Request::Geo(op.clone())).await.ok()? {
+                        Reply::NotLeader { .. } => continue,
+                        reply => return Some(reply),
+                    }
+                }
+                None
+            }
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hand_over_cut_short_by_a_crash_resolves_to_one_primary() {
+    use grid_proto::{GeoOp, ObjKey, Reply};
+    let sites = start_sites().await;
+    let east = GridClient::connect(&sites.east.connection_string(OPTS))
+        .await
+        .unwrap();
+    let west = GridClient::connect(&sites.west.connection_string(OPTS))
+        .await
+        .unwrap();
+    let obj = |k: &str| ObjKey::new("sessions", k);
+
+    // Crash before the import: east exported k1, west never imported it.
+    east.put("sessions", "k1", "one", Timeout::None)
+        .await
+        .unwrap();
+    let export = GeoOp::Export {
+        obj: obj("k1"),
+        transfer: 101,
+        to_site: "west".into(),
+    };
+    let exported = step_on_leader(&sites.east, export).await;
+    let Reply::Retrieved { value, info } = exported else {
+        panic!("{exported:?}")
+    };
+    // East's resolver asks west, which fences the transfer; east is primary again.
+    grid_tests::wait_until("east primary again", grid_tests::DEADLINE, || async {
+        (east.get("sessions", "k1").await.ok()??.value == b"one").then_some(())
+    })
+    .await
+    .unwrap();
+    let late = GeoOp::Import {
+        obj: obj("k1"),
+        value,
+        version: info.version,
+        timeout: info.timeout,
+        transfer: 101,
+    };
+    let refused = step_on_leader(&sites.west, late).await;
+    assert!(
+        matches!(&refused, Reply::Unavailable { reason } if reason.contains("aborted")),
+        "{refused:?}"
+    );
+    assert!(west.get("sessions", "k1").await.unwrap().is_none());
+
+    // Crash after the import: west imported k2, the commit never reached east.
+    east.put("sessions", "k2", "two", Timeout::None)
+        .await
+        .unwrap();
+    let export = GeoOp::Export {
+        obj: obj("k2"),
+        transfer: 202,
+        to_site: "west".into(),
+    };
+    let Reply::Retrieved { value, info } = step_on_leader(&sites.east, export).await else {
+        panic!("export refused")
+    };
+    let import = GeoOp::Import {
+        obj: obj("k2"),
+        value,
+        version: info.version,
+        timeout: info.timeout,
+        transfer: 202,
+    };
+    assert!(matches!(
+        step_on_leader(&sites.west, import).await,
+        Reply::Added { .. }
+    ));
+    grid_tests::wait_until("east keeps a proxy", grid_tests::DEADLINE, || async {
+        matches!(east.get("sessions", "k2").await, Err(ClientError::Moved { site }) if site == "west")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        west.get("sessions", "k2").await.unwrap().unwrap().value,
+        b"two"
+    );
+}
