@@ -12,6 +12,8 @@ use grid_client::{GridClient, LockOptions, LockResult, Timeout};
 use crate::clock::SystemClock;
 use crate::config::{NodeConfig, DEFAULT_PORT};
 use crate::geo::GeoConfig;
+
+mod config_file;
 use crate::server::{self, RunningNode};
 
 /// A node of the in-memory data grid.
@@ -26,7 +28,12 @@ use crate::server::{self, RunningNode};
 /// gracefully (its replicas and leadership move to the others, up to 60 s), then stops
 /// accepting, lets open connections flush their replies, and exits.
 #[derive(Debug, Parser)]
-#[command(name = "grid-node", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "grid-node",
+    version,
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -43,6 +50,11 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
+    /// Read settings from this TOML file first: one key per flag without its dashes
+    /// (site = "east", remote-store = ["west=10.0.1.5:7300"]); flags on the command line
+    /// override them.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Address for client connections.
     #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))]
     listen: SocketAddr,
@@ -228,7 +240,7 @@ impl ServeArgs {
 
 /// Parses the command line and runs the node until a signal stops it.
 pub fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(config_file::expand(std::env::args().collect())?);
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
