@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::cluster::runtime::every;
 use crate::node::Node;
 
 /// How long a source waits on a hand-over before asking the destination about it.
@@ -326,31 +327,18 @@ impl GeoService {
             service: Arc::clone(&self),
         });
         tasks.spawn(Arc::clone(&self.link).serve(handler, shutdown.clone()));
-        for (period, job) in [(RESOLVE_EVERY, Job::Resolve), (PROBE_EVERY, Job::Probe)] {
-            let (service, node, shutdown) =
-                (Arc::clone(&self), Arc::clone(&node), shutdown.clone());
-            tasks.spawn(async move {
-                let mut interval = tokio::time::interval(period);
-                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = interval.tick() => match job {
-                            Job::Resolve => service.resolve_stuck(&node).await,
-                            Job::Probe => service.probe().await,
-                        },
-                    }
-                }
-            });
-        }
+        let (service, for_node) = (Arc::clone(&self), Arc::clone(&node));
+        tasks.spawn(every(RESOLVE_EVERY, shutdown.clone(), move || {
+            let (service, node) = (Arc::clone(&service), Arc::clone(&for_node));
+            async move { service.resolve_stuck(&node).await }
+        }));
+        let service = Arc::clone(&self);
+        tasks.spawn(every(PROBE_EVERY, shutdown, move || {
+            let service = Arc::clone(&service);
+            async move { service.probe().await }
+        }));
         while tasks.join_next().await.is_some() {}
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Job {
-    Resolve,
-    Probe,
 }
 
 /// A fresh transfer id: random, so two sites never pick the same one by accident.

@@ -5,6 +5,8 @@
 //!   allocation.
 //! - [`msg`]: requests ([`Request`], [`Op`]) and replies ([`Reply`]), encoded with rkyv and
 //!   validated on receipt ([`decode`]).
+//! - [`events`]: events pushed to registered clients; [`geo`]: migration steps between
+//!   sites.
 //! - [`hash`]: the stable key hash that places an object in a partition.
 //! - [`limits`]: key, namespace and value bounds shared by client and node.
 //!
@@ -16,7 +18,9 @@
 //!    └────────────────────frame(Reply, same request id)◀───────────────────┘
 //! ```
 
+pub mod events;
 pub mod frame;
+pub mod geo;
 pub mod hash;
 pub mod limits;
 pub mod msg;

@@ -213,6 +213,34 @@ impl TestCluster {
         .await
     }
 
+    /// The sum of a status counter over the live nodes; `None` if one does not answer.
+    pub async fn sum_status(
+        &self,
+        client: &GridClient,
+        counter: impl Fn(&grid_proto::NodeStatus) -> u64,
+    ) -> Option<u64> {
+        let mut total = 0;
+        for node in self.live() {
+            total += counter(
+                &client
+                    .node_status(&node.client_addr().to_string())
+                    .await
+                    .ok()?,
+            );
+        }
+        Some(total)
+    }
+
+    /// Waits until no node has an event waiting for its acknowledgement: nothing can be
+    /// delivered again after this.
+    pub async fn wait_events_acknowledged(&self, client: &GridClient) -> anyhow::Result<()> {
+        wait_until("every event acknowledged", DEADLINE, || async {
+            let pending = self.sum_status(client, |s| s.pending_events).await?;
+            (pending == 0).then_some(())
+        })
+        .await
+    }
+
     /// Index of the live node leading the most partitions (after bootstrap, the one that
     /// leads them all until leadership spreads).
     pub async fn busiest_leader(&self) -> anyhow::Result<usize> {

@@ -1,14 +1,13 @@
 //! Web servers of the session demo as real processes, and a minimal HTTP/1.1 client over
 //! loopback (one request per connection), enough to carry a session cookie.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::process::spawn_ready;
 use crate::DEADLINE;
 
 /// A demo web server process, killed when dropped.
@@ -27,28 +26,7 @@ impl WebProcess {
         for s in settings {
             cmd.args(["--setting", s]);
         }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("cannot start {bin}"))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let line = match rx.recv_timeout(DEADLINE) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait().ok();
-                bail!("web server printed no address within {DEADLINE:?} (exit: {status:?})");
-            }
-        };
+        let (child, line) = spawn_ready(cmd, bin)?;
         let addr = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("http://"))

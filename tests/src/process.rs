@@ -29,35 +29,12 @@ impl NodeProcess {
     /// Like [`NodeProcess::start`] at a given listen address (to restart a node where it
     /// was).
     pub fn start_at(bin: &str, listen: &str, args: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(bin)
-            .args(["--listen", listen])
-            .args(args)
-            .env(
-                "GRID_LOG",
-                std::env::var("GRID_TEST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("cannot start {bin}"))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        // Reads the ready line, then drains stdout so the node never blocks on it.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let line = match rx.recv_timeout(DEADLINE) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait().ok();
-                bail!("node printed no ready line within {DEADLINE:?} (exit: {status:?})");
-            }
-        };
+        let mut cmd = Command::new(bin);
+        cmd.args(["--listen", listen]).args(args).env(
+            "GRID_LOG",
+            std::env::var("GRID_TEST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),
+        );
+        let (child, line) = spawn_ready(cmd, bin)?;
         let field = |name: &str| {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(name))
@@ -132,6 +109,34 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Starts `cmd` with its stdout piped and waits up to the deadline for its first line
+/// (a ready line naming its addresses); the rest of stdout is drained so the process
+/// never blocks on it. A process that prints nothing is killed.
+pub fn spawn_ready(mut cmd: Command, what: &str) -> anyhow::Result<(Child, String)> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {what}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(line) => Ok((child, line)),
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            bail!("{what} printed no ready line within {DEADLINE:?} (exit: {status:?})")
+        }
     }
 }
 

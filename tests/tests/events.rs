@@ -60,23 +60,6 @@ async fn collect_more(
     got
 }
 
-/// Waits until no node has an unacknowledged event: nothing can be redelivered after.
-async fn wait_all_acknowledged(client: &GridClient, cluster: &TestCluster) {
-    let addrs: Vec<String> = cluster
-        .live()
-        .map(|n| n.client_addr().to_string())
-        .collect();
-    wait_until("every event acknowledged", DEADLINE, || async {
-        let mut pending = 0;
-        for addr in &addrs {
-            pending += client.node_status(addr).await.ok()?.pending_events;
-        }
-        (pending == 0).then_some(())
-    })
-    .await
-    .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_expiry_reaches_exactly_one_of_two_registered_clients_with_its_final_bytes() {
     let cluster = TestCluster::start(BIN, 3, &["--partitions", "8"])
@@ -101,7 +84,7 @@ async fn each_expiry_reaches_exactly_one_of_two_registered_clients_with_its_fina
             .unwrap();
     }
     let got = collect(&mut [&mut sub_a, &mut sub_b], N).await;
-    wait_all_acknowledged(&a, &cluster).await;
+    cluster.wait_events_acknowledged(&a).await.unwrap();
     // Anything still queued after every acknowledgement would be a duplicate.
     let mut all = got;
     all.extend(sub_a.try_next().map(|d| (0, d.event)));
@@ -166,7 +149,7 @@ async fn an_event_whose_client_dies_unacknowledged_goes_to_another_client() {
         .unwrap();
     assert_eq!(again.event, first, "the same event, id included");
     again.ack().await.unwrap();
-    wait_all_acknowledged(&client, &cluster).await;
+    cluster.wait_events_acknowledged(&client).await.unwrap();
 }
 
 /// The first event pushed to any of these connections.

@@ -58,6 +58,18 @@ async fn start_sites() -> Sites {
     }
 }
 
+impl Sites {
+    /// A client of each site.
+    async fn clients(&self) -> (GridClient, GridClient) {
+        let (east, west) = (
+            self.east.connection_string(OPTS),
+            self.west.connection_string(OPTS),
+        );
+        let (east, west) = tokio::join!(GridClient::connect(&east), GridClient::connect(&west));
+        (east.unwrap(), west.unwrap())
+    }
+}
+
 fn stores(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -76,12 +88,7 @@ async fn found(client: &GridClient, key: &str, from: &[&str]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_object_moves_to_the_site_that_reads_it_and_back() {
     let sites = start_sites().await;
-    let east = GridClient::connect(&sites.east.connection_string(OPTS))
-        .await
-        .unwrap();
-    let west = GridClient::connect(&sites.west.connection_string(OPTS))
-        .await
-        .unwrap();
+    let (east, west) = sites.clients().await;
     east.put("sessions", "s1", "cart=1", Timeout::Sliding { ms: 600_000 })
         .await
         .unwrap();
@@ -158,12 +165,7 @@ async fn a_down_site_costs_a_bounded_timeout_and_the_read_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pulls_racing_from_both_sites_leave_one_primary_with_the_latest_write() {
     let sites = start_sites().await;
-    let east = GridClient::connect(&sites.east.connection_string(OPTS))
-        .await
-        .unwrap();
-    let west = GridClient::connect(&sites.west.connection_string(OPTS))
-        .await
-        .unwrap();
+    let (east, west) = sites.clients().await;
     east.put("sessions", "race", "start", Timeout::None)
         .await
         .unwrap();
@@ -287,12 +289,7 @@ async fn step_on_leader(cluster: &TestCluster, op: grid_proto::GeoOp) -> grid_pr
 async fn a_hand_over_cut_short_by_a_crash_resolves_to_one_primary() {
     use grid_proto::{GeoOp, ObjKey, Reply};
     let sites = start_sites().await;
-    let east = GridClient::connect(&sites.east.connection_string(OPTS))
-        .await
-        .unwrap();
-    let west = GridClient::connect(&sites.west.connection_string(OPTS))
-        .await
-        .unwrap();
+    let (east, west) = sites.clients().await;
     let obj = |k: &str| ObjKey::new("sessions", k);
 
     // Crash before the import: east exported k1, west never imported it.

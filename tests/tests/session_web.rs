@@ -138,19 +138,7 @@ async fn session_end_runs_once_across_the_farm_for_expired_and_abandoned_session
     .unwrap();
     // Every event acknowledged: nothing can be delivered again after this.
     let client = GridClient::connect(&cs).await.unwrap();
-    let addrs: Vec<String> = cluster
-        .live()
-        .map(|n| n.client_addr().to_string())
-        .collect();
-    wait_until("events acknowledged", DEADLINE, || async {
-        let mut pending = 0;
-        for addr in &addrs {
-            pending += client.node_status(addr).await.ok()?.pending_events;
-        }
-        (pending == 0).then_some(())
-    })
-    .await
-    .unwrap();
+    cluster.wait_events_acknowledged(&client).await.unwrap();
     let lines = ended_lines(idle_id.clone()).await.unwrap();
     assert_eq!(lines, vec![format!("{idle_id} 1 Expired")], "exactly once");
 
@@ -217,15 +205,8 @@ async fn more_waiting_requests_than_the_queue_limit_get_a_clear_503() {
             tokio::spawn(async move { request(addr, "GET", "/counter", Some(&cookie)).await })
         })
         .collect();
-    let addrs: Vec<String> = cluster
-        .live()
-        .map(|n| n.client_addr().to_string())
-        .collect();
     wait_until("two requests queued for the lock", DEADLINE, || async {
-        let mut waiters = 0;
-        for addr in &addrs {
-            waiters += client.node_status(addr).await.ok()?.lock_waiters;
-        }
+        let waiters = cluster.sum_status(&client, |s| s.lock_waiters).await?;
         (waiters == 2).then_some(())
     })
     .await

@@ -992,7 +992,7 @@ impl ClusterNode {
 }
 
 /// Runs `round` every `period` until `shutdown`; a slow round delays the next one.
-async fn every<F, Fut>(period: Duration, shutdown: CancellationToken, mut round: F)
+pub(crate) async fn every<F, Fut>(period: Duration, shutdown: CancellationToken, mut round: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
