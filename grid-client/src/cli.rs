@@ -289,6 +289,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                             reasons.join("; ")
                         )))
                     }
+                    RemoteRead::Locked {
+                        lock_id,
+                        lock_age_ms,
+                    } => {
+                        return Err(ClientError::Locked {
+                            lock_id,
+                            lock_age_ms,
+                        }
+                        .into())
+                    }
                 }
             };
             let mut out = std::io::stdout().lock();

@@ -55,6 +55,13 @@ pub enum RemoteRead {
         /// What each remote store said.
         reasons: Vec<String>,
     },
+    /// A remote site holds it locked; it stays there until the lock is released.
+    Locked {
+        /// The holder's lock id.
+        lock_id: u64,
+        /// How long it has been held.
+        lock_age_ms: Millis,
+    },
 }
 
 /// Options of a read-and-lock.
@@ -372,8 +379,9 @@ impl GridClient {
     /// within `maxRequestRetries` when the request surely did not run, or when it only
     /// reads.
     async fn call(&self, request: &Request, extra_wait: Duration) -> Result<Reply, ClientError> {
-        // Migration steps are idempotent per transfer; pulls only read (a retried pull
-        // finds the object already here).
+        // Migration steps are idempotent per transfer; a pulling read finds the object
+        // already here when retried. A pulling read-and-lock is not: a retry would
+        // queue behind the lock the first attempt may have taken.
         let idempotent = matches!(
             request,
             Request::Ping
@@ -381,7 +389,10 @@ impl GridClient {
                 | Request::GetMap
                 | Request::Op(Op::Read { .. })
                 | Request::Geo(_)
-                | Request::Pull { .. }
+                | Request::Pull {
+                    op: Op::Read { .. },
+                    ..
+                }
         );
         let timeout = self.inner.config.request_timeout + extra_wait;
         let (mut attempt, mut redirects) = (0u32, 0u32);

@@ -36,6 +36,9 @@ const RESOLVE_AFTER_MS: u64 = 5_000;
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
 /// How often remote stores are probed.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// How often a read that waits for a lock held at a remote site asks it again (the
+/// remote site's queue serves its own clients; this site is not in it).
+const REMOTE_LOCK_RETRY: Duration = Duration::from_millis(100);
 
 /// Geo settings of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,14 +208,29 @@ impl GeoService {
         }
         let obj = op.obj().clone();
         let mut reasons = Vec::new();
+        // A lock at the remote site is waited out as the read would wait here: the
+        // remote site is asked again until the read's wait ends.
+        let wait = match &op {
+            Op::ReadAndLock { wait_ms, .. } => Duration::from_millis(*wait_ms),
+            _ => Duration::ZERO,
+        };
+        let until = tokio::time::Instant::now() + wait;
         for store in stores {
             if *store == self.config.site {
                 continue;
             }
-            match self.pull_from(store, &obj).await {
-                Pulled::Migrated => return node.execute(op).await,
-                Pulled::Answer(reply) => return reply,
-                Pulled::Missing(why) => reasons.push(format!("{store}: {why}")),
+            loop {
+                match self.pull_from(store, &obj).await {
+                    Pulled::Migrated => return node.execute(op).await,
+                    Pulled::Answer(Reply::Locked { .. }) if tokio::time::Instant::now() < until => {
+                        tokio::time::sleep(REMOTE_LOCK_RETRY).await;
+                    }
+                    Pulled::Answer(reply) => return reply,
+                    Pulled::Missing(why) => {
+                        reasons.push(format!("{store}: {why}"));
+                        break;
+                    }
+                }
             }
         }
         if let Reply::Moved { site } = here {
@@ -243,26 +261,44 @@ impl GeoService {
             timeout: info.timeout,
             transfer,
         };
-        match self.step_here(import).await {
-            Reply::Added { .. } => {
-                let commit = GeoOp::Commit {
-                    obj: obj.clone(),
-                    transfer,
-                };
-                // If this does not arrive, the source resolves the hand-over itself.
-                if let Err(e) = self.step_there(store, commit).await {
-                    tracing::info!(%store, error = %e, "geo commit not delivered; the source will resolve it");
-                }
-                Pulled::Migrated
-            }
+        let imported = match self.step_here(import).await {
+            Reply::Added { .. } => true,
+            // Refused or of unknown outcome: ask this site's own log, which also fences
+            // a late import out, so source and destination agree.
             other => {
-                let abort = GeoOp::Abort {
+                tracing::info!(reply = ?other, "geo import not confirmed; resolving");
+                let resolve = GeoOp::Resolve {
                     obj: obj.clone(),
                     transfer,
                 };
-                let _ = self.step_there(store, abort).await;
-                Pulled::Missing(format!("import here failed: {other:?}"))
+                match self.step_here(resolve).await {
+                    Reply::Transfer { committed } => committed,
+                    // Unknown still: the source's resolver asks again later.
+                    unknown => {
+                        return Pulled::Missing(format!("import here unconfirmed: {unknown:?}"))
+                    }
+                }
             }
+        };
+        let step = if imported {
+            GeoOp::Commit {
+                obj: obj.clone(),
+                transfer,
+            }
+        } else {
+            GeoOp::Abort {
+                obj: obj.clone(),
+                transfer,
+            }
+        };
+        // If this does not arrive, the source resolves the hand-over itself.
+        if let Err(e) = self.step_there(store, step).await {
+            tracing::info!(%store, error = %e, "geo hand-over step not delivered; the source will resolve it");
+        }
+        if imported {
+            Pulled::Migrated
+        } else {
+            Pulled::Missing("the hand-over was aborted".into())
         }
     }
 

@@ -15,7 +15,8 @@
 //! alive (unless `skipKeepAliveWhenUnused`). With `allowConcurrentRequestsPerSession`
 //! nothing is locked and the last write wins.
 //!
-//! A request still holding a lock when its server dies leaves the lock to its lease
+//! A request whose client goes away still runs to its release. A request still holding a
+//! lock when its server dies (or its handler panics) leaves the lock to its lease
 //! (`executionTimeout`); the next request takes it over at that age.
 
 use std::collections::HashMap;
@@ -115,6 +116,7 @@ impl<S, B> Service<Request<B>> for SessionService<S>
 where
     S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
     S::Future: Send,
+    S::Error: Send + 'static,
     B: Send + 'static,
 {
     type Response = Response;
@@ -130,7 +132,19 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let (shared, mode) = (Arc::clone(&self.shared), self.mode);
-        Box::pin(handle(shared, mode, req, inner))
+        Box::pin(async move {
+            // Run to the end even if the caller goes away (the client disconnected): the
+            // session's lock is then released (or its changes written) at once instead
+            // of being left to its lease. The task ends with the request's own work.
+            match tokio::spawn(handle(shared, mode, req, inner)).await {
+                Ok(result) => result,
+                Err(e) => Ok(failure(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the request failed: {e}"),
+                )
+                .into_response()),
+            }
+        })
     }
 }
 

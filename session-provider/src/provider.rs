@@ -20,7 +20,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use grid_client::{ClientError, GridClient, LockOptions, LockResult, Timeout, UpdateOptions};
+use grid_client::{
+    ClientError, GridClient, LockOptions, LockResult, RemoteRead, Timeout, UpdateOptions,
+};
 use thiserror::Error;
 use tokio::task::JoinHandle;
 
@@ -80,6 +82,13 @@ pub enum ItemResult {
     },
     /// No such session (never created, expired, or removed).
     NotFound,
+}
+
+/// A session read, here or pulled from another site.
+enum Read {
+    Found(grid_client::Object),
+    Locked { lock_id: u64, lock_age: Duration },
+    Missing,
 }
 
 /// The provider: settings, the grid client, and the `Session_End` registration.
@@ -160,8 +169,12 @@ impl SessionStateProvider {
     /// Reads a session without locking it (read-only and concurrent requests); slides its
     /// expiry. A locked session answers `Locked` and no items, as ASP.NET's `GetItem`.
     pub async fn get_item(&self, id: &str) -> Result<ItemResult, ProviderError> {
-        let Some(object) = self.read(id).await? else {
-            return Ok(ItemResult::NotFound);
+        let object = match self.read(id).await? {
+            Read::Found(object) => object,
+            Read::Locked { lock_id, lock_age } => {
+                return Ok(ItemResult::Locked { lock_id, lock_age })
+            }
+            Read::Missing => return Ok(ItemResult::NotFound),
         };
         if let Some(lock_id) = object.info.lock_id {
             return Ok(ItemResult::Locked {
@@ -177,30 +190,46 @@ impl SessionStateProvider {
     }
 
     /// Reads a session's items whether or not it is locked (concurrent requests, which
-    /// never wait); `None` if it does not exist.
+    /// never wait); `None` if it does not exist. A session locked at a remote site stays
+    /// there and is reported as unavailable.
     pub async fn peek_item(&self, id: &str) -> Result<Option<SessionItems>, ProviderError> {
         match self.read(id).await? {
-            Some(object) => Ok(Some(SessionItems::decode(&object.value)?)),
-            None => Ok(None),
+            Read::Found(object) => Ok(Some(SessionItems::decode(&object.value)?)),
+            Read::Missing => Ok(None),
+            Read::Locked { .. } => Err(ProviderError::Grid(ClientError::Unavailable {
+                reason: "the session is locked at another site".into(),
+            })),
         }
     }
 
     /// Reads a session here, or pulls it from `remoteStores` (in order) when it is not
     /// at this site.
-    async fn read(&self, id: &str) -> Result<Option<grid_client::Object>, ProviderError> {
+    async fn read(&self, id: &str) -> Result<Read, ProviderError> {
         let stores = &self.settings.remote_stores;
         if stores.is_empty() {
-            return Ok(self.client.get(&self.namespace, id).await?);
+            return Ok(match self.client.get(&self.namespace, id).await? {
+                Some(object) => Read::Found(object),
+                None => Read::Missing,
+            });
         }
-        match self.client.get_remote(&self.namespace, id, stores).await? {
-            grid_client::RemoteRead::Found(object) => Ok(Some(object)),
-            grid_client::RemoteRead::NotFound { reasons } => {
-                if !reasons.is_empty() {
-                    tracing::debug!(session = id, ?reasons, "session not found at any site");
+        Ok(
+            match self.client.get_remote(&self.namespace, id, stores).await? {
+                RemoteRead::Found(object) => Read::Found(object),
+                RemoteRead::Locked {
+                    lock_id,
+                    lock_age_ms,
+                } => Read::Locked {
+                    lock_id,
+                    lock_age: Duration::from_millis(lock_age_ms),
+                },
+                RemoteRead::NotFound { reasons } => {
+                    if !reasons.is_empty() {
+                        tracing::debug!(session = id, ?reasons, "session not found at any site");
+                    }
+                    Read::Missing
                 }
-                Ok(None)
-            }
-        }
+            },
+        )
     }
 
     /// Locks a session and reads it, waiting in the grid's queue up to `wait` if another
@@ -230,7 +259,14 @@ impl SessionStateProvider {
                 value,
                 info,
             } => Ok(ItemResult::Found(SessionItem {
-                items: SessionItems::decode(value.as_deref().unwrap_or_default())?,
+                items: match SessionItems::decode(value.as_deref().unwrap_or_default()) {
+                    Ok(items) => items,
+                    Err(e) => {
+                        // Unreadable: let the lock go, or every later request waits it out.
+                        let _ = self.release_item_exclusive(id, lock_id).await;
+                        return Err(e.into());
+                    }
+                },
                 lock_id: Some(lock_id),
                 action: if info.uninitialized {
                     SessionAction::InitializeItem

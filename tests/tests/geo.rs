@@ -122,6 +122,23 @@ async fn an_object_moves_to_the_site_that_reads_it_and_back() {
         }
         other => panic!("{other:?}"),
     }
+    // A locked object stays where it is until its lock is released.
+    east.put("sessions", "s3", "busy", Timeout::None)
+        .await
+        .unwrap();
+    let grid_client::LockResult::Acquired { lock_id, .. } = east
+        .lock("sessions", "s3", grid_client::LockOptions::default())
+        .await
+        .unwrap()
+    else {
+        panic!("not locked")
+    };
+    assert!(matches!(
+        west.get_remote("sessions", "s3", &stores(&["east"])).await.unwrap(),
+        RemoteRead::Locked { lock_id: held, .. } if held == lock_id
+    ));
+    east.unlock("sessions", "s3", lock_id).await.unwrap();
+    assert_eq!(found(&west, "s3", &["east"]).await, b"busy");
     // Status shows the site and its reachable remote store.
     let status = west.status().await.unwrap();
     assert_eq!(status.site, "west");

@@ -84,6 +84,13 @@ impl GridClient {
                 reasons: Vec::new(),
             }),
             Reply::NotFoundRemote { reasons } => Ok(RemoteRead::NotFound { reasons }),
+            Reply::Locked {
+                lock_id,
+                lock_age_ms,
+            } => Ok(RemoteRead::Locked {
+                lock_id,
+                lock_age_ms,
+            }),
             other => Err(unexpected(other)),
         }
     }

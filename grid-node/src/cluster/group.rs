@@ -490,9 +490,11 @@ impl PartitionGroup {
             // them): their requests fail now, to be retried at the new leader, rather
             // than wait out their whole wait for an answer that cannot come. Their
             // cancellations have nothing left to do.
-            self.failed_below
-                .fetch_max(self.next_waiter.load(Ordering::Relaxed), Ordering::Relaxed);
-            lock(&self.waiters).clear();
+            // Only waiters numbered before the cut-off: one registered meanwhile (this
+            // node leads again) is kept, and so is its place in the next adoption.
+            let cutoff = self.next_waiter.load(Ordering::Relaxed);
+            self.failed_below.fetch_max(cutoff, Ordering::Relaxed);
+            lock(&self.waiters).retain(|seq, _| *seq >= cutoff);
             let mut rx = self.cancelled_rx.lock().await;
             while rx.try_recv().is_ok() {}
             lock(&self.cancelled).clear();

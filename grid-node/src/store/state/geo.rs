@@ -25,8 +25,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{Entry, Store, StoreEvent};
 
-/// How long a transfer's outcome is remembered at the destination.
-const TRANSFER_MEMORY_MS: Millis = 60 * 60 * 1000;
+/// How long a transfer's outcome is remembered at the destination. A source that cannot
+/// reach its destination for longer than this while a hand-over is unresolved would be
+/// told "not imported"; sources ask every second, so only a site cut off for a day meets
+/// this bound.
+const TRANSFER_MEMORY_MS: Millis = 24 * 60 * 60 * 1000;
 
 /// Where an object's primary is.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
