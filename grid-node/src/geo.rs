@@ -259,6 +259,7 @@ impl GeoService {
             value,
             version: info.version,
             timeout: info.timeout,
+            uninitialized: info.uninitialized,
             transfer,
         };
         let imported = match self.step_here(import).await {

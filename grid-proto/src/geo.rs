@@ -38,6 +38,8 @@ pub enum GeoOp {
         version: u64,
         /// Its expiry.
         timeout: Timeout,
+        /// Its uninitialized mark (ASP.NET `CreateUninitializedItem`), carried over.
+        uninitialized: bool,
         /// The hand-over.
         transfer: u64,
     },

@@ -333,6 +333,7 @@ async fn a_hand_over_cut_short_by_a_crash_resolves_to_one_primary() {
         value,
         version: info.version,
         timeout: info.timeout,
+        uninitialized: info.uninitialized,
         transfer: 101,
     };
     let refused = step_on_leader(&sites.west, late).await;
@@ -359,6 +360,7 @@ async fn a_hand_over_cut_short_by_a_crash_resolves_to_one_primary() {
         value,
         version: info.version,
         timeout: info.timeout,
+        uninitialized: info.uninitialized,
         transfer: 202,
     };
     assert!(matches!(

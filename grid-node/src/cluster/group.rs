@@ -323,6 +323,18 @@ impl PartitionGroup {
         {
             return self.read(obj, *cached_version).await;
         }
+        // A new leader first drops the old leaders' waiters, so no lock freed by this
+        // operation goes to a waiter nobody answers.
+        let term = self.raft.metrics().borrow().current_term;
+        if let Err(reply) = self.adopt_waiters(term).await {
+            // The operation itself did not run.
+            return match reply {
+                reply @ Reply::NotLeader { .. } => reply,
+                other => Reply::Unavailable {
+                    reason: format!("the new leader is still taking over: {other:?}"),
+                },
+            };
+        }
         let mut guard = WaitGuard {
             group: self,
             seq: None,
@@ -477,6 +489,21 @@ impl PartitionGroup {
         }
     }
 
+    /// Once per term as leader: forget the waiters of other nodes and this node's own
+    /// from before it last lost the leadership. Idempotent, so racing callers are fine.
+    async fn adopt_waiters(&self, term: u64) -> Result<(), Reply> {
+        if self.adopted_term.load(Ordering::Relaxed) == term {
+            return Ok(());
+        }
+        self.propose(Command::AdoptWaiters {
+            owner: self.me,
+            min_seq: self.failed_below.load(Ordering::Relaxed),
+        })
+        .await?;
+        self.adopted_term.store(term, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Leader housekeeping, called often: adopt waiters in a new term, drop cancelled
     /// waits, record batched read accesses, and tick when something is due.
     pub async fn maintain(&self) {
@@ -502,18 +529,8 @@ impl PartitionGroup {
             self.evict_bytes.store(0, Ordering::Relaxed);
             return;
         }
-        if self.adopted_term.load(Ordering::Relaxed) != term {
-            if self
-                .propose(Command::AdoptWaiters {
-                    owner: self.me,
-                    min_seq: self.failed_below.load(Ordering::Relaxed),
-                })
-                .await
-                .is_err()
-            {
-                return;
-            }
-            self.adopted_term.store(term, Ordering::Relaxed);
+        if self.adopt_waiters(term).await.is_err() {
+            return;
         }
         // Reads' accesses first: a Tick must not expire an object read before it.
         let accesses = std::mem::take(&mut *lock(&self.touches));

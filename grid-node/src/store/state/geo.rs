@@ -110,8 +110,16 @@ impl Store {
                 value,
                 version,
                 timeout,
+                uninitialized,
                 transfer,
-            } => self.import(obj, value, *version, *timeout, *transfer, now),
+            } => self.import(
+                obj,
+                value,
+                *version,
+                (*timeout, *uninitialized),
+                *transfer,
+                now,
+            ),
             GeoOp::Commit { obj, transfer } => self.finish(obj, *transfer, true),
             GeoOp::Abort { obj, transfer } => self.finish(obj, *transfer, false),
             GeoOp::Resolve { transfer, .. } => {
@@ -168,7 +176,7 @@ impl Store {
         obj: &ObjKey,
         value: &[u8],
         version: u64,
-        timeout: Timeout,
+        (timeout, uninitialized): (Timeout, bool),
         transfer: u64,
         now: Millis,
     ) -> Reply {
@@ -196,7 +204,7 @@ impl Store {
         // one otherwise, so no version is ever reused here (near caches trust that).
         let version = version.max(self.seq + 1);
         self.seq = version - 1;
-        let version = self.insert_new(obj, value, timeout, false, now);
+        let version = self.insert_new(obj, value, timeout, uninitialized, now);
         self.transfers.outcomes.insert(transfer, (true, now));
         Reply::Added { version }
     }

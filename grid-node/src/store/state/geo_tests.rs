@@ -51,6 +51,7 @@ fn import(d: &mut Store, exported: &Reply, transfer: u64) -> Reply {
             value: value.clone(),
             version: info.version,
             timeout: info.timeout,
+            uninitialized: info.uninitialized,
             transfer,
         },
         20,
