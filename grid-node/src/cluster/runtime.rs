@@ -10,6 +10,10 @@
 //!                   swap voters to the map's replica set; drop groups it no longer holds
 //! maintain, every tick: each led group adopts waiters, records touches, ticks when due
 //! ```
+//!
+//! Split by concern: `membership` (bootstrap, join, leave, peer messages, control
+//! voters, liveness), `moves` (learners, voter swaps, leadership hand-over, releasing
+//! groups), `memory` (the node's memory limit).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,25 +21,25 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use grid_proto::{key_hash, partition_of, GeoOp, MapNode, Millis, ObjKey, Op, PartitionMap, Reply};
-use openraft::{BasicNode, ChangeMembers, ServerState};
+use openraft::{BasicNode, ServerState};
 use thiserror::Error;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::control::{ClusterState, ControlCommand, ControlResponse, NodeState};
+use super::control::{ClusterState, NodeState};
 use super::group::PartitionGroup;
 use super::log_store::MemLog;
-use super::peer::{
-    encode, NetworkFactory, PeerEnvelope, PeerRequest, PeerResponse, Peers, RaftRpc,
-};
-use super::raft_types::{GroupCommand, GroupId, GroupRaft, GroupResponse, NodeId, CONTROL_GROUP};
+use super::peer::{NetworkFactory, Peers};
+use super::raft_types::{GroupId, GroupRaft, NodeId, CONTROL_GROUP};
 use super::state_machine::{GroupSm, Machine};
 use crate::clock::Clock;
 use crate::events::EventHub;
 use crate::partition::{Partition, PartitionConfig};
 use crate::store::StoreStats;
 
+mod membership;
 mod memory;
+mod moves;
 pub use memory::MemoryLimit;
 
 /// Most voters of the control group.
@@ -306,104 +310,6 @@ impl ClusterNode {
         BTreeMap::from([(self.id(), BasicNode::new(&self.config.advertise))])
     }
 
-    /// Bootstraps a new cluster or joins an existing one.
-    pub async fn start(&self) -> Result<(), ClusterError> {
-        if self.config.join.is_empty() {
-            self.bootstrap().await
-        } else {
-            let id = self.join().await?;
-            self.me.store(id, Ordering::Relaxed);
-            let (raft, sm) = self
-                .new_raft(CONTROL_GROUP, Machine::Control(ClusterState::default()))
-                .await?;
-            let _ = self.control.set((raft, sm));
-            tracing::info!(id, "joined the cluster");
-            Ok(())
-        }
-    }
-
-    async fn bootstrap(&self) -> Result<(), ClusterError> {
-        self.me.store(1, Ordering::Relaxed);
-        let raft_err = |e: String| ClusterError::Raft(e);
-        let (raft, sm) = self
-            .new_raft(CONTROL_GROUP, Machine::Control(ClusterState::default()))
-            .await?;
-        raft.initialize(self.self_member())
-            .await
-            .map_err(|e| raft_err(e.to_string()))?;
-        raft.wait(Some(JOIN_DEADLINE))
-            .state(ServerState::Leader, "control group leader")
-            .await
-            .map_err(|e| raft_err(e.to_string()))?;
-        let cluster_id = random_id();
-        self.peers.set_cluster(cluster_id);
-        let init = ControlCommand::Init {
-            cluster_id,
-            partitions: self.config.partitions,
-            replicas: self.config.replicas,
-            addr: self.config.advertise.clone(),
-        };
-        raft.client_write(GroupCommand::Control(init))
-            .await
-            .map_err(|e| raft_err(e.to_string()))?;
-        let _ = self.control.set((raft, sm));
-        for p in 0..self.config.partitions {
-            let group = self.host_group(p).await?;
-            group
-                .raft
-                .initialize(self.self_member())
-                .await
-                .map_err(|e| raft_err(e.to_string()))?;
-        }
-        tracing::info!(
-            partitions = self.config.partitions,
-            "bootstrapped a new cluster"
-        );
-        Ok(())
-    }
-
-    async fn join(&self) -> Result<NodeId, ClusterError> {
-        let started = Instant::now();
-        let mut queue: Vec<String> = self.config.join.clone();
-        let mut reason = String::from("no member answered");
-        while started.elapsed() < JOIN_DEADLINE {
-            let Some(seed) = queue.first().cloned() else {
-                queue = self.config.join.clone();
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            };
-            queue.remove(0);
-            let request = PeerRequest::Join {
-                addr: self.config.advertise.clone(),
-            };
-            match self
-                .peers
-                .call(&seed, &request, Duration::from_secs(10))
-                .await
-            {
-                Ok(PeerResponse::Joined { id, cluster }) => {
-                    self.peers.set_cluster(cluster);
-                    return Ok(id);
-                }
-                Ok(PeerResponse::NotLeader {
-                    leader_addr: Some(addr),
-                }) => queue.insert(0, addr),
-                Ok(PeerResponse::Refused { reason }) => {
-                    return Err(ClusterError::Join {
-                        seeds: self.config.join.clone(),
-                        reason,
-                    })
-                }
-                Ok(other) => reason = format!("{seed} answered {other:?}"),
-                Err(e) => reason = e.to_string(),
-            }
-        }
-        Err(ClusterError::Join {
-            seeds: self.config.join.clone(),
-            reason,
-        })
-    }
-
     /// Runs one validated client operation.
     pub async fn execute(&self, op: Op) -> Reply {
         match self.group_of(op.obj()) {
@@ -509,187 +415,6 @@ impl ClusterNode {
             }
         }
         report
-    }
-
-    /// True when other active nodes could take over this node's replicas.
-    pub fn can_leave(&self) -> bool {
-        self.state().is_some_and(|s| {
-            let active = s.active_nodes();
-            active.contains(&self.id()) && active.len() > 1
-        })
-    }
-
-    /// Leaves the cluster gracefully: asks the control leader to re-place this node's
-    /// partitions, then waits (up to `deadline`) until no group is hosted here any more,
-    /// which means their replicas and leadership have moved to other nodes.
-    pub async fn leave(&self, deadline: Duration) -> Result<(), ClusterError> {
-        let started = Instant::now();
-        let fail = |reason: String| ClusterError::Leave { reason };
-        let mut target: Option<String> = None;
-        loop {
-            if started.elapsed() > deadline {
-                return Err(fail(
-                    "the control leader did not accept the leave in time".into(),
-                ));
-            }
-            let answer = match &target {
-                None => {
-                    self.control_command(ControlCommand::Leave { id: self.id() })
-                        .await
-                }
-                Some(addr) => self
-                    .peers
-                    .call(
-                        addr,
-                        &PeerRequest::Leave { id: self.id() },
-                        Duration::from_secs(5),
-                    )
-                    .await
-                    .unwrap_or(PeerResponse::NotLeader { leader_addr: None }),
-            };
-            match answer {
-                PeerResponse::Applied => break,
-                PeerResponse::Refused { reason } => return Err(fail(reason)),
-                PeerResponse::NotLeader { leader_addr } => {
-                    target = leader_addr.or_else(|| self.control_leader_addr());
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                other => return Err(fail(format!("unexpected answer {other:?}"))),
-            }
-        }
-        tracing::info!("leaving: moving replicas and leadership away");
-        while self.report().hosted > 0 {
-            if started.elapsed() > deadline {
-                return Err(fail(format!(
-                    "{} partitions still hosted here",
-                    self.report().hosted
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok(())
-    }
-
-    /// Answers a peer message.
-    pub async fn handle_peer(&self, payload: &[u8]) -> Vec<u8> {
-        let request = match postcard::from_bytes::<PeerEnvelope>(payload) {
-            Ok(envelope) => {
-                let joining = matches!(envelope.request, PeerRequest::Join { .. });
-                let mine = self.peers.cluster();
-                if joining || (mine != 0 && envelope.cluster == mine) {
-                    Ok(envelope.request)
-                } else {
-                    // Another cluster (or a node that has not joined yet) is not answered:
-                    // a process restarted at a member's address must not pose as it.
-                    return encode(&PeerResponse::NoSuchGroup);
-                }
-            }
-            Err(e) => Err(e),
-        };
-        let response = match request {
-            Err(e) => PeerResponse::Refused {
-                reason: format!("undecodable peer message: {e}"),
-            },
-            Ok(PeerRequest::Ping) => PeerResponse::Pong { id: self.id() },
-            Ok(PeerRequest::Join { addr }) => {
-                self.control_command(ControlCommand::Join { addr }).await
-            }
-            Ok(PeerRequest::Leave { id }) => {
-                self.control_command(ControlCommand::Leave { id }).await
-            }
-            Ok(PeerRequest::Release { group, to }) => {
-                let listed = self
-                    .state()
-                    .and_then(|s| s.assignment.get(group as usize).map(|r| r.contains(&to)))
-                    .unwrap_or(true);
-                if to == self.id() && !listed {
-                    self.release_group(group).await;
-                }
-                PeerResponse::Applied
-            }
-            Ok(PeerRequest::Elect { group, to }) => {
-                match self.group(group).filter(|_| to == self.id()) {
-                    Some(g) => match g.raft.trigger().elect().await {
-                        Ok(()) => PeerResponse::Applied,
-                        Err(e) => PeerResponse::Refused {
-                            reason: e.to_string(),
-                        },
-                    },
-                    None => PeerResponse::NoSuchGroup,
-                }
-            }
-            Ok(PeerRequest::Raft { group, to, rpc }) => {
-                let raft = if group == CONTROL_GROUP {
-                    self.control_raft().cloned()
-                } else {
-                    self.group(group).map(|g| g.raft.clone())
-                };
-                // Answer only as the member the message is meant for.
-                match raft.filter(|_| to == self.id()) {
-                    None => PeerResponse::NoSuchGroup,
-                    Some(raft) => match rpc {
-                        RaftRpc::Append(r) => PeerResponse::Append(raft.append_entries(r).await),
-                        RaftRpc::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
-                        RaftRpc::Snapshot(r) => {
-                            PeerResponse::Snapshot(raft.install_snapshot(r).await)
-                        }
-                    },
-                }
-            }
-        };
-        encode(&response)
-    }
-
-    fn control_leader_addr(&self) -> Option<String> {
-        let leader = self.control_raft()?.metrics().borrow().current_leader?;
-        self.state()?.addr_of(leader).map(str::to_string)
-    }
-
-    /// Runs a control command here if this node leads the control group.
-    async fn control_command(&self, command: ControlCommand) -> PeerResponse {
-        let Some(raft) = self.control_raft() else {
-            return PeerResponse::NotLeader { leader_addr: None };
-        };
-        let write = tokio::time::timeout(
-            MEMBERSHIP_CHANGE_LIMIT,
-            raft.client_write(GroupCommand::Control(command)),
-        );
-        let Ok(written) = write.await else {
-            return PeerResponse::Refused {
-                reason: format!(
-                    "the control group did not commit within {MEMBERSHIP_CHANGE_LIMIT:?}"
-                ),
-            };
-        };
-        match written {
-            Ok(resp) => match resp.data {
-                GroupResponse::Control(ControlResponse::Joined { id, .. }) => {
-                    PeerResponse::Joined {
-                        id,
-                        cluster: self.peers.cluster(),
-                    }
-                }
-                GroupResponse::Control(ControlResponse::Applied { .. }) => PeerResponse::Applied,
-                GroupResponse::Control(ControlResponse::Refused { reason }) => {
-                    PeerResponse::Refused { reason }
-                }
-                other => PeerResponse::Refused {
-                    reason: format!("unexpected control response {other:?}"),
-                },
-            },
-            Err(e) => match e.forward_to_leader() {
-                Some(f) => PeerResponse::NotLeader {
-                    leader_addr: f
-                        .leader_node
-                        .as_ref()
-                        .map(|n| n.addr.clone())
-                        .or_else(|| self.control_leader_addr()),
-                },
-                None => PeerResponse::Refused {
-                    reason: e.to_string(),
-                },
-            },
-        }
     }
 
     /// Runs the reconcile and maintenance loops until `shutdown`, then stops every group.
@@ -801,7 +526,7 @@ impl ClusterNode {
                         .collect();
                     let (changing, peers) = (Arc::clone(&self.changing), Arc::clone(&self.peers));
                     self.spawn(async move {
-                        move_group(&group, &peers, voters, members, removed_addrs).await;
+                        moves::move_group(&group, &peers, voters, members, removed_addrs).await;
                         lock(&changing).remove(&p);
                     })
                     .await;
@@ -828,165 +553,6 @@ impl ClusterNode {
             } else {
                 lock(&self.unlisted_since).remove(&p);
             }
-        }
-    }
-
-    /// Stops hosting a partition's replica.
-    async fn release_group(&self, p: GroupId) {
-        let removed = self
-            .groups
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&p);
-        lock(&self.unlisted_since).remove(&p);
-        if let Some(g) = removed {
-            let _ = g.raft.shutdown().await;
-            tracing::info!(partition = p, "partition moved away");
-        }
-    }
-
-    /// Starts handing a group's leadership to its preferred leader (the map's first
-    /// replica), so leaders spread as the placement planned. Bounded: a few at a time, and
-    /// a group whose hand-over failed waits before the next try.
-    async fn maybe_hand_over(
-        self: &Arc<Self>,
-        group: &Arc<PartitionGroup>,
-        to: NodeId,
-        state: &ClusterState,
-    ) {
-        let p = group.id;
-        if !caught_up(group, [to].iter()) {
-            return;
-        }
-        if lock(&self.hand_over_after)
-            .get(&p)
-            .is_some_and(|at| Instant::now() < *at)
-        {
-            return;
-        }
-        if self.hand_overs.load(Ordering::Acquire) >= MAX_HAND_OVERS
-            || !lock(&self.changing).insert(p)
-        {
-            return;
-        }
-        let Some(addr) = state.addr_of(to).map(str::to_string) else {
-            lock(&self.changing).remove(&p);
-            return;
-        };
-        self.hand_overs.fetch_add(1, Ordering::AcqRel);
-        let (node, group) = (Arc::clone(self), Arc::clone(group));
-        let lease = self.config.election_timeout * 2;
-        self.spawn(async move {
-            let moved = hand_over(&group, &node.peers, to, &addr, lease).await;
-            if !moved {
-                lock(&node.hand_over_after).insert(p, Instant::now() + HAND_OVER_COOLDOWN);
-            }
-            tracing::debug!(partition = p, to, moved, "leadership hand-over");
-            lock(&node.changing).remove(&p);
-            node.hand_overs.fetch_sub(1, Ordering::AcqRel);
-        })
-        .await;
-    }
-
-    /// Control leader: every active node is a member; up to five are voters; down nodes go.
-    async fn manage_control_members(&self, state: &ClusterState) {
-        let Some(raft) = self.control_raft() else {
-            return;
-        };
-        let membership = raft.metrics().borrow().membership_config.clone();
-        let members: BTreeSet<NodeId> =
-            membership.membership().nodes().map(|(id, _)| *id).collect();
-        let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
-        if !voters.contains(&self.id()) {
-            // A leader on its way out (see `reconcile`): leave changes to its successor.
-            return;
-        }
-        let active = state.active_nodes();
-        let result: Result<(), String> = async {
-            for id in active.difference(&members) {
-                tracing::info!(node = id, "adding node to the control group");
-                if let Some(addr) = state.addr_of(*id) {
-                    bounded(
-                        "add control learner",
-                        raft.add_learner(*id, BasicNode::new(addr), false),
-                    )
-                    .await?;
-                }
-            }
-            let mut want: BTreeSet<NodeId> = voters.intersection(&active).copied().collect();
-            for id in &active {
-                if want.len() >= CONTROL_VOTERS.min(active.len()) {
-                    break;
-                }
-                want.insert(*id);
-            }
-            if want != voters && !want.is_empty() {
-                tracing::info!(?want, ?voters, "changing control voters");
-                bounded("change control voters", raft.change_membership(want, false)).await?;
-            }
-            let gone: BTreeSet<NodeId> = members
-                .iter()
-                .filter(|id| !active.contains(id))
-                .copied()
-                .collect();
-            if !gone.is_empty() {
-                let now = voters_of(raft);
-                let removable: BTreeSet<NodeId> = gone.difference(&now).copied().collect();
-                if !removable.is_empty() {
-                    let remove =
-                        raft.change_membership(ChangeMembers::RemoveNodes(removable), false);
-                    bounded("remove control members", remove).await?;
-                }
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::info!(error = %e, "control membership change deferred");
-        }
-    }
-
-    /// Control leader: pings active nodes and marks those silent past the grace period down.
-    async fn watch_nodes(&self, state: &ClusterState) {
-        let me = self.id();
-        let now = Instant::now();
-        let targets: Vec<(NodeId, String)> = state
-            .nodes
-            .iter()
-            .filter(|(id, n)| **id != me && n.state == NodeState::Active)
-            .map(|(id, n)| (*id, n.addr.clone()))
-            .collect();
-        let pings = targets.iter().map(|(id, addr)| async move {
-            let ok = matches!(
-                self.peers.call(addr, &PeerRequest::Ping, Duration::from_millis(500)).await,
-                Ok(PeerResponse::Pong { id: answered }) if answered == *id
-            );
-            (*id, ok)
-        });
-        let results = futures_util::future::join_all(pings).await;
-        let mut down = Vec::new();
-        {
-            let mut seen = lock(&self.last_seen);
-            for (id, ok) in results {
-                let last = seen.entry(id).or_insert(now);
-                if ok {
-                    *last = now;
-                } else if now.duration_since(*last) > self.config.down_after {
-                    down.push(id);
-                }
-            }
-        }
-        for id in down {
-            tracing::warn!(
-                node = id,
-                "node unreachable past the grace period; re-placing its partitions"
-            );
-            if let Some(raft) = self.control_raft() {
-                let mark =
-                    raft.client_write(GroupCommand::Control(ControlCommand::MarkDown { id }));
-                let _ = bounded("mark down", mark).await;
-            }
-            lock(&self.last_seen).remove(&id);
         }
     }
 }
@@ -1035,10 +601,10 @@ fn random_id() -> u64 {
 }
 
 /// Longest a membership change may take before it is retried on a later round.
-const MEMBERSHIP_CHANGE_LIMIT: Duration = Duration::from_secs(10);
+pub(super) const MEMBERSHIP_CHANGE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Awaits a membership call, giving up after [`MEMBERSHIP_CHANGE_LIMIT`].
-async fn bounded<T, E: std::fmt::Display>(
+pub(super) async fn bounded<T, E: std::fmt::Display>(
     what: &str,
     call: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, String> {
@@ -1047,141 +613,5 @@ async fn bounded<T, E: std::fmt::Display>(
         Err(_) => Err(format!(
             "{what}: no answer within {MEMBERSHIP_CHANGE_LIMIT:?}"
         )),
-    }
-}
-
-/// True when the leader sees the logs of `members` close to its own.
-fn caught_up<'a>(group: &PartitionGroup, mut members: impl Iterator<Item = &'a NodeId>) -> bool {
-    let metrics = group.raft.metrics();
-    let m = metrics.borrow();
-    let last = m.last_log_index.unwrap_or(0);
-    members.all(|id| {
-        m.replication
-            .as_ref()
-            .and_then(|r| r.get(id).copied().flatten())
-            .is_some_and(|matched| matched.index + CAUGHT_UP_ENTRIES >= last)
-    })
-}
-
-/// Waits (up to `limit`) until another node is known to lead the group.
-async fn successor_known(group: &PartitionGroup, limit: Duration) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if !group.is_leader() && group.leader().is_some_and(|l| l != group.me()) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
-}
-
-/// Hands a group's leadership to `to` (openraft 0.9 has no transfer): drain, stop
-/// heartbeats until the followers' leader lease lapses, then ask `to` to stand. Requests
-/// held meanwhile are redirected to the new leader afterwards.
-async fn hand_over(
-    group: &PartitionGroup,
-    peers: &Peers,
-    to: NodeId,
-    addr: &str,
-    lease: Duration,
-) -> bool {
-    if !group.drain(DRAIN_LIMIT).await {
-        group.undrain();
-        return false;
-    }
-    group.raft.runtime_config().heartbeat(false);
-    tokio::time::sleep(lease + Duration::from_millis(100)).await;
-    let elect = PeerRequest::Elect {
-        group: group.id,
-        to,
-    };
-    let asked = matches!(
-        peers.call(addr, &elect, Duration::from_secs(2)).await,
-        Ok(PeerResponse::Applied)
-    );
-    let moved = asked && successor_known(group, lease * 2).await;
-    group.raft.runtime_config().heartbeat(true);
-    group.undrain();
-    moved
-}
-
-/// Moves a group's voters to `target`: new members join as learners and catch up first,
-/// then one membership change swaps the voters.
-async fn move_group(
-    group: &PartitionGroup,
-    peers: &Peers,
-    voters: BTreeSet<NodeId>,
-    target: BTreeMap<NodeId, String>,
-    removed_addrs: BTreeMap<NodeId, String>,
-) {
-    for (id, addr) in &target {
-        if voters.contains(id) {
-            continue;
-        }
-        let added = tokio::time::timeout(
-            Duration::from_secs(30),
-            group.raft.add_learner(*id, BasicNode::new(addr), true),
-        )
-        .await;
-        match added {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::info!(partition = group.id, node = id, error = %e, "add learner deferred");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(
-                    partition = group.id,
-                    node = id,
-                    "learner catch-up timed out; will retry"
-                );
-                return;
-            }
-        }
-    }
-    // A voter that has not caught up could leave the group without a quorum; wait for the
-    // leader to see every newcomer's log close to its own.
-    if !caught_up(group, target.keys().filter(|id| !voters.contains(id))) {
-        tracing::debug!(partition = group.id, "new replicas still catching up");
-        return;
-    }
-    let ids: BTreeSet<NodeId> = target.keys().copied().collect();
-    let leaving = !ids.contains(&group.me());
-    if leaving && !group.drain(DRAIN_LIMIT).await {
-        group.undrain();
-        tracing::debug!(
-            partition = group.id,
-            "writes still in flight; hand-over deferred"
-        );
-        return;
-    }
-    let changed = bounded(
-        "change voters",
-        group.raft.change_membership(ids.clone(), false),
-    )
-    .await;
-    if changed.is_ok() {
-        for gone in voters.difference(&ids) {
-            if let Some(addr) = removed_addrs.get(gone) {
-                let release = PeerRequest::Release {
-                    group: group.id,
-                    to: *gone,
-                };
-                let _ = peers.call(addr, &release, Duration::from_secs(2)).await;
-            }
-        }
-    }
-    if leaving {
-        // Held requests go to the successor as soon as it is known.
-        if changed.is_ok() {
-            successor_known(group, Duration::from_secs(5)).await;
-        }
-        group.undrain();
-    }
-    match changed {
-        Ok(_) => {
-            tracing::info!(partition = group.id, voters = ?target.keys().collect::<Vec<_>>(), "partition moved")
-        }
-        Err(e) => tracing::info!(partition = group.id, error = %e, "membership change deferred"),
     }
 }

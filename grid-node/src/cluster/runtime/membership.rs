@@ -1,0 +1,399 @@
+//! Membership: bootstrapping or joining the cluster, leaving it gracefully, answering
+//! other nodes' messages, and (on the control leader) keeping the control group's voters
+//! and watching nodes' liveness.
+
+use super::{
+    bounded, lock, random_id, voters_of, ClusterError, ClusterNode, CONTROL_VOTERS, JOIN_DEADLINE,
+    MEMBERSHIP_CHANGE_LIMIT,
+};
+use crate::cluster::control::{ClusterState, ControlCommand, ControlResponse, NodeState};
+use crate::cluster::peer::{encode, PeerEnvelope, PeerRequest, PeerResponse, RaftRpc};
+use crate::cluster::raft_types::{GroupCommand, GroupResponse, NodeId, CONTROL_GROUP};
+use crate::cluster::state_machine::Machine;
+use openraft::{BasicNode, ChangeMembers, ServerState};
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+impl ClusterNode {
+    /// Bootstraps a new cluster or joins an existing one.
+    pub async fn start(&self) -> Result<(), ClusterError> {
+        if self.config.join.is_empty() {
+            self.bootstrap().await
+        } else {
+            let id = self.join().await?;
+            self.me.store(id, Ordering::Relaxed);
+            let (raft, sm) = self
+                .new_raft(CONTROL_GROUP, Machine::Control(ClusterState::default()))
+                .await?;
+            let _ = self.control.set((raft, sm));
+            tracing::info!(id, "joined the cluster");
+            Ok(())
+        }
+    }
+
+    pub(super) async fn bootstrap(&self) -> Result<(), ClusterError> {
+        self.me.store(1, Ordering::Relaxed);
+        let raft_err = |e: String| ClusterError::Raft(e);
+        let (raft, sm) = self
+            .new_raft(CONTROL_GROUP, Machine::Control(ClusterState::default()))
+            .await?;
+        raft.initialize(self.self_member())
+            .await
+            .map_err(|e| raft_err(e.to_string()))?;
+        raft.wait(Some(JOIN_DEADLINE))
+            .state(ServerState::Leader, "control group leader")
+            .await
+            .map_err(|e| raft_err(e.to_string()))?;
+        let cluster_id = random_id();
+        self.peers.set_cluster(cluster_id);
+        let init = ControlCommand::Init {
+            cluster_id,
+            partitions: self.config.partitions,
+            replicas: self.config.replicas,
+            addr: self.config.advertise.clone(),
+        };
+        raft.client_write(GroupCommand::Control(init))
+            .await
+            .map_err(|e| raft_err(e.to_string()))?;
+        let _ = self.control.set((raft, sm));
+        for p in 0..self.config.partitions {
+            let group = self.host_group(p).await?;
+            group
+                .raft
+                .initialize(self.self_member())
+                .await
+                .map_err(|e| raft_err(e.to_string()))?;
+        }
+        tracing::info!(
+            partitions = self.config.partitions,
+            "bootstrapped a new cluster"
+        );
+        Ok(())
+    }
+
+    pub(super) async fn join(&self) -> Result<NodeId, ClusterError> {
+        let started = Instant::now();
+        let mut queue: Vec<String> = self.config.join.clone();
+        let mut reason = String::from("no member answered");
+        while started.elapsed() < JOIN_DEADLINE {
+            let Some(seed) = queue.first().cloned() else {
+                queue = self.config.join.clone();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            queue.remove(0);
+            let request = PeerRequest::Join {
+                addr: self.config.advertise.clone(),
+            };
+            match self
+                .peers
+                .call(&seed, &request, Duration::from_secs(10))
+                .await
+            {
+                Ok(PeerResponse::Joined { id, cluster }) => {
+                    self.peers.set_cluster(cluster);
+                    return Ok(id);
+                }
+                Ok(PeerResponse::NotLeader {
+                    leader_addr: Some(addr),
+                }) => queue.insert(0, addr),
+                Ok(PeerResponse::Refused { reason }) => {
+                    return Err(ClusterError::Join {
+                        seeds: self.config.join.clone(),
+                        reason,
+                    })
+                }
+                Ok(other) => reason = format!("{seed} answered {other:?}"),
+                Err(e) => reason = e.to_string(),
+            }
+        }
+        Err(ClusterError::Join {
+            seeds: self.config.join.clone(),
+            reason,
+        })
+    }
+
+    /// True when other active nodes could take over this node's replicas.
+    pub fn can_leave(&self) -> bool {
+        self.state().is_some_and(|s| {
+            let active = s.active_nodes();
+            active.contains(&self.id()) && active.len() > 1
+        })
+    }
+
+    /// Leaves the cluster gracefully: asks the control leader to re-place this node's
+    /// partitions, then waits (up to `deadline`) until no group is hosted here any more,
+    /// which means their replicas and leadership have moved to other nodes.
+    pub async fn leave(&self, deadline: Duration) -> Result<(), ClusterError> {
+        let started = Instant::now();
+        let fail = |reason: String| ClusterError::Leave { reason };
+        let mut target: Option<String> = None;
+        loop {
+            if started.elapsed() > deadline {
+                return Err(fail(
+                    "the control leader did not accept the leave in time".into(),
+                ));
+            }
+            let answer = match &target {
+                None => {
+                    self.control_command(ControlCommand::Leave { id: self.id() })
+                        .await
+                }
+                Some(addr) => self
+                    .peers
+                    .call(
+                        addr,
+                        &PeerRequest::Leave { id: self.id() },
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .unwrap_or(PeerResponse::NotLeader { leader_addr: None }),
+            };
+            match answer {
+                PeerResponse::Applied => break,
+                PeerResponse::Refused { reason } => return Err(fail(reason)),
+                PeerResponse::NotLeader { leader_addr } => {
+                    target = leader_addr.or_else(|| self.control_leader_addr());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return Err(fail(format!("unexpected answer {other:?}"))),
+            }
+        }
+        tracing::info!("leaving: moving replicas and leadership away");
+        while self.report().hosted > 0 {
+            if started.elapsed() > deadline {
+                return Err(fail(format!(
+                    "{} partitions still hosted here",
+                    self.report().hosted
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Answers a peer message.
+    pub async fn handle_peer(&self, payload: &[u8]) -> Vec<u8> {
+        let request = match postcard::from_bytes::<PeerEnvelope>(payload) {
+            Ok(envelope) => {
+                let joining = matches!(envelope.request, PeerRequest::Join { .. });
+                let mine = self.peers.cluster();
+                if joining || (mine != 0 && envelope.cluster == mine) {
+                    Ok(envelope.request)
+                } else {
+                    // Another cluster (or a node that has not joined yet) is not answered:
+                    // a process restarted at a member's address must not pose as it.
+                    return encode(&PeerResponse::NoSuchGroup);
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let response = match request {
+            Err(e) => PeerResponse::Refused {
+                reason: format!("undecodable peer message: {e}"),
+            },
+            Ok(PeerRequest::Ping) => PeerResponse::Pong { id: self.id() },
+            Ok(PeerRequest::Join { addr }) => {
+                self.control_command(ControlCommand::Join { addr }).await
+            }
+            Ok(PeerRequest::Leave { id }) => {
+                self.control_command(ControlCommand::Leave { id }).await
+            }
+            Ok(PeerRequest::Release { group, to }) => {
+                let listed = self
+                    .state()
+                    .and_then(|s| s.assignment.get(group as usize).map(|r| r.contains(&to)))
+                    .unwrap_or(true);
+                if to == self.id() && !listed {
+                    self.release_group(group).await;
+                }
+                PeerResponse::Applied
+            }
+            Ok(PeerRequest::Elect { group, to }) => {
+                match self.group(group).filter(|_| to == self.id()) {
+                    Some(g) => match g.raft.trigger().elect().await {
+                        Ok(()) => PeerResponse::Applied,
+                        Err(e) => PeerResponse::Refused {
+                            reason: e.to_string(),
+                        },
+                    },
+                    None => PeerResponse::NoSuchGroup,
+                }
+            }
+            Ok(PeerRequest::Raft { group, to, rpc }) => {
+                let raft = if group == CONTROL_GROUP {
+                    self.control_raft().cloned()
+                } else {
+                    self.group(group).map(|g| g.raft.clone())
+                };
+                // Answer only as the member the message is meant for.
+                match raft.filter(|_| to == self.id()) {
+                    None => PeerResponse::NoSuchGroup,
+                    Some(raft) => match rpc {
+                        RaftRpc::Append(r) => PeerResponse::Append(raft.append_entries(r).await),
+                        RaftRpc::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
+                        RaftRpc::Snapshot(r) => {
+                            PeerResponse::Snapshot(raft.install_snapshot(r).await)
+                        }
+                    },
+                }
+            }
+        };
+        encode(&response)
+    }
+
+    pub(super) fn control_leader_addr(&self) -> Option<String> {
+        let leader = self.control_raft()?.metrics().borrow().current_leader?;
+        self.state()?.addr_of(leader).map(str::to_string)
+    }
+
+    /// Runs a control command here if this node leads the control group.
+    pub(super) async fn control_command(&self, command: ControlCommand) -> PeerResponse {
+        let Some(raft) = self.control_raft() else {
+            return PeerResponse::NotLeader { leader_addr: None };
+        };
+        let write = tokio::time::timeout(
+            MEMBERSHIP_CHANGE_LIMIT,
+            raft.client_write(GroupCommand::Control(command)),
+        );
+        let Ok(written) = write.await else {
+            return PeerResponse::Refused {
+                reason: format!(
+                    "the control group did not commit within {MEMBERSHIP_CHANGE_LIMIT:?}"
+                ),
+            };
+        };
+        match written {
+            Ok(resp) => match resp.data {
+                GroupResponse::Control(ControlResponse::Joined { id, .. }) => {
+                    PeerResponse::Joined {
+                        id,
+                        cluster: self.peers.cluster(),
+                    }
+                }
+                GroupResponse::Control(ControlResponse::Applied { .. }) => PeerResponse::Applied,
+                GroupResponse::Control(ControlResponse::Refused { reason }) => {
+                    PeerResponse::Refused { reason }
+                }
+                other => PeerResponse::Refused {
+                    reason: format!("unexpected control response {other:?}"),
+                },
+            },
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => PeerResponse::NotLeader {
+                    leader_addr: f
+                        .leader_node
+                        .as_ref()
+                        .map(|n| n.addr.clone())
+                        .or_else(|| self.control_leader_addr()),
+                },
+                None => PeerResponse::Refused {
+                    reason: e.to_string(),
+                },
+            },
+        }
+    }
+
+    /// Control leader: every active node is a member; up to five are voters; down nodes go.
+    pub(super) async fn manage_control_members(&self, state: &ClusterState) {
+        let Some(raft) = self.control_raft() else {
+            return;
+        };
+        let membership = raft.metrics().borrow().membership_config.clone();
+        let members: BTreeSet<NodeId> =
+            membership.membership().nodes().map(|(id, _)| *id).collect();
+        let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+        if !voters.contains(&self.id()) {
+            // A leader on its way out (see `reconcile`): leave changes to its successor.
+            return;
+        }
+        let active = state.active_nodes();
+        let result: Result<(), String> = async {
+            for id in active.difference(&members) {
+                tracing::info!(node = id, "adding node to the control group");
+                if let Some(addr) = state.addr_of(*id) {
+                    bounded(
+                        "add control learner",
+                        raft.add_learner(*id, BasicNode::new(addr), false),
+                    )
+                    .await?;
+                }
+            }
+            let mut want: BTreeSet<NodeId> = voters.intersection(&active).copied().collect();
+            for id in &active {
+                if want.len() >= CONTROL_VOTERS.min(active.len()) {
+                    break;
+                }
+                want.insert(*id);
+            }
+            if want != voters && !want.is_empty() {
+                tracing::info!(?want, ?voters, "changing control voters");
+                bounded("change control voters", raft.change_membership(want, false)).await?;
+            }
+            let gone: BTreeSet<NodeId> = members
+                .iter()
+                .filter(|id| !active.contains(id))
+                .copied()
+                .collect();
+            if !gone.is_empty() {
+                let now = voters_of(raft);
+                let removable: BTreeSet<NodeId> = gone.difference(&now).copied().collect();
+                if !removable.is_empty() {
+                    let remove =
+                        raft.change_membership(ChangeMembers::RemoveNodes(removable), false);
+                    bounded("remove control members", remove).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::info!(error = %e, "control membership change deferred");
+        }
+    }
+
+    /// Control leader: pings active nodes and marks those silent past the grace period down.
+    pub(super) async fn watch_nodes(&self, state: &ClusterState) {
+        let me = self.id();
+        let now = Instant::now();
+        let targets: Vec<(NodeId, String)> = state
+            .nodes
+            .iter()
+            .filter(|(id, n)| **id != me && n.state == NodeState::Active)
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect();
+        let pings = targets.iter().map(|(id, addr)| async move {
+            let ok = matches!(
+                self.peers.call(addr, &PeerRequest::Ping, Duration::from_millis(500)).await,
+                Ok(PeerResponse::Pong { id: answered }) if answered == *id
+            );
+            (*id, ok)
+        });
+        let results = futures_util::future::join_all(pings).await;
+        let mut down = Vec::new();
+        {
+            let mut seen = lock(&self.last_seen);
+            for (id, ok) in results {
+                let last = seen.entry(id).or_insert(now);
+                if ok {
+                    *last = now;
+                } else if now.duration_since(*last) > self.config.down_after {
+                    down.push(id);
+                }
+            }
+        }
+        for id in down {
+            tracing::warn!(
+                node = id,
+                "node unreachable past the grace period; re-placing its partitions"
+            );
+            if let Some(raft) = self.control_raft() {
+                let mark =
+                    raft.client_write(GroupCommand::Control(ControlCommand::MarkDown { id }));
+                let _ = bounded("mark down", mark).await;
+            }
+            lock(&self.last_seen).remove(&id);
+        }
+    }
+}

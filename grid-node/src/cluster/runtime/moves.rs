@@ -1,0 +1,213 @@
+//! Moving groups toward the map: adding learners, swapping voters once they caught up,
+//! handing leadership over, and letting go of groups this node no longer holds.
+
+use super::{
+    bounded, lock, ClusterNode, CAUGHT_UP_ENTRIES, DRAIN_LIMIT, HAND_OVER_COOLDOWN, MAX_HAND_OVERS,
+};
+use crate::cluster::control::ClusterState;
+use crate::cluster::group::PartitionGroup;
+use crate::cluster::peer::{PeerRequest, PeerResponse, Peers};
+use crate::cluster::raft_types::{GroupId, NodeId};
+use openraft::BasicNode;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+impl ClusterNode {
+    /// Stops hosting a partition's replica.
+    pub(super) async fn release_group(&self, p: GroupId) {
+        let removed = self
+            .groups
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&p);
+        lock(&self.unlisted_since).remove(&p);
+        if let Some(g) = removed {
+            let _ = g.raft.shutdown().await;
+            tracing::info!(partition = p, "partition moved away");
+        }
+    }
+
+    /// Starts handing a group's leadership to its preferred leader (the map's first
+    /// replica), so leaders spread as the placement planned. Bounded: a few at a time, and
+    /// a group whose hand-over failed waits before the next try.
+    pub(super) async fn maybe_hand_over(
+        self: &Arc<Self>,
+        group: &Arc<PartitionGroup>,
+        to: NodeId,
+        state: &ClusterState,
+    ) {
+        let p = group.id;
+        if !caught_up(group, [to].iter()) {
+            return;
+        }
+        if lock(&self.hand_over_after)
+            .get(&p)
+            .is_some_and(|at| Instant::now() < *at)
+        {
+            return;
+        }
+        if self.hand_overs.load(Ordering::Acquire) >= MAX_HAND_OVERS
+            || !lock(&self.changing).insert(p)
+        {
+            return;
+        }
+        let Some(addr) = state.addr_of(to).map(str::to_string) else {
+            lock(&self.changing).remove(&p);
+            return;
+        };
+        self.hand_overs.fetch_add(1, Ordering::AcqRel);
+        let (node, group) = (Arc::clone(self), Arc::clone(group));
+        let lease = self.config.election_timeout * 2;
+        self.spawn(async move {
+            let moved = hand_over(&group, &node.peers, to, &addr, lease).await;
+            if !moved {
+                lock(&node.hand_over_after).insert(p, Instant::now() + HAND_OVER_COOLDOWN);
+            }
+            tracing::debug!(partition = p, to, moved, "leadership hand-over");
+            lock(&node.changing).remove(&p);
+            node.hand_overs.fetch_sub(1, Ordering::AcqRel);
+        })
+        .await;
+    }
+}
+
+/// True when the leader sees the logs of `members` close to its own.
+pub(super) fn caught_up<'a>(
+    group: &PartitionGroup,
+    mut members: impl Iterator<Item = &'a NodeId>,
+) -> bool {
+    let metrics = group.raft.metrics();
+    let m = metrics.borrow();
+    let last = m.last_log_index.unwrap_or(0);
+    members.all(|id| {
+        m.replication
+            .as_ref()
+            .and_then(|r| r.get(id).copied().flatten())
+            .is_some_and(|matched| matched.index + CAUGHT_UP_ENTRIES >= last)
+    })
+}
+
+/// Waits (up to `limit`) until another node is known to lead the group.
+pub(super) async fn successor_known(group: &PartitionGroup, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if !group.is_leader() && group.leader().is_some_and(|l| l != group.me()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// Hands a group's leadership to `to` (openraft 0.9 has no transfer): drain, stop
+/// heartbeats until the followers' leader lease lapses, then ask `to` to stand. Requests
+/// held meanwhile are redirected to the new leader afterwards.
+pub(super) async fn hand_over(
+    group: &PartitionGroup,
+    peers: &Peers,
+    to: NodeId,
+    addr: &str,
+    lease: Duration,
+) -> bool {
+    if !group.drain(DRAIN_LIMIT).await {
+        group.undrain();
+        return false;
+    }
+    group.raft.runtime_config().heartbeat(false);
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    let elect = PeerRequest::Elect {
+        group: group.id,
+        to,
+    };
+    let asked = matches!(
+        peers.call(addr, &elect, Duration::from_secs(2)).await,
+        Ok(PeerResponse::Applied)
+    );
+    let moved = asked && successor_known(group, lease * 2).await;
+    group.raft.runtime_config().heartbeat(true);
+    group.undrain();
+    moved
+}
+
+/// Moves a group's voters to `target`: new members join as learners and catch up first,
+/// then one membership change swaps the voters.
+pub(super) async fn move_group(
+    group: &PartitionGroup,
+    peers: &Peers,
+    voters: BTreeSet<NodeId>,
+    target: BTreeMap<NodeId, String>,
+    removed_addrs: BTreeMap<NodeId, String>,
+) {
+    for (id, addr) in &target {
+        if voters.contains(id) {
+            continue;
+        }
+        let added = tokio::time::timeout(
+            Duration::from_secs(30),
+            group.raft.add_learner(*id, BasicNode::new(addr), true),
+        )
+        .await;
+        match added {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::info!(partition = group.id, node = id, error = %e, "add learner deferred");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    partition = group.id,
+                    node = id,
+                    "learner catch-up timed out; will retry"
+                );
+                return;
+            }
+        }
+    }
+    // A voter that has not caught up could leave the group without a quorum; wait for the
+    // leader to see every newcomer's log close to its own.
+    if !caught_up(group, target.keys().filter(|id| !voters.contains(id))) {
+        tracing::debug!(partition = group.id, "new replicas still catching up");
+        return;
+    }
+    let ids: BTreeSet<NodeId> = target.keys().copied().collect();
+    let leaving = !ids.contains(&group.me());
+    if leaving && !group.drain(DRAIN_LIMIT).await {
+        group.undrain();
+        tracing::debug!(
+            partition = group.id,
+            "writes still in flight; hand-over deferred"
+        );
+        return;
+    }
+    let changed = bounded(
+        "change voters",
+        group.raft.change_membership(ids.clone(), false),
+    )
+    .await;
+    if changed.is_ok() {
+        for gone in voters.difference(&ids) {
+            if let Some(addr) = removed_addrs.get(gone) {
+                let release = PeerRequest::Release {
+                    group: group.id,
+                    to: *gone,
+                };
+                let _ = peers.call(addr, &release, Duration::from_secs(2)).await;
+            }
+        }
+    }
+    if leaving {
+        // Held requests go to the successor as soon as it is known.
+        if changed.is_ok() {
+            successor_known(group, Duration::from_secs(5)).await;
+        }
+        group.undrain();
+    }
+    match changed {
+        Ok(_) => {
+            tracing::info!(partition = group.id, voters = ?target.keys().collect::<Vec<_>>(), "partition moved")
+        }
+        Err(e) => tracing::info!(partition = group.id, error = %e, "membership change deferred"),
+    }
+}
