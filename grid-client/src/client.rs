@@ -15,10 +15,11 @@ use grid_proto::{
     PartitionMap, Reply, Request, Timeout,
 };
 
-use crate::conn::{ConnHooks, Connection, WireStats};
+use crate::conn::{ConnHooks, Connection, Dial, WireStats};
 use crate::connstr::ClientConfig;
 use crate::error::ClientError;
 use crate::near_cache::{CacheStats, NearCache};
+use crate::tls::ClientTls;
 
 mod events;
 mod ops;
@@ -162,6 +163,8 @@ pub struct GridClient {
 #[derive(Debug)]
 struct Inner {
     config: ClientConfig,
+    /// How every connection is opened (credentials, TLS), from the config.
+    dial: Dial,
     /// The partition map, with leaders learned from the nodes' answers.
     map: Mutex<Option<PartitionMap>>,
     /// Up to `max_pool_size` connections per node address, opened on demand.
@@ -195,8 +198,24 @@ impl GridClient {
 
     /// Connects with an already parsed configuration.
     pub async fn with_config(config: ClientConfig) -> Result<Self, ClientError> {
+        let tls = match &config.node {
+            Some(node) => node.tls.clone(),
+            None if config.use_secure => Some(ClientTls::new(&config.tls)?),
+            None => None,
+        };
+        let dial = Dial {
+            auth_token: config.auth_token.clone(),
+            client_name: config
+                .client_name
+                .clone()
+                .unwrap_or_else(|| CLIENT_NAME.to_string()),
+            connect_timeout: config.connect_timeout,
+            tls,
+            peer_key: config.node.as_ref().map(|n| n.key.clone()),
+        };
         let client = GridClient {
             inner: Arc::new(Inner {
+                dial,
                 cache: NearCache::new(config.near_cache),
                 config,
                 map: Mutex::new(None),
@@ -271,18 +290,7 @@ impl GridClient {
             stats: Some(Arc::clone(&self.inner.wire)),
             events,
         };
-        Connection::open_with(
-            addr,
-            self.inner.config.auth_token.as_deref(),
-            self.inner
-                .config
-                .client_name
-                .as_deref()
-                .unwrap_or(CLIENT_NAME),
-            self.inner.config.connect_timeout,
-            hooks,
-        )
-        .await
+        Connection::open_with(addr, &self.inner.dial, hooks).await
     }
 
     /// Addresses to ask for the map: the known nodes first, then the gateways.

@@ -13,14 +13,15 @@ use grid_proto::frame::encode_frame;
 use grid_proto::frame::FRAME_HEADER_BYTES;
 use grid_proto::limits::max_frame_for;
 use grid_proto::{decode, encode, FrameCodec, GridEvent, Reply, Request};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use grid_proto::peer_auth::{self, PeerKey};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
 
 use crate::error::ClientError;
+use crate::tls::ClientTls;
 
 /// Replies the client accepts: values up to 1 GiB.
 const MAX_REPLY_VALUE: usize = 1 << 30;
@@ -78,32 +79,35 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// How to open a connection: the credentials and limits it starts with.
+#[derive(Debug, Clone)]
+pub struct Dial {
+    /// The nodes' `--auth-token`, sent in the hello.
+    pub auth_token: Option<String>,
+    /// How the client names itself, for the node's logs only (it grants nothing).
+    pub client_name: String,
+    /// Limit on connecting, TLS and the hello.
+    pub connect_timeout: Duration,
+    /// TLS to the node (`useSecure=true`).
+    pub tls: Option<ClientTls>,
+    /// The cluster secret, for a node's own connections to its peers: the connection
+    /// proves it with a challenge-response instead of sending a hello.
+    pub peer_key: Option<PeerKey>,
+}
+
+/// Either side of a connection's byte stream, plain or TLS.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
 impl Connection {
-    /// Connects to `addr` and says hello (with the token, if any).
-    pub async fn open(
-        addr: &str,
-        auth_token: Option<&str>,
-        client_name: &str,
-        connect_timeout: Duration,
-    ) -> Result<Self, ClientError> {
-        Self::open_with(
-            addr,
-            auth_token,
-            client_name,
-            connect_timeout,
-            ConnHooks::default(),
-        )
-        .await
+    /// Connects to `addr` and authenticates as `dial` says.
+    pub async fn open(addr: &str, dial: &Dial) -> Result<Self, ClientError> {
+        Self::open_with(addr, dial, ConnHooks::default()).await
     }
 
     /// [`Connection::open`], with byte counting and event delivery.
-    pub async fn open_with(
-        addr: &str,
-        auth_token: Option<&str>,
-        client_name: &str,
-        connect_timeout: Duration,
-        hooks: ConnHooks,
-    ) -> Result<Self, ClientError> {
+    pub async fn open_with(addr: &str, dial: &Dial, hooks: ConnHooks) -> Result<Self, ClientError> {
+        let connect_timeout = dial.connect_timeout;
         let connect_err = |reason: String| ClientError::Connect {
             addr: addr.to_string(),
             reason,
@@ -113,7 +117,19 @@ impl Connection {
             .map_err(|_| connect_err(format!("no answer within {connect_timeout:?}")))?
             .map_err(|e| connect_err(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        let stream: Box<dyn Stream> = match &dial.tls {
+            Some(tls) => {
+                let handshake = tokio::time::timeout(connect_timeout, tls.connect(addr, stream));
+                Box::new(
+                    handshake
+                        .await
+                        .map_err(|_| connect_err(format!("no TLS handshake within {connect_timeout:?}")))?
+                        .map_err(connect_err)?,
+                )
+            }
+            None => Box::new(stream),
+        };
+        let (rd, wr) = tokio::io::split(stream);
         let (out, out_rx) = mpsc::channel(1024);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
@@ -136,11 +152,17 @@ impl Connection {
             tasks: [reader, writer],
             max_value_bytes: u64::MAX,
         };
-        let hello = Request::Hello {
-            auth_token: auth_token.map(str::to_string),
-            client_name: client_name.to_string(),
+        let welcome = match &dial.peer_key {
+            Some(key) => conn.prove_peer(key, connect_timeout).await,
+            None => {
+                let hello = Request::Hello {
+                    auth_token: dial.auth_token.clone(),
+                    client_name: dial.client_name.clone(),
+                };
+                conn.call(&hello, connect_timeout).await
+            }
         };
-        match conn.call(&hello, connect_timeout).await {
+        match welcome {
             Ok(Reply::Welcome {
                 max_value_bytes, ..
             }) => {
@@ -148,6 +170,7 @@ impl Connection {
                 Ok(conn)
             }
             Ok(Reply::Unauthorized) => Err(ClientError::Unauthorized),
+            Ok(Reply::BadRequest { reason }) => Err(connect_err(reason)),
             Ok(other) => Err(connect_err(format!("unexpected hello reply {other:?}"))),
             // Nothing but the hello was sent: the caller's request surely did not run.
             Err(ClientError::ConnectionLost { reason }) => Err(connect_err(reason)),
@@ -156,6 +179,35 @@ impl Connection {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The node side of the peer handshake ([`grid_proto::peer_auth`]): checks that the
+    /// server knows the cluster secret, then proves it. Returns the server's last answer.
+    async fn prove_peer(&self, key: &PeerKey, timeout: Duration) -> Result<Reply, ClientError> {
+        let node_nonce = peer_auth::nonce();
+        let hello = Request::PeerHello {
+            node_nonce: node_nonce.to_vec(),
+        };
+        let (server_nonce, server_mac) = match self.call(&hello, timeout).await? {
+            Reply::PeerChallenge {
+                server_nonce,
+                server_mac,
+            } => (server_nonce, server_mac),
+            other => return Ok(other),
+        };
+        if server_nonce.len() != peer_auth::NONCE_BYTES
+            || !key.verify_server(&node_nonce, &server_nonce, &server_mac)
+        {
+            return Err(ClientError::Connect {
+                addr: self.addr.clone(),
+                reason: "the node did not prove the cluster secret (another cluster, or not a node)"
+                    .into(),
+            });
+        }
+        let proof = Request::PeerProof {
+            node_mac: key.node_mac(&server_nonce, &node_nonce),
+        };
+        self.call(&proof, timeout).await
     }
 
     /// The node's address.
@@ -208,7 +260,7 @@ impl Connection {
 }
 
 async fn read_replies(
-    mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+    mut frames: FramedRead<ReadHalf<Box<dyn Stream>>, FrameCodec>,
     pending: Pending,
     closed: Arc<AtomicBool>,
     close_reason: Arc<Mutex<Option<String>>>,
@@ -258,7 +310,7 @@ async fn read_replies(
 }
 
 async fn write_frames(
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf<Box<dyn Stream>>,
     mut rx: mpsc::Receiver<Bytes>,
     stats: Option<Arc<WireStats>>,
 ) {

@@ -6,10 +6,14 @@
 //! are bare milliseconds.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use grid_proto::peer_auth::PeerKey;
 use thiserror::Error;
+
+use crate::tls::{ClientTls, TlsSettings};
 
 /// Port used when a gateway names none.
 pub const DEFAULT_PORT: u16 = 7210;
@@ -45,9 +49,13 @@ pub struct ClientConfig {
     pub event_connection_count: u32,
     /// `maxPoolSize` (default 4, 1..=256): connections per node; requests spread over them.
     pub max_pool_size: u32,
-    /// `useSecure` (default false): TLS to the nodes. Not supported on the client port yet;
-    /// `true` is refused rather than silently ignored.
+    /// `useSecure` (default false): TLS 1.3 to the nodes, verified against `tlsCaFile`.
     pub use_secure: bool,
+    /// `tlsCaFile`, `tlsServerName`, `tlsCertFile`, `tlsKeyFile`: see [`TlsSettings`].
+    pub tls: TlsSettings,
+    /// A node's own credentials, for its connections to its cluster (set in code, never
+    /// from a connection string: applications do not hold them).
+    pub node: Option<NodeCredentials>,
     /// `authToken` (default none): the secret configured on the nodes.
     pub auth_token: Option<String>,
     /// `connectTimeout` (default 5 s): limit on opening a connection.
@@ -62,6 +70,25 @@ pub struct ClientConfig {
     /// `LRU-MaxMemory`, default 100): the strictly coherent near cache.
     pub near_cache: NearCacheConfig,
 }
+
+/// What a node proves to its own cluster: the cluster secret, and TLS to the nodes' ports
+/// when they use it.
+#[derive(Debug, Clone)]
+pub struct NodeCredentials {
+    /// The cluster secret.
+    pub key: PeerKey,
+    /// TLS to the nodes' ports, trusting the nodes' CA and presenting the node's own
+    /// certificate.
+    pub tls: Option<ClientTls>,
+}
+
+impl PartialEq for NodeCredentials {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.tls.is_some() == other.tls.is_some()
+    }
+}
+
+impl Eq for NodeCredentials {}
 
 /// The near cache's bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +128,8 @@ impl Default for ClientConfig {
             event_connection_count: 4,
             max_pool_size: 4,
             use_secure: false,
+            tls: TlsSettings::default(),
+            node: None,
             auth_token: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
@@ -120,7 +149,7 @@ pub enum ConnStringError {
         segment: String,
     },
     /// The key is not one this client knows.
-    #[error("unknown connection string key '{key}' (known: bootstrapGateways, maxRequestRetries, eventConnectionCount, maxPoolSize, useSecure, authToken, connectTimeout, requestTimeout, clientCacheType, clientCacheCapacity)")]
+    #[error("unknown connection string key '{key}' (known: bootstrapGateways, maxRequestRetries, eventConnectionCount, maxPoolSize, useSecure, tlsCaFile, tlsServerName, tlsCertFile, tlsKeyFile, authToken, connectTimeout, requestTimeout, clientCacheType, clientCacheCapacity)")]
     UnknownKey {
         /// The key as written.
         key: String,
@@ -217,6 +246,13 @@ fn parse_bool(key: &'static str, value: &str) -> Result<bool, ConnStringError> {
     }
 }
 
+fn parse_path(key: &'static str, value: &str) -> Result<PathBuf, ConnStringError> {
+    if value.is_empty() {
+        return Err(bad(key, "is empty"));
+    }
+    Ok(PathBuf::from(value))
+}
+
 /// Parses a duration: bare milliseconds or a humane form (`250ms`, `5s`, `20m`).
 pub fn parse_duration(key: &'static str, value: &str) -> Result<Duration, ConnStringError> {
     let d = match value.parse::<u64>() {
@@ -251,6 +287,10 @@ impl FromStr for ClientConfig {
                 "eventconnectioncount" => "eventConnectionCount",
                 "maxpoolsize" => "maxPoolSize",
                 "usesecure" => "useSecure",
+                "tlscafile" => "tlsCaFile",
+                "tlsservername" => "tlsServerName",
+                "tlscertfile" => "tlsCertFile",
+                "tlskeyfile" => "tlsKeyFile",
                 "authtoken" => "authToken",
                 "connecttimeout" => "connectTimeout",
                 "requesttimeout" => "requestTimeout",
@@ -284,14 +324,15 @@ impl FromStr for ClientConfig {
                     cfg.event_connection_count = parse_u32(key, value, 1..=64)?
                 }
                 "maxPoolSize" => cfg.max_pool_size = parse_u32(key, value, 1..=256)?,
-                "useSecure" => {
-                    cfg.use_secure = parse_bool(key, value)?;
-                    if cfg.use_secure {
-                        return Err(bad(
-                            key,
-                            "TLS on the client port is not supported yet; keep nodes on a private network and set authToken",
-                        ));
+                "useSecure" => cfg.use_secure = parse_bool(key, value)?,
+                "tlsCaFile" => cfg.tls.ca_file = Some(parse_path(key, value)?),
+                "tlsCertFile" => cfg.tls.cert_file = Some(parse_path(key, value)?),
+                "tlsKeyFile" => cfg.tls.key_file = Some(parse_path(key, value)?),
+                "tlsServerName" => {
+                    if value.is_empty() {
+                        return Err(bad(key, "is empty"));
                     }
+                    cfg.tls.server_name = Some(value.to_string());
                 }
                 "authToken" => {
                     if value.is_empty() {
@@ -331,6 +372,18 @@ impl FromStr for ClientConfig {
         };
         if cfg.gateways.is_empty() {
             return Err(ConnStringError::MissingGateways);
+        }
+        let tls_keys = ["tlsCaFile", "tlsServerName", "tlsCertFile", "tlsKeyFile"];
+        if let Some(key) = tls_keys.into_iter().find(|k| seen.contains(k)) {
+            if !cfg.use_secure {
+                return Err(bad(key, "needs useSecure=true"));
+            }
+        }
+        if cfg.use_secure && cfg.tls.ca_file.is_none() {
+            return Err(bad(
+                "useSecure",
+                "needs tlsCaFile=FILE (PEM certificates trusted for the nodes)",
+            ));
         }
         Ok(cfg)
     }

@@ -15,6 +15,9 @@ pub enum ClientError {
     /// The connection string is invalid.
     #[error(transparent)]
     Config(#[from] ConnStringError),
+    /// The TLS settings cannot be used (a file, a name).
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The request breaks a limit (key length, value size); it was not sent.
     #[error("invalid request: {0}")]
     Invalid(#[from] OpError),

@@ -20,12 +20,13 @@ pub mod conn;
 pub mod connstr;
 pub mod error;
 pub mod near_cache;
+pub mod tls;
 
 pub use client::{
     Delivery, EventSubscription, GridClient, LockOptions, LockResult, Object, ReadResult,
     RemoteRead, UpdateOptions, WireBytes,
 };
-pub use connstr::{ClientConfig, ConnStringError, Gateway, NearCacheConfig};
+pub use connstr::{ClientConfig, ConnStringError, Gateway, NearCacheConfig, NodeCredentials};
 pub use error::ClientError;
 pub use grid_proto::{EventCause, EventId, GridEvent};
 pub use grid_proto::{ObjectInfo, Timeout};

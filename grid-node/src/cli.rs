@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use grid_client::{GridClient, LockOptions, LockResult, Timeout};
 
 use crate::clock::SystemClock;
-use crate::config::{NodeConfig, DEFAULT_PORT};
+use crate::config::{NodeConfig, NodeTls, DEFAULT_PORT};
+use crate::limits::ConnLimits;
 use crate::geo::GeoConfig;
 
 mod config_file;
@@ -21,8 +22,11 @@ use crate::server::{self, RunningNode};
 /// Serves objects (bytes with versions, timeouts and exclusive locks) to grid clients over
 /// TCP. Without --join it bootstraps a new cluster; with --join it joins one through any
 /// member. Each partition is a Raft group of --replicas nodes, so acknowledged writes
-/// survive the loss of a node. Without --auth-token the node only listens on loopback
-/// addresses; with it, every client and peer must present the token first.
+/// survive the loss of a node.
+///
+/// Security: clients present --auth-token; nodes prove --cluster-secret to each other
+/// (clients never hold it); operators present --admin-token to the admin port. Without
+/// them the node stays on loopback. --tls-cert/--tls-key put TLS on the client port.
 ///
 /// Stop it with Ctrl-C or SIGTERM: in a cluster with other nodes it first leaves
 /// gracefully (its replicas and leadership move to the others, up to 60 s), then stops
@@ -65,6 +69,54 @@ struct ServeArgs {
     /// listen on a non-loopback address.
     #[arg(long, env = "GRID_AUTH_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
+    /// Secret the nodes of this cluster prove to each other (at least 16 bytes; clients
+    /// never hold it). Required when the node listens, advertises or joins beyond
+    /// loopback; give every node of the cluster the same one.
+    #[arg(long, env = "GRID_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+    /// Bearer token for every admin HTTP route (Authorization: Bearer T). Required for an
+    /// --admin address beyond loopback.
+    #[arg(long, env = "GRID_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// PEM certificate chain for TLS on the client port (clients then need
+    /// useSecure=true and tlsCaFile). Peers use TLS to this port too.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by these PEM certificates (mutual TLS); other
+    /// nodes present their --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<std::path::PathBuf>,
+    /// PEM certificates trusted for the other nodes' ports (default: those in
+    /// --tls-cert).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// A connection must authenticate within this long, e.g. 5s.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    hello_timeout: Duration,
+    /// An authenticated connection with nothing in flight and no event registration is
+    /// closed after this long without a request, e.g. 5m.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Connections open at once; more are refused (grid_connections_refused_total).
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Requests one connection may have running at once; past it the node reads no
+    /// more from it until one finishes.
+    #[arg(long, default_value_t = 1024)]
+    max_in_flight: usize,
+    /// Requests one connection may have waiting in lock queues.
+    #[arg(long, default_value_t = 256)]
+    max_lock_waits: usize,
+    /// Bytes of replies a connection may leave unread before the node stops reading its
+    /// requests.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    reply_queue_bytes: usize,
+    /// A client that reads none of its replies for this long is disconnected, e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    write_timeout: Duration,
     /// Largest value accepted, in bytes; larger writes get a TooLarge error.
     #[arg(long, default_value_t = grid_proto::limits::DEFAULT_MAX_VALUE_BYTES)]
     max_value_bytes: usize,
@@ -219,6 +271,26 @@ impl ServeArgs {
             listen: self.listen,
             admin: self.admin,
             auth_token: self.auth_token.clone(),
+            cluster_secret: self.cluster_secret.clone(),
+            admin_token: self.admin_token.clone(),
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(NodeTls {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
+                    peer_ca: self.tls_ca.clone(),
+                }),
+                _ => None,
+            },
+            limits: ConnLimits {
+                hello_timeout: self.hello_timeout,
+                idle_timeout: self.idle_timeout,
+                max_connections: self.max_connections,
+                max_in_flight: self.max_in_flight,
+                max_lock_waits: self.max_lock_waits,
+                reply_queue_bytes: self.reply_queue_bytes,
+                write_timeout: self.write_timeout,
+            },
             max_value_bytes: self.max_value_bytes,
             partitions: self.partitions,
             default_lock_lease: self.lock_lease,

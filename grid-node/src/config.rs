@@ -1,11 +1,15 @@
 //! Node settings: one typed, validated struct, built by the CLI or by tests.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use grid_proto::peer_auth::PeerKey;
 
 use grid_proto::limits::{max_frame_for, DEFAULT_MAX_VALUE_BYTES, MAX_KEY_BYTES};
 use thiserror::Error;
 
+use crate::limits::ConnLimits;
 use crate::partition::PartitionConfig;
 use crate::store::StoreConfig;
 
@@ -22,6 +26,17 @@ pub struct NodeConfig {
     /// Shared secret every client must present first. Without one the node only listens
     /// on loopback addresses.
     pub auth_token: Option<String>,
+    /// The secret nodes of this cluster prove to each other (never sent, never held by
+    /// clients). Required when the node listens, advertises or joins beyond loopback.
+    /// Default: none (loopback development only; see [`DEV_CLUSTER_SECRET`]).
+    pub cluster_secret: Option<String>,
+    /// Bearer token for every admin HTTP route. Required for an admin address beyond
+    /// loopback. Default: none.
+    pub admin_token: Option<String>,
+    /// TLS on the client port (`--tls-cert`, `--tls-key`, ...). Default: plaintext.
+    pub tls: Option<NodeTls>,
+    /// Bounds of every client connection.
+    pub limits: ConnLimits,
     /// Largest value accepted, in bytes. Default 16 MiB.
     pub max_value_bytes: usize,
     /// Partitions the key space is split into. Default 64.
@@ -73,6 +88,10 @@ impl Default for NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             admin: None,
             auth_token: None,
+            cluster_secret: None,
+            admin_token: None,
+            tls: None,
+            limits: ConnLimits::default(),
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             partitions: 64,
             default_lock_lease: Duration::from_secs(90),
@@ -95,6 +114,29 @@ impl Default for NodeConfig {
     }
 }
 
+/// The cluster secret of nodes started without one. They listen on loopback only, where
+/// any local process could be a peer anyway (as any could be a client without a token).
+pub const DEV_CLUSTER_SECRET: &str = "grid-loopback-development-cluster";
+
+/// Shortest accepted `--cluster-secret`, so it is not guessed.
+pub const MIN_CLUSTER_SECRET_BYTES: usize = 16;
+
+/// TLS on the client port, from PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTls {
+    /// `--tls-cert`: this node's certificate chain.
+    pub cert: PathBuf,
+    /// `--tls-key`: its private key.
+    pub key: PathBuf,
+    /// `--tls-client-ca`: when set, every client (and peer) must present a certificate
+    /// signed by one of these.
+    pub client_ca: Option<PathBuf>,
+    /// `--tls-ca`: certificates trusted for other nodes' ports, for this node's own peer
+    /// connections. Default: the certificates in `cert` (nodes sharing one CA-signed
+    /// chain, or one certificate).
+    pub peer_ca: Option<PathBuf>,
+}
+
 /// A setting that cannot work, named by its command-line flag.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigError {
@@ -109,6 +151,29 @@ pub enum ConfigError {
     /// An empty token would be a password anyone guesses.
     #[error("--auth-token must not be empty")]
     EmptyAuthToken,
+    /// Peers beyond loopback must prove a secret that clients do not hold.
+    #[error("--{flag} {addr} is not a loopback address; set --cluster-secret (or GRID_CLUSTER_SECRET) so only this cluster's nodes can act as peers")]
+    NeedsClusterSecret {
+        /// The flag that named the address.
+        flag: &'static str,
+        /// The address.
+        addr: String,
+    },
+    /// A short cluster secret could be guessed.
+    #[error("--cluster-secret must be at least {MIN_CLUSTER_SECRET_BYTES} bytes")]
+    ShortClusterSecret,
+    /// The cluster secret must differ from what clients hold.
+    #[error("--cluster-secret must differ from --auth-token: clients hold the token, only nodes may hold the secret")]
+    SecretIsToken,
+    /// An admin port beyond loopback needs its own credential.
+    #[error("--admin {addr} is not a loopback address; set --admin-token (or GRID_ADMIN_TOKEN)")]
+    NeedsAdminToken {
+        /// The address.
+        addr: SocketAddr,
+    },
+    /// An empty admin token.
+    #[error("--admin-token must not be empty")]
+    EmptyAdminToken,
     /// The value limit must leave room for a value and fit the frame length field.
     #[error("--max-value-bytes {value} must be between 1 and {max}")]
     MaxValueBytes {
@@ -143,12 +208,33 @@ impl NodeConfig {
         match &self.auth_token {
             Some(t) if t.is_empty() => return Err(ConfigError::EmptyAuthToken),
             Some(_) => {}
-            None => {
-                for (flag, addr) in [("listen", Some(self.listen)), ("admin", self.admin)] {
-                    if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
-                        return Err(ConfigError::NeedsAuthToken { flag, addr });
-                    }
-                }
+            None if !self.listen.ip().is_loopback() => {
+                return Err(ConfigError::NeedsAuthToken {
+                    flag: "listen",
+                    addr: self.listen,
+                })
+            }
+            None => {}
+        }
+        self.validate_cluster_secret()?;
+        match (&self.admin_token, self.admin) {
+            (Some(t), _) if t.is_empty() => return Err(ConfigError::EmptyAdminToken),
+            (None, Some(addr)) if !addr.ip().is_loopback() => {
+                return Err(ConfigError::NeedsAdminToken { addr })
+            }
+            _ => {}
+        }
+        let limits = &self.limits;
+        for (flag, zero) in [
+            ("--hello-timeout", limits.hello_timeout.is_zero()),
+            ("--idle-timeout", limits.idle_timeout.is_zero()),
+            ("--write-timeout", limits.write_timeout.is_zero()),
+            ("--max-connections", limits.max_connections == 0),
+            ("--max-in-flight", limits.max_in_flight == 0),
+            ("--reply-queue-bytes", limits.reply_queue_bytes == 0),
+        ] {
+            if zero {
+                return Err(ConfigError::ZeroDuration(flag));
             }
         }
         if self.max_value_bytes == 0 || self.max_value_bytes > MAX_MAX_VALUE_BYTES {
@@ -190,6 +276,44 @@ impl NodeConfig {
         Ok(())
     }
 
+    fn validate_cluster_secret(&self) -> Result<(), ConfigError> {
+        match &self.cluster_secret {
+            Some(s) if s.len() < MIN_CLUSTER_SECRET_BYTES => Err(ConfigError::ShortClusterSecret),
+            Some(s) if self.auth_token.as_deref() == Some(s.as_str()) => {
+                Err(ConfigError::SecretIsToken)
+            }
+            Some(_) => Ok(()),
+            None => {
+                let beyond = |a: &str| !is_loopback_addr(a);
+                if !self.listen.ip().is_loopback() {
+                    return Err(ConfigError::NeedsClusterSecret {
+                        flag: "listen",
+                        addr: self.listen.to_string(),
+                    });
+                }
+                let named = self.advertise.iter().map(|a| ("advertise", a));
+                let joins = self.join.iter().map(|a| ("join", a));
+                match named.chain(joins).find(|(_, a)| beyond(a)) {
+                    Some((flag, addr)) => Err(ConfigError::NeedsClusterSecret {
+                        flag,
+                        addr: addr.clone(),
+                    }),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// The key peers prove: the configured secret, or the loopback development one.
+    pub fn peer_key(&self) -> PeerKey {
+        PeerKey::new(
+            self.cluster_secret
+                .as_deref()
+                .unwrap_or(DEV_CLUSTER_SECRET)
+                .as_bytes(),
+        )
+    }
+
     /// The frame limit that fits the largest value, its key and envelope.
     pub fn max_frame(&self) -> usize {
         max_frame_for(self.max_value_bytes.max(MAX_KEY_BYTES))
@@ -204,6 +328,15 @@ impl NodeConfig {
             max_waiters_per_object: self.max_waiters_per_object,
         }
     }
+}
+
+/// True for `host:port` text whose host is a loopback IP or `localhost`.
+fn is_loopback_addr(addr: &str) -> bool {
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return sa.ip().is_loopback();
+    }
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.eq_ignore_ascii_case("localhost")
 }
 
 #[cfg(test)]
@@ -225,6 +358,7 @@ mod tests {
         assert!(err.to_string().contains("--auth-token"), "{err}");
         let with_token = NodeConfig {
             auth_token: Some("s3cret".into()),
+            cluster_secret: Some("a long cluster secret".into()),
             ..cfg
         };
         assert_eq!(with_token.validate(), Ok(()));
@@ -238,8 +372,73 @@ mod tests {
         };
         assert!(matches!(
             cfg.validate(),
-            Err(ConfigError::NeedsAuthToken { flag: "admin", .. })
+            Err(ConfigError::NeedsAdminToken { .. })
         ));
+        // The client token is not an admin credential.
+        let client_token = NodeConfig {
+            auth_token: Some("s3cret".into()),
+            ..cfg.clone()
+        };
+        assert!(matches!(
+            client_token.validate(),
+            Err(ConfigError::NeedsAdminToken { .. })
+        ));
+        let admin_token = NodeConfig {
+            admin_token: Some("0p3rator".into()),
+            ..cfg
+        };
+        assert_eq!(admin_token.validate(), Ok(()));
+    }
+
+    #[test]
+    fn peers_beyond_loopback_need_a_cluster_secret() {
+        let public = NodeConfig {
+            listen: "0.0.0.0:7210".parse().unwrap(),
+            auth_token: Some("s3cret".into()),
+            ..NodeConfig::default()
+        };
+        let err = public.validate().unwrap_err();
+        assert!(err.to_string().contains("--cluster-secret"), "{err}");
+        let joins = NodeConfig {
+            join: vec!["10.1.2.3:7210".into()],
+            ..NodeConfig::default()
+        };
+        assert!(matches!(
+            joins.validate(),
+            Err(ConfigError::NeedsClusterSecret { flag: "join", .. })
+        ));
+        let advertised = NodeConfig {
+            advertise: Some("node1.example:7210".into()),
+            ..NodeConfig::default()
+        };
+        assert!(matches!(
+            advertised.validate(),
+            Err(ConfigError::NeedsClusterSecret {
+                flag: "advertise",
+                ..
+            })
+        ));
+        let short = NodeConfig {
+            cluster_secret: Some("short".into()),
+            ..public.clone()
+        };
+        assert_eq!(short.validate(), Err(ConfigError::ShortClusterSecret));
+        let same = NodeConfig {
+            cluster_secret: Some("s3cret".repeat(4)),
+            auth_token: Some("s3cret".repeat(4)),
+            ..public.clone()
+        };
+        assert_eq!(same.validate(), Err(ConfigError::SecretIsToken));
+        let ok = NodeConfig {
+            cluster_secret: Some("a long cluster secret".into()),
+            ..public
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let local = NodeConfig {
+            join: vec!["localhost:7210".into(), "127.0.0.1:7211".into()],
+            ..NodeConfig::default()
+        };
+        assert_eq!(local.validate(), Ok(()));
     }
 
     #[test]

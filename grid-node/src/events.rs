@@ -22,13 +22,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use grid_proto::{EventId, GridEvent, Millis, Reply};
-use tokio::sync::mpsc;
 
 use crate::clock::Clock;
 use crate::outbox::Outbox;
+use crate::reply_queue::ReplySink;
 
-/// Where a connection's frames go: `(request id, reply)`, as the connection writer takes.
-pub type ReplySink = mpsc::Sender<(u64, Reply)>;
 
 /// Events handed out in one round, at most, per partition: a backlog drains over a few
 /// rounds instead of flooding a client at once.
@@ -144,16 +142,27 @@ impl EventHub {
         lock(&self.state).subscribers.values().map(Vec::len).sum()
     }
 
-    /// Records an acknowledgement. An event this node is not delivering (it no longer
-    /// leads the partition) is ignored: its new leader delivers it again.
-    pub fn ack(&self, id: EventId) {
+    /// Records an acknowledgement from the connection holding the registrations `by`.
+    /// Only the connection an event was handed to may acknowledge it: an id it was never
+    /// sent (or one handed on to another connection since) is refused with `false`. An
+    /// event this node is not delivering (it no longer leads the partition) is refused
+    /// too; its new leader delivers it again.
+    pub fn ack(&self, id: EventId, by: &[u64]) -> bool {
         let mut state = lock(&self.state);
-        if let Some(d) = state
+        match state
             .deliveries
             .get_mut(&id.partition)
             .and_then(|p| p.get_mut(&id.seq))
         {
-            *d = Delivery::Acked;
+            Some(d) => match *d {
+                Delivery::Sent { to, .. } if by.contains(&to) => {
+                    *d = Delivery::Acked;
+                    true
+                }
+                Delivery::Sent { .. } => false,
+                Delivery::Acked => true,
+            },
+            None => false,
         }
     }
 
@@ -201,7 +210,7 @@ impl EventHub {
                 version: event.version,
             }));
             // A full writer queue: the client is slow; try again next round.
-            if to.sink.try_send((0, frame)).is_ok() {
+            if to.sink.try_send(0, frame) {
                 sent += 1;
                 deliveries.insert(
                     seq,

@@ -1,11 +1,11 @@
 use std::sync::Arc;
 
 use grid_proto::{EventCause, EventId, ObjKey, Reply};
-use tokio::sync::mpsc;
 
 use super::EventHub;
 use crate::clock::ManualClock;
 use crate::outbox::{Outbox, PendingEvent};
+use crate::reply_queue::{self, ReplyQueue};
 
 const ACK_TIMEOUT: u64 = 1_000;
 
@@ -29,11 +29,11 @@ fn outbox(namespace: &str, n: usize) -> Outbox {
 }
 
 /// Event ids received so far on a sink.
-fn received(rx: &mut mpsc::Receiver<(u64, Reply)>) -> Vec<EventId> {
+fn received(rx: &mut ReplyQueue) -> Vec<EventId> {
     let mut ids = Vec::new();
-    while let Ok((request_id, reply)) = rx.try_recv() {
-        assert_eq!(request_id, 0, "events are pushed with request id 0");
-        match reply {
+    while let Some(queued) = rx.try_recv() {
+        assert_eq!(queued.id, 0, "events are pushed with request id 0");
+        match queued.reply {
             Reply::Event(e) => ids.push(e.id),
             other => panic!("unexpected push {other:?}"),
         }
@@ -44,8 +44,8 @@ fn received(rx: &mut mpsc::Receiver<(u64, Reply)>) -> Vec<EventId> {
 #[test]
 fn each_event_goes_to_one_subscriber_in_turn() {
     let (hub, _) = hub();
-    let (tx_a, mut rx_a) = mpsc::channel(16);
-    let (tx_b, mut rx_b) = mpsc::channel(16);
+    let (tx_a, mut rx_a) = reply_queue::channel(1 << 20);
+    let (tx_b, mut rx_b) = reply_queue::channel(1 << 20);
     let _a = hub.subscribe("s".into(), tx_a);
     let _b = hub.subscribe("s".into(), tx_b);
     let o = outbox("s", 4);
@@ -66,12 +66,12 @@ fn each_event_goes_to_one_subscriber_in_turn() {
 #[test]
 fn other_namespaces_and_no_subscriber_get_nothing() {
     let (hub, _) = hub();
-    let (tx, mut rx) = mpsc::channel(16);
+    let (tx, mut rx) = reply_queue::channel(1 << 20);
     let _sub = hub.subscribe("other".into(), tx);
     let o = outbox("s", 2);
     hub.deliver(1, &o);
     assert!(received(&mut rx).is_empty());
-    let (tx, mut rx) = mpsc::channel(16);
+    let (tx, mut rx) = reply_queue::channel(1 << 20);
     let _late = hub.subscribe("s".into(), tx);
     hub.deliver(1, &o);
     assert_eq!(
@@ -84,8 +84,8 @@ fn other_namespaces_and_no_subscriber_get_nothing() {
 #[test]
 fn unacknowledged_events_go_to_another_subscriber_after_the_timeout() {
     let (hub, clock) = hub();
-    let (tx_a, mut rx_a) = mpsc::channel(16);
-    let (tx_b, mut rx_b) = mpsc::channel(16);
+    let (tx_a, mut rx_a) = reply_queue::channel(1 << 20);
+    let (tx_b, mut rx_b) = reply_queue::channel(1 << 20);
     let _a = hub.subscribe("s".into(), tx_a);
     let _b = hub.subscribe("s".into(), tx_b);
     let o = outbox("s", 1);
@@ -105,8 +105,8 @@ fn unacknowledged_events_go_to_another_subscriber_after_the_timeout() {
 #[test]
 fn a_closed_subscription_hands_its_events_on_at_once() {
     let (hub, _) = hub();
-    let (tx_a, mut rx_a) = mpsc::channel(16);
-    let (tx_b, mut rx_b) = mpsc::channel(16);
+    let (tx_a, mut rx_a) = reply_queue::channel(1 << 20);
+    let (tx_b, mut rx_b) = reply_queue::channel(1 << 20);
     let a = hub.subscribe("s".into(), tx_a);
     let _b = hub.subscribe("s".into(), tx_b);
     let o = outbox("s", 2);
@@ -123,16 +123,19 @@ fn a_closed_subscription_hands_its_events_on_at_once() {
 #[test]
 fn acknowledged_events_are_not_sent_again_and_are_reported_for_the_log() {
     let (hub, clock) = hub();
-    let (tx, mut rx) = mpsc::channel(16);
-    let _sub = hub.subscribe("s".into(), tx);
+    let (tx, mut rx) = reply_queue::channel(1 << 20);
+    let sub = hub.subscribe("s".into(), tx);
     let mut o = outbox("s", 2);
     hub.deliver(3, &o);
     let ids = received(&mut rx);
-    hub.ack(ids[0]);
-    hub.ack(EventId {
-        partition: 3,
-        seq: 99,
-    });
+    assert!(hub.ack(ids[0], &[sub.id()]));
+    assert!(!hub.ack(
+        EventId {
+            partition: 3,
+            seq: 99,
+        },
+        &[sub.id()]
+    ));
     assert_eq!(hub.acked(3), vec![ids[0].seq]);
     clock.advance(ACK_TIMEOUT);
     hub.deliver(3, &o);
@@ -152,7 +155,7 @@ fn acknowledged_events_are_not_sent_again_and_are_reported_for_the_log() {
 #[test]
 fn a_full_client_queue_delays_delivery_without_losing_it() {
     let (hub, _) = hub();
-    let (tx, mut rx) = mpsc::channel(1);
+    let (tx, mut rx) = reply_queue::channel(257);
     let _sub = hub.subscribe("s".into(), tx);
     let o = outbox("s", 3);
     hub.deliver(1, &o);
@@ -165,4 +168,30 @@ fn a_full_client_queue_delays_delivery_without_losing_it() {
         got.iter().map(|id| id.seq).collect::<Vec<_>>(),
         vec![1, 2, 3]
     );
+}
+
+#[test]
+fn only_the_connection_an_event_went_to_may_acknowledge_it() {
+    let (hub, clock) = hub();
+    let (tx_a, mut rx_a) = reply_queue::channel(1 << 20);
+    let (tx_b, mut rx_b) = reply_queue::channel(1 << 20);
+    let a = hub.subscribe("s".into(), tx_a);
+    let b = hub.subscribe("s".into(), tx_b);
+    let o = outbox("s", 1);
+    hub.deliver(1, &o);
+    let (holder, other) = match (received(&mut rx_a), received(&mut rx_b)) {
+        (got, none) if none.is_empty() => ((a.id(), got[0]), b.id()),
+        (_, got) => ((b.id(), got[0]), a.id()),
+    };
+    let (holder, id) = holder;
+    // Another connection, and a connection with no registration at all, are refused.
+    assert!(!hub.ack(id, &[other]));
+    assert!(!hub.ack(id, &[]));
+    assert!(hub.acked(1).is_empty());
+    // After the ack timeout it is handed on, and only the new holder may acknowledge it.
+    clock.advance(ACK_TIMEOUT);
+    hub.deliver(1, &o);
+    assert!(!hub.ack(id, &[holder]), "no longer the holder's");
+    assert!(hub.ack(id, &[other]));
+    assert_eq!(hub.acked(1), vec![id.seq]);
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use geo_replication::{GeoError, GeoHandler, GeoLink, GeoRequest, GeoResponse, GeoTls, TlsFiles};
-use grid_client::{ClientConfig, GridClient};
+use grid_client::{ClientConfig, GridClient, NodeCredentials};
 use grid_proto::{GeoOp, ObjKey, Op, RemoteStoreStatus, Reply};
 use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
@@ -84,12 +84,12 @@ enum Pulled {
 }
 
 impl GeoService {
-    /// Binds the geo endpoint. `cluster_addr` and `auth_token` reach this site's own
-    /// cluster for migration steps.
+    /// Binds the geo endpoint. `cluster_addr` and `peer` (the cluster secret, and TLS
+    /// to the nodes' ports) reach this site's own cluster for migration steps.
     pub fn bind(
         config: GeoConfig,
         cluster_addr: &str,
-        auth_token: Option<String>,
+        peer: NodeCredentials,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, GeoError> {
         let tls = GeoTls::new(&config.tls)?;
@@ -107,8 +107,8 @@ impl GeoService {
         let mut local_config: ClientConfig = format!("bootstrapGateways={cluster_addr}")
             .parse()
             .map_err(|e| GeoError::Address(format!("{cluster_addr}: {e}")))?;
-        local_config.auth_token = auth_token;
-        local_config.client_name = Some("grid-peer/geo".into());
+        local_config.node = Some(peer);
+        local_config.client_name = Some("grid-node/geo".into());
         local_config.near_cache = grid_client::NearCacheConfig::Off;
         local_config.max_request_retries = 6;
         Ok(Self {

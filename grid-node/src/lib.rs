@@ -11,7 +11,8 @@
 //! - [`node`]: the partitions of one node and the single entry point for operations.
 //! - [`conn`] and [`server`]: the TCP protocol server, its accept loop and ticker;
 //!   [`admin`] and [`metrics`]: the admin HTTP endpoint.
-//! - [`config`] and [`cli`]: validated settings and the `grid-node` command line.
+//! - [`config`] and [`cli`]: validated settings and the `grid-node` command line;
+//!   [`limits`]: the bounds of every connection.
 //! - [`clock`]: the injected time source.
 //!
 //! ```text
@@ -28,12 +29,15 @@ pub mod config;
 pub mod conn;
 pub mod events;
 pub mod geo;
+pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod partition;
 pub mod server;
 pub mod store;
+pub mod tls;
+pub mod reply_queue;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::NodeConfig;

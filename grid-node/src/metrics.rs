@@ -22,6 +22,12 @@ pub struct Metrics {
     pub auth_failures_total: AtomicU64,
     /// Writes refused because the node is past `--max-memory` with eviction off.
     pub low_memory_refusals_total: AtomicU64,
+    /// Connections refused at accept because `--max-connections` were open.
+    pub connections_refused_total: AtomicU64,
+    /// Connections closed by a bound: no hello in time, idle, or a client not reading.
+    pub connections_timed_out_total: AtomicU64,
+    /// Connections that proved the cluster secret (other nodes).
+    pub peer_connections_total: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -37,7 +43,7 @@ pub fn get(counter: &AtomicU64) -> u64 {
 impl Metrics {
     /// Renders the counters and the node status as Prometheus text.
     pub fn render(&self, status: &NodeStatus) -> String {
-        let rows: [(&str, &str, &str, u64); 20] = [
+        let rows: [(&str, &str, &str, u64); 23] = [
             (
                 "grid_connections_total",
                 "counter",
@@ -61,6 +67,24 @@ impl Metrics {
                 "counter",
                 "Requests refused as malformed or over a limit.",
                 get(&self.bad_requests_total),
+            ),
+            (
+                "grid_connections_refused_total",
+                "counter",
+                "Connections refused at accept: --max-connections were open.",
+                get(&self.connections_refused_total),
+            ),
+            (
+                "grid_connections_timed_out_total",
+                "counter",
+                "Connections closed by a bound: no hello in time, idle, or not reading replies.",
+                get(&self.connections_timed_out_total),
+            ),
+            (
+                "grid_peer_connections_total",
+                "counter",
+                "Connections that proved the cluster secret.",
+                get(&self.peer_connections_total),
             ),
             (
                 "grid_frame_errors_total",

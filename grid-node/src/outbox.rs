@@ -43,6 +43,10 @@ pub struct Outbox {
     dropped: u64,
 }
 
+fn bytes_of(event: &PendingEvent) -> u64 {
+    event.value.len() as u64
+}
+
 impl Outbox {
     /// Files an event and returns its number.
     pub fn push(&mut self, event: PendingEvent) -> u64 {
@@ -97,6 +101,11 @@ impl Outbox {
     /// True when nothing waits.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// Value bytes of the waiting events (counted against the node's memory limit).
+    pub fn value_bytes(&self) -> u64 {
+        self.events.values().map(bytes_of).sum()
     }
 
     /// Events dropped unacknowledged so far.

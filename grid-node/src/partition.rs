@@ -82,6 +82,18 @@ pub enum Command {
     Geo(GeoOp),
 }
 
+impl Command {
+    /// The value bytes the command carries (what its log entry holds beyond a few
+    /// fixed fields).
+    pub fn value_bytes(&self) -> usize {
+        match self {
+            Command::Op { op, .. } => op.value_len(),
+            Command::Geo(grid_proto::GeoOp::Import { value, .. }) => value.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// An expired object, for `Session_End`-style delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Expiration {
@@ -171,6 +183,11 @@ impl Partition {
     /// Events waiting for a registered client's acknowledgement.
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
+    }
+
+    /// Value bytes held beyond the store: the final bytes of events owed to clients.
+    pub fn outbox_bytes(&self) -> u64 {
+        self.outbox.value_bytes()
     }
 
     /// Store counters.
@@ -361,10 +378,14 @@ impl Partition {
                     value,
                     version,
                 } => {
+                    // The event names the object and its version but not its bytes: they
+                    // are what had to go, and an outbox holding them would keep the node
+                    // past its memory limit.
+                    drop(value);
                     self.outbox.push(PendingEvent {
                         cause: EventCause::LowMemory,
                         obj,
-                        value,
+                        value: Vec::new(),
                         version,
                         at: now,
                     });

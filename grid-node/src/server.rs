@@ -17,7 +17,10 @@ use crate::cluster::runtime::{ClusterConfig, ClusterError, ClusterNode, MemoryLi
 use crate::config::{ConfigError, NodeConfig};
 use crate::conn::{self, ConnContext};
 use crate::geo::GeoService;
+use crate::metrics::inc;
 use crate::node::Node;
+use crate::tls;
+use grid_client::NodeCredentials;
 
 /// Why a node could not start.
 #[derive(Debug, Error)]
@@ -41,6 +44,9 @@ pub enum StartError {
     /// Geo replication could not start (certificates, address, token).
     #[error("geo replication: {0}")]
     Geo(String),
+    /// The client port's TLS files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] grid_client::tls::TlsError),
 }
 
 /// A node serving in this process. Dropping it does not stop it; call
@@ -116,6 +122,11 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let grace = config.shutdown_grace;
     let tick = config.tick_interval;
+    let (acceptor, peer_tls) = match &config.tls {
+        Some(files) => (Some(tls::server_config(files)?), Some(tls::peer_client(files)?)),
+        None => (None, None),
+    };
+    let peer_key = config.peer_key();
     let cluster = Arc::new(ClusterNode::new(
         ClusterConfig {
             advertise: config
@@ -128,7 +139,8 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
             down_after: config.down_after,
             heartbeat: config.raft_heartbeat,
             election_timeout: config.raft_election_timeout,
-            auth_token: config.auth_token.clone(),
+            peer_key: peer_key.clone(),
+            peer_tls: peer_tls.clone(),
             snapshot_logs: config.raft_snapshot_logs,
             partition: config.partition_config(),
             event_ack_timeout: config.event_ack_timeout,
@@ -148,7 +160,10 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
             let service = GeoService::bind(
                 geo_config.clone(),
                 &cluster_addr,
-                config.auth_token.clone(),
+                NodeCredentials {
+                    key: peer_key.clone(),
+                    tls: peer_tls,
+                },
                 Arc::clone(&clock),
             )
             .map_err(|e| StartError::Geo(e.to_string()))?;
@@ -165,6 +180,8 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
         node: Arc::clone(&node),
         listen: client_addr.to_string(),
         shutdown: shutdown.clone(),
+        tls: acceptor,
+        peer_key,
     };
     tasks.spawn(accept_loop(listener, ctx.clone(), grace));
     // Peers must reach this node while it joins, so the listener is up first.
@@ -200,14 +217,22 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
 
 async fn accept_loop(listener: TcpListener, ctx: ConnContext, grace: Duration) {
     let mut conns = JoinSet::new();
+    let mut refused = RefusalLog::default();
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tracing::debug!(%peer, "connection accepted");
-                    conns.spawn(conn::serve(stream, ctx.clone()));
+                Ok((stream, from)) => {
+                    let node = &ctx.node;
+                    if conns.len() >= node.config().limits.max_connections {
+                        inc(&node.metrics.connections_refused_total);
+                        refused.note(from);
+                        drop(stream);
+                        continue;
+                    }
+                    tracing::debug!(%from, "connection accepted");
+                    conns.spawn(conn::serve(stream, from, ctx.clone()));
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -221,5 +246,30 @@ async fn accept_loop(listener: TcpListener, ctx: ConnContext, grace: Duration) {
     let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} });
     if drained.await.is_err() {
         conns.abort_all();
+    }
+}
+
+/// Logs refused connections at most once every [`RefusalLog::EVERY`], with how many were
+/// refused meanwhile, so a flood does not flood the log too.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl RefusalLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn note(&mut self, from: SocketAddr) {
+        self.since += 1;
+        if self.last.is_none_or(|t| t.elapsed() >= Self::EVERY) {
+            tracing::warn!(
+                %from,
+                refused = self.since,
+                "connection refused: --max-connections are open"
+            );
+            self.last = Some(std::time::Instant::now());
+            self.since = 0;
+        }
     }
 }

@@ -9,6 +9,7 @@
 //!   sites.
 //! - [`hash`]: the stable key hash that places an object in a partition.
 //! - [`limits`]: key, namespace and value bounds shared by client and node.
+//! - [`peer_auth`]: the challenge-response by which nodes prove the cluster secret.
 //!
 //! The hard path through the system, which these types describe:
 //!
@@ -24,6 +25,7 @@ pub mod geo;
 pub mod hash;
 pub mod limits;
 pub mod msg;
+pub mod peer_auth;
 
 pub use frame::{Frame, FrameCodec, FrameError, PROTOCOL_VERSION};
 pub use hash::{key_hash, partition_of};

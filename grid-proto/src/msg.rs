@@ -216,6 +216,19 @@ pub enum Request {
         /// Free text naming the client, for logs.
         client_name: String,
     },
+    /// Opens a node-to-node session instead of `Hello`: the node's half of the
+    /// challenge-response over the cluster secret ([`crate::peer_auth`]). Replies
+    /// `PeerChallenge`.
+    PeerHello {
+        /// The node's random nonce ([`crate::peer_auth::NONCE_BYTES`]).
+        node_nonce: Vec<u8>,
+    },
+    /// The node's proof, after `PeerChallenge`. Replies `Welcome` with the peer role, or
+    /// `Unauthorized` and closes.
+    PeerProof {
+        /// HMAC of the server's nonce under the cluster secret.
+        node_mac: Vec<u8>,
+    },
     /// Liveness check. Replies `Pong`.
     Ping,
     /// Node counters. Replies `Status`.
@@ -403,6 +416,13 @@ pub enum Reply {
         server_version: String,
         /// Largest value this node accepts.
         max_value_bytes: u64,
+    },
+    /// Answer to `PeerHello`: the server's proof of the cluster secret and its nonce.
+    PeerChallenge {
+        /// The server's random nonce, for the node's proof.
+        server_nonce: Vec<u8>,
+        /// HMAC of the node's nonce under the cluster secret.
+        server_mac: Vec<u8>,
     },
     /// Answer to `Ping`.
     Pong,

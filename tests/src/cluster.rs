@@ -10,8 +10,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::process::NodeProcess;
 use crate::{wait_until, DEADLINE};
 
+/// The cluster secret of test clusters: nodes prove it to each other, tests use it to
+/// act as a node (and attack tests to show that nothing else will do).
+pub const TEST_CLUSTER_SECRET: &str = "test-cluster-secret-of-some-length";
+
 /// Settings every test node gets: fast failure detection and fault injection.
 const NODE_ARGS: &[&str] = &[
+    "--cluster-secret",
+    TEST_CLUSTER_SECRET,
     "--admin",
     "127.0.0.1:0",
     "--fault-injection",

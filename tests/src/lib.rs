@@ -7,9 +7,11 @@
 //!   network partitions.
 //! - [`linearizability`]: a checker for recorded histories.
 //! - [`raw::RawConn`]: frames by hand, including malformed ones.
+//! - [`certs`]: a test CA and the certificates it signs, as PEM files.
 //! - [`http`]: web servers of the session demo as processes, and a minimal HTTP client.
 //! - [`wait_until`]: polls a condition until it holds or a generous deadline passes.
 
+pub mod certs;
 pub mod cluster;
 pub mod http;
 pub mod linearizability;

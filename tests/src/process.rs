@@ -78,6 +78,18 @@ impl NodeProcess {
         self.child.id()
     }
 
+    /// Resident memory of the process, from `/proc`.
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow!("no VmRSS in /proc/{}/status", self.pid()))?;
+        Ok(kb * 1024)
+    }
+
     /// Sends a signal by process id (`TERM`, `INT`, `KILL`).
     pub fn signal(&self, name: &str) -> anyhow::Result<()> {
         let status = Command::new("kill")

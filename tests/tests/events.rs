@@ -238,7 +238,7 @@ async fn past_max_memory_old_objects_are_evicted_with_events_or_writes_refused()
     let evicted = collect(&mut [&mut sub], 1).await;
     assert!(evicted
         .iter()
-        .all(|(_, e)| e.cause == EventCause::LowMemory && e.value.len() == 10_000));
+        .all(|(_, e)| e.cause == EventCause::LowMemory && e.value.is_empty()));
     assert!(
         client.get("cache", "k29").await.unwrap().is_some(),
         "the newest object stays"

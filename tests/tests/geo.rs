@@ -271,25 +271,31 @@ async fn a_web_session_started_at_east_continues_at_west() {
 }
 
 /// Runs a migration step on the partition leader of `cluster`, as a node would: over a
-/// connection that introduces itself as a peer.
+/// connection that proved the cluster secret.
 async fn step_on_leader(cluster: &TestCluster, op: grid_proto::GeoOp) -> grid_proto::Reply {
+    use grid_client::conn::{Connection, Dial};
+    use grid_proto::peer_auth::PeerKey;
     use grid_proto::{Reply, Request};
-    use grid_tests::raw::RawConn;
+    let dial = Dial {
+        auth_token: None,
+        client_name: "test".into(),
+        connect_timeout: grid_tests::DEADLINE,
+        tls: None,
+        peer_key: Some(PeerKey::new(
+            grid_tests::cluster::TEST_CLUSTER_SECRET.as_bytes(),
+        )),
+    };
     grid_tests::wait_until(
         "the partition leader answered",
         grid_tests::DEADLINE,
         || {
-            let op = op.clone();
+            let (op, dial) = (op.clone(), dial.clone());
             let addrs: Vec<_> = cluster.live().map(|n| n.client_addr()).collect();
             async move {
                 for addr in addrs {
-                    let mut conn = RawConn::connect(addr).await.ok()?;
-                    let hello = Request::Hello {
-                        auth_token: None,
-                        client_name: "grid-peer/test".into(),
-                    };
-                    conn.call(1, &hello).await.ok()?;
-                    match conn.call(2, &Request::Geo(op.clone())).await.ok()? {
+                    let conn = Connection::open(&addr.to_string(), &dial).await.ok()?;
+                    let geo = Request::Geo(op.clone());
+                    match conn.call(&geo, grid_tests::DEADLINE).await.ok()? {
                         Reply::NotLeader { .. } => continue,
                         reply => return Some(reply),
                     }

@@ -41,6 +41,8 @@ pub struct PartitionGroup {
     /// The group's Raft.
     pub raft: GroupRaft,
     sm: GroupSm,
+    /// Value bytes held in the group's Raft log (until a snapshot lets it be purged).
+    log_bytes: Arc<AtomicU64>,
     me: NodeId,
     clock: Arc<dyn Clock>,
     /// Parked requests of this node: waiter seq -> (object, answer channel).
@@ -164,8 +166,7 @@ impl PartitionGroup {
     /// Wraps a started Raft group.
     pub fn new(
         id: GroupId,
-        raft: GroupRaft,
-        sm: GroupSm,
+        (raft, sm, log_bytes): (GroupRaft, GroupSm, Arc<AtomicU64>),
         me: NodeId,
         clock: Arc<dyn Clock>,
         events: Arc<EventHub>,
@@ -175,6 +176,7 @@ impl PartitionGroup {
             id,
             raft,
             sm,
+            log_bytes,
             me,
             clock,
             waiters: Mutex::new(HashMap::new()),
@@ -199,6 +201,26 @@ impl PartitionGroup {
 
     /// Asks the next housekeeping (as leader) to evict `bytes` of least recently used
     /// objects; replaces an earlier request not yet acted on.
+    /// Value bytes held in the group's Raft log.
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Compacts the log: a snapshot of the state machine, then a purge of the entries it
+    /// covers. Called when the log holds more value bytes than the node can spare; the
+    /// entries a lagging follower still needs are replaced by that snapshot.
+    pub async fn compact_log(&self) {
+        let before = self.raft.metrics().borrow().snapshot;
+        let _ = self.raft.trigger().snapshot().await;
+        let snapshot = self.raft.metrics().borrow().snapshot;
+        match snapshot {
+            Some(at) if Some(at) != before || self.log_bytes() > 0 => {
+                let _ = self.raft.trigger().purge_log(at.index).await;
+            }
+            _ => {}
+        }
+    }
+
     pub fn request_eviction(&self, bytes: u64) {
         self.evict_bytes.store(bytes, Ordering::Relaxed);
     }

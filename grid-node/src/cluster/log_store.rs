@@ -2,18 +2,21 @@
 //! replication tasks through an `Arc`.
 //!
 //! Memory only: a node that restarts comes back empty and rejoins under a new node id, so
-//! it never votes twice in a term it has forgotten.
+//! it never votes twice in a term it has forgotten. The log counts the value bytes its
+//! entries carry, so the node's memory limit sees them (they stay until a snapshot lets
+//! the log be purged).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{Entry, LogId, RaftLogId, StorageError, Vote};
+use openraft::{Entry, EntryPayload, LogId, RaftLogId, StorageError, Vote};
 use tokio::sync::Mutex;
 
-use super::raft_types::{NodeId, TypeConfig};
+use super::raft_types::{GroupCommand, NodeId, TypeConfig};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -25,7 +28,31 @@ struct Inner {
 
 /// A group's log.
 #[derive(Debug, Clone, Default)]
-pub struct MemLog(Arc<Mutex<Inner>>);
+pub struct MemLog {
+    inner: Arc<Mutex<Inner>>,
+    /// Value bytes carried by the entries held now.
+    bytes: Arc<AtomicU64>,
+}
+
+impl MemLog {
+    /// A counter of the value bytes in the log, readable without locking it.
+    pub fn bytes(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.bytes)
+    }
+
+    fn forget(&self, removed: &BTreeMap<u64, Entry<TypeConfig>>) {
+        let gone: u64 = removed.values().map(entry_bytes).sum();
+        self.bytes.fetch_sub(gone, Ordering::Relaxed);
+    }
+}
+
+/// The value bytes an entry carries (client values and imported objects).
+fn entry_bytes(entry: &Entry<TypeConfig>) -> u64 {
+    match &entry.payload {
+        EntryPayload::Normal(GroupCommand::Partition { cmd, .. }) => cmd.value_bytes() as u64,
+        _ => 0,
+    }
+}
 
 impl RaftLogReader<TypeConfig> for MemLog {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
@@ -33,7 +60,7 @@ impl RaftLogReader<TypeConfig> for MemLog {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
         Ok(self
-            .0
+            .inner
             .lock()
             .await
             .log
@@ -47,7 +74,7 @@ impl RaftLogStorage<TypeConfig> for MemLog {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        let inner = self.0.lock().await;
+        let inner = self.inner.lock().await;
         let last = inner
             .log
             .values()
@@ -65,24 +92,24 @@ impl RaftLogStorage<TypeConfig> for MemLog {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.0.lock().await.vote = Some(*vote);
+        self.inner.lock().await.vote = Some(*vote);
         Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        Ok(self.0.lock().await.vote)
+        Ok(self.inner.lock().await.vote)
     }
 
     async fn save_committed(
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        self.0.lock().await.committed = committed;
+        self.inner.lock().await.committed = committed;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self.0.lock().await.committed)
+        Ok(self.inner.lock().await.committed)
     }
 
     async fn append<I>(
@@ -94,9 +121,12 @@ impl RaftLogStorage<TypeConfig> for MemLog {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut inner = self.0.lock().await;
+        let mut inner = self.inner.lock().await;
         for entry in entries {
-            inner.log.insert(entry.log_id.index, entry);
+            self.bytes.fetch_add(entry_bytes(&entry), Ordering::Relaxed);
+            if let Some(replaced) = inner.log.insert(entry.log_id.index, entry) {
+                self.bytes.fetch_sub(entry_bytes(&replaced), Ordering::Relaxed);
+            }
         }
         // Memory is the medium: the entries are "flushed" now. The core waits for this.
         callback.log_io_completed(Ok(()));
@@ -104,15 +134,17 @@ impl RaftLogStorage<TypeConfig> for MemLog {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.0.lock().await.log.split_off(&log_id.index);
+        let removed = self.inner.lock().await.log.split_off(&log_id.index);
+        self.forget(&removed);
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let mut inner = self.0.lock().await;
+        let mut inner = self.inner.lock().await;
         inner.last_purged = Some(log_id);
         let keep = inner.log.split_off(&(log_id.index + 1));
-        inner.log = keep;
+        let removed = std::mem::replace(&mut inner.log, keep);
+        self.forget(&removed);
         Ok(())
     }
 }

@@ -1,13 +1,15 @@
 //! Node-to-node traffic: Raft RPCs of every group and cluster requests (join, ping),
 //! over one pipelined connection per peer. Messages are serde types encoded with
-//! postcard and carried in the wire protocol's `Peer` request, so peers use the same port,
-//! framing and token as clients.
+//! postcard and carried in the wire protocol's `Peer` request, so peers use the same port
+//! and framing as clients; a peer connection opens with the cluster-secret handshake
+//! ([`grid_proto::peer_auth`]) instead of a hello, and only such a connection may send
+//! `Peer` requests.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use grid_client::conn::Connection;
+use grid_client::conn::{Connection, Dial};
 use grid_client::ClientError;
 use grid_proto::{Reply, Request};
 use openraft::error::{
@@ -23,8 +25,9 @@ use thiserror::Error;
 
 use super::raft_types::{GroupId, Member, NodeId, TypeConfig};
 
-/// How a node introduces itself to a peer; the peer then accepts large frames from it.
-pub const PEER_CLIENT_NAME: &str = concat!("grid-peer/", env!("CARGO_PKG_VERSION"));
+/// How a node names itself to a peer, for logs only: the peer role comes from proving
+/// the cluster secret.
+pub const PEER_CLIENT_NAME: &str = concat!("grid-node/", env!("CARGO_PKG_VERSION"));
 
 /// A Raft RPC for one group.
 #[derive(Debug, Serialize, Deserialize)]
@@ -154,6 +157,11 @@ pub enum PeerError {
     },
 }
 
+/// Encodes a request as a node sends it: stamped with its cluster id.
+pub fn encode_request(cluster: u64, request: &PeerRequest) -> Vec<u8> {
+    encode(&PeerEnvelopeRef { cluster, request })
+}
+
 /// Encodes a peer message.
 pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     postcard::to_allocvec(msg).unwrap_or_else(|e| panic!("peer message encode failed: {e}"))
@@ -164,8 +172,7 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<Connection>>>>;
 /// One connection per peer address, shared by every group on this node.
 #[derive(Debug)]
 pub struct Peers {
-    auth_token: Option<String>,
-    connect_timeout: Duration,
+    dial: Dial,
     slots: Mutex<HashMap<String, Slot>>,
     /// This node's cluster id, stamped on every request (0 until known).
     cluster: std::sync::atomic::AtomicU64,
@@ -174,11 +181,10 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// A pool that authenticates with `auth_token`.
-    pub fn new(auth_token: Option<String>, connect_timeout: Duration) -> Self {
+    /// A pool whose connections open as `dial` says (the cluster secret, TLS).
+    pub fn new(dial: Dial) -> Self {
         Self {
-            auth_token,
-            connect_timeout,
+            dial,
             slots: Mutex::new(HashMap::new()),
             cluster: std::sync::atomic::AtomicU64::new(0),
             blocked: Mutex::new(HashSet::new()),
@@ -214,13 +220,8 @@ impl Peers {
         if let Some(conn) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(Arc::clone(conn));
         }
-        let conn = Connection::open(
-            addr,
-            self.auth_token.as_deref(),
-            PEER_CLIENT_NAME,
-            self.connect_timeout,
-        )
-        .await
+        let conn = Connection::open(addr, &self.dial)
+            .await
         .map_err(|e| PeerError::Unreachable {
             addr: addr.to_string(),
             reason: e.to_string(),
@@ -256,10 +257,7 @@ impl Peers {
         let reply = conn
             .call(
                 &Request::Peer {
-                    payload: encode(&PeerEnvelopeRef {
-                        cluster: self.cluster(),
-                        request,
-                    }),
+                    payload: encode_request(self.cluster(), request),
                 },
                 timeout,
             )

@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 use super::control::{ClusterState, NodeState};
 use super::group::PartitionGroup;
 use super::log_store::MemLog;
-use super::peer::{NetworkFactory, Peers};
+use super::peer::{NetworkFactory, Peers, PEER_CLIENT_NAME};
+use grid_client::conn::Dial;
 use super::raft_types::{GroupId, GroupRaft, NodeId, CONTROL_GROUP};
 use super::state_machine::{GroupSm, Machine};
 use crate::clock::Clock;
@@ -76,8 +77,10 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// Raft election timeout (the lower bound; the upper is twice this).
     pub election_timeout: Duration,
-    /// Token for peer connections.
-    pub auth_token: Option<String>,
+    /// The cluster secret this node proves to its peers.
+    pub peer_key: grid_proto::peer_auth::PeerKey,
+    /// TLS to the peers' ports, when the client port is TLS.
+    pub peer_tls: Option<grid_client::tls::ClientTls>,
     /// Log entries between snapshots.
     pub snapshot_logs: u64,
     /// Settings of every partition.
@@ -148,6 +151,8 @@ pub struct ClusterNode {
     control: OnceLock<(GroupRaft, GroupSm)>,
     groups: RwLock<BTreeMap<GroupId, Arc<PartitionGroup>>>,
     changing: Arc<Mutex<BTreeSet<GroupId>>>,
+    /// Groups whose log is being compacted for memory.
+    compacting: Mutex<BTreeSet<GroupId>>,
     /// Leadership hand-overs under way.
     hand_overs: AtomicUsize,
     /// Hosted groups the map no longer lists here, since when.
@@ -197,14 +202,18 @@ impl ClusterNode {
         .map_err(|e| ClusterError::RaftConfig(e.to_string()))?;
         Ok(Self {
             me: AtomicU64::new(0),
-            peers: Arc::new(Peers::new(
-                config.auth_token.clone(),
-                Duration::from_secs(2),
-            )),
+            peers: Arc::new(Peers::new(Dial {
+                auth_token: None,
+                client_name: PEER_CLIENT_NAME.to_string(),
+                connect_timeout: Duration::from_secs(2),
+                tls: config.peer_tls.clone(),
+                peer_key: Some(config.peer_key.clone()),
+            })),
             raft_config: Arc::new(raft_config),
             control: OnceLock::new(),
             groups: RwLock::new(BTreeMap::new()),
             changing: Arc::default(),
+            compacting: Mutex::default(),
             hand_overs: AtomicUsize::new(0),
             unlisted_since: Mutex::new(HashMap::new()),
             hand_over_after: Mutex::new(HashMap::new()),
@@ -241,6 +250,15 @@ impl ClusterNode {
         group: GroupId,
         machine: Machine,
     ) -> Result<(GroupRaft, GroupSm), ClusterError> {
+        self.new_raft_with(group, machine, MemLog::default()).await
+    }
+
+    async fn new_raft_with(
+        &self,
+        group: GroupId,
+        machine: Machine,
+        log: MemLog,
+    ) -> Result<(GroupRaft, GroupSm), ClusterError> {
         let sm = GroupSm::new(machine, self.config.partition);
         let network = NetworkFactory {
             peers: Arc::clone(&self.peers),
@@ -250,7 +268,7 @@ impl ClusterNode {
             self.id(),
             Arc::clone(&self.raft_config),
             network,
-            MemLog::default(),
+            log,
             sm.clone(),
         )
         .await
@@ -263,11 +281,12 @@ impl ClusterNode {
             return Ok(g);
         }
         let machine = Machine::Partition(Box::new(Partition::new(self.config.partition)));
-        let (raft, sm) = self.new_raft(p, machine).await?;
+        let log = MemLog::default();
+        let log_bytes = log.bytes();
+        let (raft, sm) = self.new_raft_with(p, machine, log).await?;
         let group = Arc::new(PartitionGroup::new(
             p,
-            raft,
-            sm,
+            (raft, sm, log_bytes),
             self.id(),
             Arc::clone(&self.clock),
             Arc::clone(&self.events),

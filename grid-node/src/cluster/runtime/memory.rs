@@ -8,13 +8,17 @@
 //! nodes together bring every node back under the limit, to [`LOW_WATER`] of it.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use super::ClusterNode;
+use super::{lock, ClusterNode};
 use crate::cluster::raft_types::GroupId;
 
 /// After eviction, aim for this fraction of the limit, so eviction does not run on every
 /// write near the limit.
 const LOW_WATER: f64 = 0.9;
+/// Share of the limit the Raft logs of all hosted groups may hold before the largest are
+/// compacted (snapshot, then purge).
+const LOG_SHARE: f64 = 0.25;
 
 /// What a node does with its memory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,7 +49,45 @@ pub fn eviction_plan(hosted: u64, limit: u64, led: &[(GroupId, u64)]) -> Vec<(Gr
         .collect()
 }
 
+/// Groups whose logs hold more value bytes than [`LOG_SHARE`] of the limit allows, all
+/// logs together; the largest first, until the rest fit.
+pub fn logs_to_compact(limit: u64, logs: &[(GroupId, u64)]) -> Vec<GroupId> {
+    let budget = (limit as f64 * LOG_SHARE) as u64;
+    let mut total: u64 = logs.iter().map(|(_, b)| b).sum();
+    let mut by_size: Vec<&(GroupId, u64)> = logs.iter().filter(|(_, b)| *b > 0).collect();
+    by_size.sort_by(|a, b| b.1.cmp(&a.1));
+    let mut chosen = Vec::new();
+    for (id, bytes) in by_size {
+        if total <= budget {
+            break;
+        }
+        chosen.push(*id);
+        total -= bytes;
+    }
+    chosen
+}
+
 impl ClusterNode {
+    /// Compacts one group's log in the background, one compaction per group at a time.
+    fn compact_in_background(self: &Arc<Self>, id: GroupId) {
+        if !lock(&self.compacting).insert(id) {
+            return;
+        }
+        let node = Arc::clone(self);
+        let task = async move {
+            if let Some(group) = node.group(id) {
+                group.compact_log().await;
+            }
+            lock(&node.compacting).remove(&id);
+        };
+        // Owned by the node's task set, which shutdown aborts.
+        if let Ok(mut tasks) = self.tasks.try_lock() {
+            tasks.spawn(task);
+        } else {
+            lock(&self.compacting).remove(&id);
+        }
+    }
+
     /// Value bytes held over every hosted replica, as measured last (every reconcile
     /// round).
     pub fn memory_used(&self) -> u64 {
@@ -57,19 +99,31 @@ impl ClusterNode {
         self.config.memory
     }
 
-    /// Measures memory and, past the limit with eviction on, asks the led groups to evict.
-    pub(super) fn enforce_memory(&self) {
+    /// Measures memory (every value byte held: objects, events owed to clients, Raft log
+    /// entries not yet purged), compacts logs that hold too much of it, and, past the
+    /// limit with eviction on, asks the led groups to evict.
+    pub(super) fn enforce_memory(self: &Arc<Self>) {
         let mut hosted = 0;
         let mut led = Vec::new();
+        let mut logs = Vec::new();
         let groups = self.all_groups();
         for g in &groups {
-            let bytes = g.with_partition(|p| p.stats().value_bytes).unwrap_or(0);
-            hosted += bytes;
+            let (objects, outbox) = g
+                .with_partition(|p| (p.stats().value_bytes, p.outbox_bytes()))
+                .unwrap_or((0, 0));
+            let log = g.log_bytes();
+            hosted += objects + outbox + log;
+            logs.push((g.id, log));
             if g.is_leader() {
-                led.push((g.id, bytes));
+                led.push((g.id, objects));
             }
         }
         self.memory_used.store(hosted, Ordering::Relaxed);
+        if let Some(limit) = self.config.memory.max {
+            for id in logs_to_compact(limit, &logs) {
+                self.compact_in_background(id);
+            }
+        }
         let MemoryLimit {
             max: Some(limit),
             evict: true,
@@ -88,6 +142,19 @@ impl ClusterNode {
 #[cfg(test)]
 mod tests {
     use super::eviction_plan;
+
+    #[test]
+    fn the_largest_logs_are_compacted_until_the_rest_fit() {
+        use super::logs_to_compact;
+        // Budget: a quarter of 1000.
+        assert!(logs_to_compact(1000, &[(1, 100), (2, 150)]).is_empty());
+        assert_eq!(logs_to_compact(1000, &[(1, 100), (2, 300), (3, 50)]), vec![2]);
+        assert_eq!(
+            logs_to_compact(1000, &[(1, 200), (2, 300), (3, 250)]),
+            vec![2, 3]
+        );
+        assert!(logs_to_compact(1000, &[(1, 0)]).is_empty());
+    }
 
     #[test]
     fn nothing_under_the_limit() {
