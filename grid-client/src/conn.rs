@@ -12,8 +12,8 @@ use futures_util::StreamExt;
 use grid_proto::frame::encode_frame;
 use grid_proto::frame::FRAME_HEADER_BYTES;
 use grid_proto::limits::max_frame_for;
-use grid_proto::{decode, encode, FrameCodec, GridEvent, Reply, Request};
 use grid_proto::peer_auth::{self, PeerKey};
+use grid_proto::{decode, encode, FrameCodec, GridEvent, Reply, Request};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -123,7 +123,9 @@ impl Connection {
                 Box::new(
                     handshake
                         .await
-                        .map_err(|_| connect_err(format!("no TLS handshake within {connect_timeout:?}")))?
+                        .map_err(|_| {
+                            connect_err(format!("no TLS handshake within {connect_timeout:?}"))
+                        })?
                         .map_err(connect_err)?,
                 )
             }
@@ -200,8 +202,9 @@ impl Connection {
         {
             return Err(ClientError::Connect {
                 addr: self.addr.clone(),
-                reason: "the node did not prove the cluster secret (another cluster, or not a node)"
-                    .into(),
+                reason:
+                    "the node did not prove the cluster secret (another cluster, or not a node)"
+                        .into(),
             });
         }
         let proof = Request::PeerProof {

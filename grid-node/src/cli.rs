@@ -11,8 +11,8 @@ use grid_client::{GridClient, LockOptions, LockResult, Timeout};
 
 use crate::clock::SystemClock;
 use crate::config::{NodeConfig, NodeTls, DEFAULT_PORT};
-use crate::limits::ConnLimits;
 use crate::geo::GeoConfig;
+use crate::limits::ConnLimits;
 
 mod config_file;
 use crate::server::{self, RunningNode};

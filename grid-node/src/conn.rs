@@ -25,7 +25,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use grid_proto::frame::encode_frame;
 use grid_proto::limits::validate_namespace;
 use grid_proto::peer_auth::PeerKey;
-use grid_proto::{decode, encode, Frame, FrameCodec, FrameError, Op, Reply, Request, PROTOCOL_VERSION};
+use grid_proto::{
+    decode, encode, Frame, FrameCodec, FrameError, Op, Reply, Request, PROTOCOL_VERSION,
+};
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -111,7 +113,9 @@ pub async fn serve(tcp: TcpStream, from: SocketAddr, ctx: ConnContext) {
             }
         }
     }
-    node.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    node.metrics
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
 }
 
 /// A connection's running state.
@@ -128,7 +132,12 @@ async fn run(stream: Box<dyn Stream>, from: SocketAddr, ctx: &ConnContext) {
     let (rd, wr) = tokio::io::split(stream);
     let mut frames = FramedRead::new(rd, FrameCodec::new(PRE_AUTH_MAX_FRAME));
     let (tx, queue) = reply_queue::channel(limits.reply_queue_bytes);
-    let writer = tokio::spawn(write_replies(wr, queue, limits.write_timeout, Arc::clone(node)));
+    let writer = tokio::spawn(write_replies(
+        wr,
+        queue,
+        limits.write_timeout,
+        Arc::clone(node),
+    ));
     let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut session = Session {
         auth: Auth::Anonymous,
@@ -138,7 +147,9 @@ async fn run(stream: Box<dyn Stream>, from: SocketAddr, ctx: &ConnContext) {
     };
     let gate = ctx.gate();
     if session.auth.acts_as_client(&gate) {
-        frames.decoder_mut().set_max_frame(node.config().max_frame());
+        frames
+            .decoder_mut()
+            .set_max_frame(node.config().max_frame());
     }
     let hello_deadline = Instant::now() + limits.hello_timeout;
     let mut last_frame = Instant::now();
@@ -199,7 +210,9 @@ async fn run(stream: Box<dyn Stream>, from: SocketAddr, ctx: &ConnContext) {
                     }
                 } else {
                     let hub = node.cluster().events();
-                    session.subscriptions.push(hub.subscribe(namespace, tx.clone()));
+                    session
+                        .subscriptions
+                        .push(hub.subscribe(namespace, tx.clone()));
                     Reply::Subscribed
                 };
                 tx.send(id, reply).await
@@ -314,7 +327,10 @@ fn handle(ctx: &ConnContext, session: &mut Session, frame: Frame, from: SocketAd
         }
         Request::Peer { .. } if !peer => Step::Reply(
             id,
-            bad_request(node, "peer messages are only accepted from nodes that proved the cluster secret"),
+            bad_request(
+                node,
+                "peer messages are only accepted from nodes that proved the cluster secret",
+            ),
         ),
         Request::Peer { payload } => {
             let node = Arc::clone(node);
@@ -338,7 +354,10 @@ fn handle(ctx: &ConnContext, session: &mut Session, frame: Frame, from: SocketAd
         }
         Request::Geo(_) if !peer => Step::Reply(
             id,
-            bad_request(node, "migration steps are only accepted from the cluster's nodes"),
+            bad_request(
+                node,
+                "migration steps are only accepted from the cluster's nodes",
+            ),
         ),
         Request::Geo(op) => {
             let node = Arc::clone(node);
@@ -362,7 +381,9 @@ impl LockWait {
     /// A place if the connection has fewer than `limit` waits parked.
     fn enter(count: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
         count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
             .ok()
             .map(|_| LockWait(Arc::clone(count)))
     }

@@ -27,7 +27,6 @@ use crate::clock::Clock;
 use crate::outbox::Outbox;
 use crate::reply_queue::ReplySink;
 
-
 /// Events handed out in one round, at most, per partition: a backlog drains over a few
 /// rounds instead of flooding a client at once.
 const MAX_SENDS_PER_ROUND: usize = 256;

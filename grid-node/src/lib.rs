@@ -34,10 +34,10 @@ pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod partition;
+pub mod reply_queue;
 pub mod server;
 pub mod store;
 pub mod tls;
-pub mod reply_queue;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::NodeConfig;

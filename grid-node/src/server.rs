@@ -123,7 +123,10 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
     let grace = config.shutdown_grace;
     let tick = config.tick_interval;
     let (acceptor, peer_tls) = match &config.tls {
-        Some(files) => (Some(tls::server_config(files)?), Some(tls::peer_client(files)?)),
+        Some(files) => (
+            Some(tls::server_config(files)?),
+            Some(tls::peer_client(files)?),
+        ),
         None => (None, None),
     };
     let peer_key = config.peer_key();

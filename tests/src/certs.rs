@@ -24,7 +24,9 @@ pub struct Identity {
 
 impl std::fmt::Debug for TestCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestCa").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("TestCa")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 

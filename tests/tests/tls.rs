@@ -24,7 +24,14 @@ async fn clients_and_peers_speak_tls_to_the_client_port() {
     let ca = TestCa::new("tls").unwrap();
     let node_id = ca.issue("node", &["127.0.0.1", "localhost"]).unwrap();
     let (cert, key) = (path(&node_id.cert), path(&node_id.key));
-    let tls_args = ["--tls-cert", &cert, "--tls-key", &key, "--tls-ca", &path(&ca.ca_file())];
+    let tls_args = [
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-ca",
+        &path(&ca.ca_file()),
+    ];
     let mut args = vec!["--cluster-secret", SECRET];
     args.extend_from_slice(&tls_args);
     let first = NodeProcess::start(BIN, &args).unwrap();
@@ -62,7 +69,10 @@ async fn clients_and_peers_speak_tls_to_the_client_port() {
     // A plaintext client at the TLS port is told what to do.
     let plain = format!("bootstrapGateways={}", first.client_addr());
     let err = connect(&plain).await.unwrap_err().to_string();
-    assert!(err.contains("requires TLS") && err.contains("useSecure=true"), "{err}");
+    assert!(
+        err.contains("requires TLS") && err.contains("useSecure=true"),
+        "{err}"
+    );
 
     // A client trusting another CA refuses the node.
     let other = TestCa::new("tls-other").unwrap();
@@ -93,14 +103,22 @@ async fn a_tls_client_at_a_plaintext_port_gets_a_clear_error() {
         path(&ca.ca_file())
     );
     let err = connect(&cs).await.unwrap_err().to_string();
-    assert!(err.contains("TLS handshake failed") && err.contains("--tls-cert"), "{err}");
+    assert!(
+        err.contains("TLS handshake failed") && err.contains("--tls-cert"),
+        "{err}"
+    );
     // Missing settings are named.
-    let err = connect(&format!("bootstrapGateways={};useSecure=true", node.client_addr()))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = connect(&format!(
+        "bootstrapGateways={};useSecure=true",
+        node.client_addr()
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("tlsCaFile"), "{err}");
-    let plain = GridClient::connect(&node.connection_string("")).await.unwrap();
+    let plain = GridClient::connect(&node.connection_string(""))
+        .await
+        .unwrap();
     plain.put("ns", "k", "v", Timeout::None).await.unwrap();
 }
 

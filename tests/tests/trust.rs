@@ -12,7 +12,7 @@ use grid_proto::peer_auth::{nonce, PeerKey};
 use grid_proto::{encode, ObjKey, Op, Reply, Request};
 use grid_tests::http::request_with;
 use grid_tests::process::NodeProcess;
-use grid_tests::raw::{Received, RawConn};
+use grid_tests::raw::{RawConn, Received};
 use grid_tests::{wait_until, DEADLINE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_test-node");
@@ -68,9 +68,18 @@ async fn metric(node: &NodeProcess, name: &str) -> u64 {
 
 /// The data written at the start is still there and the node takes new writes.
 async fn serves_intact(client: &GridClient) {
-    assert_eq!(client.get("ns", "kept").await.unwrap().unwrap().value, b"v1");
-    client.put("ns", "after", "v2", Timeout::None).await.unwrap();
-    assert_eq!(client.get("ns", "after").await.unwrap().unwrap().value, b"v2");
+    assert_eq!(
+        client.get("ns", "kept").await.unwrap().unwrap().value,
+        b"v1"
+    );
+    client
+        .put("ns", "after", "v2", Timeout::None)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.get("ns", "after").await.unwrap().unwrap().value,
+        b"v2"
+    );
 }
 
 fn peer_message(request: &PeerRequest) -> Request {
@@ -100,7 +109,10 @@ async fn the_peer_role_comes_only_from_the_cluster_secret() {
     // A hello naming itself a peer, with the client token: a client, and peer
     // messages (a Join naming the real member, a higher-term vote) are refused.
     let mut conn = RawConn::connect(node.client_addr()).await.unwrap();
-    let welcome = conn.call(1, &hello(Some(TOKEN), "grid-peer/0.1.0")).await.unwrap();
+    let welcome = conn
+        .call(1, &hello(Some(TOKEN), "grid-peer/0.1.0"))
+        .await
+        .unwrap();
     assert!(matches!(welcome, Reply::Welcome { .. }), "{welcome:?}");
     for (id, forged) in [(2, &join), (3, &vote)] {
         match conn.call(id, &peer_message(forged)).await.unwrap() {
@@ -263,7 +275,9 @@ async fn a_client_that_never_reads_its_replies_is_cut_off_in_bounded_memory() {
     // 2,000 reads of a 1 MiB object (2 GiB of replies), none of them read.
     let mut conn = RawConn::connect(node.client_addr()).await.unwrap();
     assert!(matches!(
-        conn.call(1, &hello(Some(TOKEN), "never-reads")).await.unwrap(),
+        conn.call(1, &hello(Some(TOKEN), "never-reads"))
+            .await
+            .unwrap(),
         Reply::Welcome { .. }
     ));
     let read = encode(&Request::Op(Op::Read {
@@ -329,10 +343,17 @@ async fn lock_waits_per_connection_are_capped() {
         other => panic!("{other:?}"),
     }
     drop(conn);
-    wait_until("the other waits left with their connection", DEADLINE, || async {
-        let s = good.node_status(&node.client_addr().to_string()).await.ok()?;
-        (s.lock_waiters == 0).then_some(())
-    })
+    wait_until(
+        "the other waits left with their connection",
+        DEADLINE,
+        || async {
+            let s = good
+                .node_status(&node.client_addr().to_string())
+                .await
+                .ok()?;
+            (s.lock_waiters == 0).then_some(())
+        },
+    )
     .await
     .unwrap();
 }
@@ -342,14 +363,19 @@ async fn the_admin_port_needs_the_admin_token() {
     let node = secured(&["--fault-injection"]);
     let admin = node.admin_addr().unwrap();
     let bearer = |t: &str| format!("Bearer {t}");
-    for (path, method) in [("/metrics", "GET"), ("/health", "GET"), ("/faults/block", "POST")] {
+    for (path, method) in [
+        ("/metrics", "GET"),
+        ("/health", "GET"),
+        ("/faults/block", "POST"),
+    ] {
         for headers in [
             vec![],
             vec![("Authorization", bearer(TOKEN))],
             vec![("Authorization", bearer("wrong"))],
             vec![("Authorization", ADMIN.to_string())],
         ] {
-            let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
             let resp = request_with(admin, method, path, &headers).await.unwrap();
             assert_eq!(resp.status, 401, "{method} {path} with {headers:?}");
         }
@@ -384,12 +410,18 @@ async fn only_the_connection_an_event_went_to_may_acknowledge_it() {
         other.call(2, &ack).await.unwrap(),
         Reply::BadRequest { .. }
     ));
-    let pending = good.node_status(&node.client_addr().to_string()).await.unwrap();
+    let pending = good
+        .node_status(&node.client_addr().to_string())
+        .await
+        .unwrap();
     assert_eq!(pending.pending_events, 1, "still owed to its receiver");
     // Its receiver can.
     delivery.ack().await.unwrap();
     wait_until("the event left the outbox", DEADLINE, || async {
-        let s = good.node_status(&node.client_addr().to_string()).await.ok()?;
+        let s = good
+            .node_status(&node.client_addr().to_string())
+            .await
+            .ok()?;
         (s.pending_events == 0).then_some(())
     })
     .await
@@ -408,9 +440,14 @@ async fn max_memory_bounds_every_value_byte_the_node_holds() {
     // leave events behind.
     let _events = good.subscribe("cache").await.unwrap();
     for i in 0..200 {
-        good.put("cache", format!("k{i}"), vec![i as u8; 1 << 20], Timeout::None)
-            .await
-            .unwrap();
+        good.put(
+            "cache",
+            format!("k{i}"),
+            vec![i as u8; 1 << 20],
+            Timeout::None,
+        )
+        .await
+        .unwrap();
     }
     let addr = node.client_addr().to_string();
     wait_until("memory back under the limit", DEADLINE, || async {
@@ -437,5 +474,8 @@ async fn max_memory_bounds_every_value_byte_the_node_holds() {
         settled.is_ok(),
         "RSS {lowest} stayed past {bound} (base {base})"
     );
-    assert!(good.get("cache", "k199").await.unwrap().is_some(), "the newest stays");
+    assert!(
+        good.get("cache", "k199").await.unwrap().is_some(),
+        "the newest stays"
+    );
 }

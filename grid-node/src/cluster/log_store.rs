@@ -125,7 +125,8 @@ impl RaftLogStorage<TypeConfig> for MemLog {
         for entry in entries {
             self.bytes.fetch_add(entry_bytes(&entry), Ordering::Relaxed);
             if let Some(replaced) = inner.log.insert(entry.log_id.index, entry) {
-                self.bytes.fetch_sub(entry_bytes(&replaced), Ordering::Relaxed);
+                self.bytes
+                    .fetch_sub(entry_bytes(&replaced), Ordering::Relaxed);
             }
         }
         // Memory is the medium: the entries are "flushed" now. The core waits for this.

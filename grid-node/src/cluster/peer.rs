@@ -220,12 +220,13 @@ impl Peers {
         if let Some(conn) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(Arc::clone(conn));
         }
-        let conn = Connection::open(addr, &self.dial)
-            .await
-        .map_err(|e| PeerError::Unreachable {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })?;
+        let conn =
+            Connection::open(addr, &self.dial)
+                .await
+                .map_err(|e| PeerError::Unreachable {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })?;
         let conn = Arc::new(conn);
         *slot = Some(Arc::clone(&conn));
         Ok(conn)

@@ -30,13 +30,13 @@ use super::control::{ClusterState, NodeState};
 use super::group::PartitionGroup;
 use super::log_store::MemLog;
 use super::peer::{NetworkFactory, Peers, PEER_CLIENT_NAME};
-use grid_client::conn::Dial;
 use super::raft_types::{GroupId, GroupRaft, NodeId, CONTROL_GROUP};
 use super::state_machine::{GroupSm, Machine};
 use crate::clock::Clock;
 use crate::events::EventHub;
 use crate::partition::{Partition, PartitionConfig};
 use crate::store::StoreStats;
+use grid_client::conn::Dial;
 
 mod membership;
 mod memory;

@@ -109,15 +109,16 @@ impl Auth {
                 },
                 Request::PeerProof { node_mac },
             ) => {
-                if !gate.peer_key.verify_node(server_nonce, node_nonce, node_mac) {
+                if !gate
+                    .peer_key
+                    .verify_node(server_nonce, node_nonce, node_mac)
+                {
                     return refuse();
                 }
                 *self = Auth::Peer;
                 Some(Outcome::Reply(welcome()))
             }
-            (Auth::Challenged { .. }, _) | (Auth::Anonymous, Request::PeerProof { .. }) => {
-                refuse()
-            }
+            (Auth::Challenged { .. }, _) | (Auth::Anonymous, Request::PeerProof { .. }) => refuse(),
             // A second hello, or a proof without a challenge: the session is settled.
             (_, Request::Hello { .. } | Request::PeerHello { .. } | Request::PeerProof { .. }) => {
                 Some(Outcome::Close(Reply::BadRequest {

@@ -38,7 +38,11 @@ fn prove(key: &PeerKey, secret: &[u8], token: Option<&str>) -> (Auth, Option<Out
     };
     let mine = PeerKey::new(secret);
     let server_proven = mine.verify_server(&node_nonce, &server_nonce, &server_mac);
-    assert_eq!(server_proven, mine == *key, "the server proves the secret too");
+    assert_eq!(
+        server_proven,
+        mine == *key,
+        "the server proves the secret too"
+    );
     let proof = Request::PeerProof {
         node_mac: mine.node_mac(&server_nonce, &node_nonce),
     };
@@ -124,7 +128,10 @@ fn out_of_order_or_malformed_handshakes_are_refused() {
         &gate,
         welcome,
     );
-    assert!(!auth.acts_as_client(&gate), "a half-done handshake is nothing");
+    assert!(
+        !auth.acts_as_client(&gate),
+        "a half-done handshake is nothing"
+    );
     assert_eq!(
         auth.handshake(&Request::Ping, &gate, welcome),
         Some(Outcome::Close(Reply::Unauthorized))

@@ -55,7 +55,7 @@ pub fn logs_to_compact(limit: u64, logs: &[(GroupId, u64)]) -> Vec<GroupId> {
     let budget = (limit as f64 * LOG_SHARE) as u64;
     let mut total: u64 = logs.iter().map(|(_, b)| b).sum();
     let mut by_size: Vec<&(GroupId, u64)> = logs.iter().filter(|(_, b)| *b > 0).collect();
-    by_size.sort_by(|a, b| b.1.cmp(&a.1));
+    by_size.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
     let mut chosen = Vec::new();
     for (id, bytes) in by_size {
         if total <= budget {
@@ -148,7 +148,10 @@ mod tests {
         use super::logs_to_compact;
         // Budget: a quarter of 1000.
         assert!(logs_to_compact(1000, &[(1, 100), (2, 150)]).is_empty());
-        assert_eq!(logs_to_compact(1000, &[(1, 100), (2, 300), (3, 50)]), vec![2]);
+        assert_eq!(
+            logs_to_compact(1000, &[(1, 100), (2, 300), (3, 50)]),
+            vec![2]
+        );
         assert_eq!(
             logs_to_compact(1000, &[(1, 200), (2, 300), (3, 250)]),
             vec![2, 3]
