@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::tls::{GeoTls, TlsError};
 use crate::wire::{
-    decode, encode, Envelope, GeoRequest, GeoResponse, GEO_VERSION, MAX_MESSAGE_BYTES,
+    decode, encode, encode_request, GeoRequest, GeoResponse, StreamHeader, GEO_VERSION,
+    MAX_HEADER_BYTES, MAX_MESSAGE_BYTES,
 };
 
 /// A geo request failed.
@@ -185,28 +186,9 @@ impl GeoLink {
             let handler = Arc::clone(&handler);
             let token = self.token.clone();
             streams.spawn(async move {
-                let response = match recv.read_to_end(MAX_MESSAGE_BYTES).await {
-                    Err(e) => GeoResponse::Refused {
-                        reason: format!("unreadable request: {e}"),
-                    },
-                    Ok(bytes) => match decode::<Envelope>(&bytes) {
-                        Err(e) => GeoResponse::Refused {
-                            reason: format!("undecodable request: {e}"),
-                        },
-                        Ok(env) if env.version != GEO_VERSION => GeoResponse::Refused {
-                            reason: format!(
-                                "geo protocol version {} is not supported (this node speaks {GEO_VERSION})",
-                                env.version
-                            ),
-                        },
-                        Ok(env) if !token_matches(token.as_deref(), env.token.as_deref()) => {
-                            tracing::warn!(site = %env.from_site, "geo request with a wrong token");
-                            GeoResponse::Refused {
-                                reason: "wrong geo token".into(),
-                            }
-                        }
-                        Ok(env) => handler.handle(env.from_site, env.request).await,
-                    },
+                let response = match read_request(&mut recv, token.as_deref()).await {
+                    Ok((from_site, request)) => handler.handle(from_site, request).await,
+                    Err(reason) => GeoResponse::Refused { reason },
                 };
                 let _ = send.write_all(&encode(&response)).await;
                 let _ = send.finish();
@@ -250,12 +232,14 @@ impl GeoLink {
         let sock: SocketAddr = addr
             .parse()
             .map_err(|_| GeoError::Address(addr.to_string()))?;
-        let envelope = Envelope {
-            version: GEO_VERSION,
-            token: self.token.clone(),
-            from_site: self.site.clone(),
-            request,
-        };
+        let message = encode_request(
+            &StreamHeader {
+                version: GEO_VERSION,
+                token: self.token.clone(),
+                from_site: self.site.clone(),
+            },
+            &request,
+        );
         let link_err = |reason: String| GeoError::Link {
             addr: addr.to_string(),
             reason,
@@ -263,7 +247,7 @@ impl GeoLink {
         let exchange = async {
             let conn = self.connection(sock).await?;
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| link_err(e.to_string()))?;
-            send.write_all(&encode(&envelope))
+            send.write_all(&message)
                 .await
                 .map_err(|e| link_err(e.to_string()))?;
             send.finish().map_err(|e| link_err(e.to_string()))?;
@@ -292,6 +276,46 @@ impl GeoLink {
             other => Ok(other),
         }
     }
+}
+
+/// Reads a request stream: the header first, at most [`MAX_HEADER_BYTES`], whose version
+/// and token are checked before any of the request is read.
+async fn read_request(
+    recv: &mut quinn::RecvStream,
+    token: Option<&str>,
+) -> Result<(String, GeoRequest), String> {
+    let mut len = [0u8; 2];
+    recv.read_exact(&mut len)
+        .await
+        .map_err(|e| format!("unreadable request: {e}"))?;
+    let len = u16::from_le_bytes(len) as usize;
+    if len > MAX_HEADER_BYTES {
+        return Err(format!(
+            "request header of {len} bytes is over the {MAX_HEADER_BYTES}-byte limit (another geo protocol version?)"
+        ));
+    }
+    let mut head = vec![0u8; len];
+    recv.read_exact(&mut head)
+        .await
+        .map_err(|e| format!("unreadable request header: {e}"))?;
+    let header = decode::<StreamHeader>(&head)
+        .map_err(|e| format!("undecodable request header (another geo protocol version?): {e}"))?;
+    if header.version != GEO_VERSION {
+        return Err(format!(
+            "geo protocol version {} is not supported (this node speaks {GEO_VERSION})",
+            header.version
+        ));
+    }
+    if !token_matches(token, header.token.as_deref()) {
+        tracing::warn!(site = %header.from_site, "geo request with a wrong token");
+        return Err("wrong geo token".into());
+    }
+    let body = recv
+        .read_to_end(MAX_MESSAGE_BYTES)
+        .await
+        .map_err(|e| format!("unreadable request: {e}"))?;
+    let request = decode::<GeoRequest>(&body).map_err(|e| format!("undecodable request: {e}"))?;
+    Ok((header.from_site, request))
 }
 
 #[cfg(test)]

@@ -87,6 +87,53 @@ async fn sites_talk_over_quic_with_a_shared_token() {
 }
 
 #[tokio::test]
+async fn a_wrong_token_is_refused_before_the_request_is_read() {
+    use crate::wire::{decode, encode_request, StreamHeader, GEO_VERSION};
+    let stop = CancellationToken::new();
+    let east = link("east", Some("s3cret"));
+    let served = serve(&east, &stop);
+    let attacker = link("mallory", Some("guess"));
+    let conn = attacker
+        .connection(east.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let header = StreamHeader {
+        version: GEO_VERSION,
+        token: Some("guess".into()),
+        from_site: "mallory".into(),
+    };
+    let mut message = encode_request(&header, &GeoRequest::Ping);
+    message.truncate(message.len() - 1);
+    send.write_all(&message).await.unwrap();
+    // The body goes on (a megabyte of it) and never ends: the answer comes anyway.
+    send.write_all(&vec![0u8; 1 << 20]).await.unwrap();
+    let answer = tokio::time::timeout(WAIT, recv.read_to_end(4096))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        decode::<GeoResponse>(&answer).unwrap(),
+        GeoResponse::Refused {
+            reason: "wrong geo token".into()
+        }
+    );
+    // An oversized header is refused from its length.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&u16::MAX.to_le_bytes()).await.unwrap();
+    let answer = tokio::time::timeout(WAIT, recv.read_to_end(4096))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        decode::<GeoResponse>(&answer).unwrap(),
+        GeoResponse::Refused { reason } if reason.contains("limit")
+    ));
+    stop.cancel();
+    served.await.unwrap();
+}
+
+#[tokio::test]
 async fn a_silent_peer_costs_the_timeout_and_no_more() {
     // A UDP socket that never answers QUIC.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

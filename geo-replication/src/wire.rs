@@ -1,11 +1,12 @@
-//! What crosses between sites: postcard-encoded, versioned envelopes. A node of another
+//! What crosses between sites: postcard-encoded, versioned messages. A node of another
 //! version is refused with a message naming both versions, never misread.
 
 use grid_proto::{GeoOp, Reply};
 use serde::{Deserialize, Serialize};
 
 /// The geo protocol version this build speaks.
-pub const GEO_VERSION: u8 = 1;
+/// (2: the token travels in a header read before the request.)
+pub const GEO_VERSION: u8 = 2;
 /// Largest message accepted from another site (an object and its envelope).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
@@ -35,17 +36,33 @@ pub enum GeoResponse {
     },
 }
 
-/// The envelope of every request.
+/// What every request stream starts with, ahead of the request: who sends it and the
+/// token, so a receiver checks the token before it reads more than [`MAX_HEADER_BYTES`].
+///
+/// On the stream: `header length (u16 LE) | header | request`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
+pub struct StreamHeader {
     /// Protocol version of the sender.
     pub version: u8,
     /// The shared geo token, if the sites use one.
     pub token: Option<String>,
     /// The sending site.
     pub from_site: String,
-    /// The request.
-    pub request: GeoRequest,
+}
+
+/// Largest header accepted: a token and a site name.
+pub const MAX_HEADER_BYTES: usize = 4096;
+
+/// A request as sent on its stream: the length-prefixed header, then the request.
+pub fn encode_request(header: &StreamHeader, request: &GeoRequest) -> Vec<u8> {
+    let head = encode(header);
+    let body = encode(request);
+    let mut out = Vec::with_capacity(2 + head.len() + body.len());
+    // A header holds a token and a site name; the node's own settings keep both short.
+    out.extend_from_slice(&(head.len().min(u16::MAX as usize) as u16).to_le_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&body);
+    out
 }
 
 /// Encodes a message.
@@ -66,17 +83,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn envelopes_round_trip_and_garbage_is_an_error() {
-        let env = Envelope {
+    fn requests_round_trip_and_garbage_is_an_error() {
+        let header = StreamHeader {
             version: GEO_VERSION,
             token: Some("t".into()),
             from_site: "west".into(),
-            request: GeoRequest::Step(GeoOp::Resolve {
-                obj: ObjKey::new("s", "k"),
-                transfer: 9,
-            }),
         };
-        assert_eq!(decode::<Envelope>(&encode(&env)).unwrap(), env);
-        assert!(decode::<Envelope>(&[0xff; 7]).is_err());
+        let request = GeoRequest::Step(GeoOp::Resolve {
+            obj: ObjKey::new("s", "k"),
+            transfer: 9,
+        });
+        let bytes = encode_request(&header, &request);
+        let len = u16::from_le_bytes([bytes[0], bytes[1]]) as usize;
+        assert_eq!(decode::<StreamHeader>(&bytes[2..2 + len]).unwrap(), header);
+        assert_eq!(decode::<GeoRequest>(&bytes[2 + len..]).unwrap(), request);
+        assert!(decode::<StreamHeader>(&[0xff; 7]).is_err());
     }
 }
