@@ -195,7 +195,14 @@ impl Connection {
                 server_nonce,
                 server_mac,
             } => (server_nonce, server_mac),
-            other => return Ok(other),
+            // Anything else, a welcome above all, is not a node of this cluster.
+            Reply::Unauthorized => return Err(ClientError::Unauthorized),
+            other => {
+                return Err(ClientError::Connect {
+                    addr: self.addr.clone(),
+                    reason: format!("not a node: it answered the peer handshake with {other:?}"),
+                })
+            }
         };
         if server_nonce.len() != peer_auth::NONCE_BYTES
             || !key.verify_server(&node_nonce, &server_nonce, &server_mac)
@@ -210,7 +217,14 @@ impl Connection {
         let proof = Request::PeerProof {
             node_mac: key.node_mac(&server_nonce, &node_nonce),
         };
-        self.call(&proof, timeout).await
+        match self.call(&proof, timeout).await? {
+            welcome @ Reply::Welcome { .. } => Ok(welcome),
+            Reply::Unauthorized => Err(ClientError::Unauthorized),
+            other => Err(ClientError::Connect {
+                addr: self.addr.clone(),
+                reason: format!("unexpected answer to the peer proof: {other:?}"),
+            }),
+        }
     }
 
     /// The node's address.

@@ -89,8 +89,8 @@ struct ServeArgs {
     /// nodes present their --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_client_ca: Option<std::path::PathBuf>,
-    /// PEM certificates trusted for the other nodes' ports (default: those in
-    /// --tls-cert).
+    /// PEM certificates trusted for the other nodes' ports (default: --tls-cert, when it
+    /// is a single certificate; required when it holds a chain).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_ca: Option<std::path::PathBuf>,
     /// A connection must authenticate within this long, e.g. 5s.
@@ -103,6 +103,9 @@ struct ServeArgs {
     /// Connections open at once; more are refused (grid_connections_refused_total).
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// Connections that have not authenticated yet; more are refused at accept.
+    #[arg(long, default_value_t = 1_000)]
+    max_unauthenticated: usize,
     /// Requests one connection may have running at once; past it the node reads no
     /// more from it until one finishes.
     #[arg(long, default_value_t = 1024)]
@@ -286,6 +289,7 @@ impl ServeArgs {
                 hello_timeout: self.hello_timeout,
                 idle_timeout: self.idle_timeout,
                 max_connections: self.max_connections,
+                max_unauthenticated: self.max_unauthenticated,
                 max_in_flight: self.max_in_flight,
                 max_lock_waits: self.max_lock_waits,
                 reply_queue_bytes: self.reply_queue_bytes,

@@ -132,8 +132,8 @@ pub struct NodeTls {
     /// signed by one of these.
     pub client_ca: Option<PathBuf>,
     /// `--tls-ca`: certificates trusted for other nodes' ports, for this node's own peer
-    /// connections. Default: the certificates in `cert` (nodes sharing one CA-signed
-    /// chain, or one certificate).
+    /// connections. Default: `cert` itself when it is a single certificate (nodes sharing
+    /// one); required when `cert` holds a chain.
     pub peer_ca: Option<PathBuf>,
 }
 
@@ -174,6 +174,9 @@ pub enum ConfigError {
     /// An empty admin token.
     #[error("--admin-token must not be empty")]
     EmptyAdminToken,
+    /// Each plane needs its own credential.
+    #[error("--admin-token must differ from --auth-token and --cluster-secret: each plane has its own credential")]
+    SharedAdminToken,
     /// The value limit must leave room for a value and fit the frame length field.
     #[error("--max-value-bytes {value} must be between 1 and {max}")]
     MaxValueBytes {
@@ -219,6 +222,12 @@ impl NodeConfig {
         self.validate_cluster_secret()?;
         match (&self.admin_token, self.admin) {
             (Some(t), _) if t.is_empty() => return Err(ConfigError::EmptyAdminToken),
+            (Some(t), _)
+                if self.auth_token.as_ref() == Some(t)
+                    || self.cluster_secret.as_ref() == Some(t) =>
+            {
+                return Err(ConfigError::SharedAdminToken)
+            }
             (None, Some(addr)) if !addr.ip().is_loopback() => {
                 return Err(ConfigError::NeedsAdminToken { addr })
             }
@@ -230,6 +239,7 @@ impl NodeConfig {
             ("--idle-timeout", limits.idle_timeout.is_zero()),
             ("--write-timeout", limits.write_timeout.is_zero()),
             ("--max-connections", limits.max_connections == 0),
+            ("--max-unauthenticated", limits.max_unauthenticated == 0),
             ("--max-in-flight", limits.max_in_flight == 0),
             ("--reply-queue-bytes", limits.reply_queue_bytes == 0),
         ] {
@@ -429,6 +439,12 @@ mod tests {
             ..public.clone()
         };
         assert_eq!(same.validate(), Err(ConfigError::SecretIsToken));
+        let shared_admin = NodeConfig {
+            cluster_secret: Some("a long cluster secret".into()),
+            admin_token: Some("s3cret".into()),
+            ..public.clone()
+        };
+        assert_eq!(shared_admin.validate(), Err(ConfigError::SharedAdminToken));
         let ok = NodeConfig {
             cluster_secret: Some("a long cluster secret".into()),
             ..public

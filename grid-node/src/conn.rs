@@ -49,6 +49,8 @@ use transport::{establish, Refusal, Stream};
 
 /// Largest batch the writer gathers before writing.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// Write buffer capacity kept between batches; a larger one is released.
+const KEEP_BUFFER_BYTES: usize = 1024 * 1024;
 /// How long a closing connection may take to flush its last replies.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
 /// Most namespaces one connection may register for.
@@ -82,6 +84,9 @@ pub struct ConnContext {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The cluster secret peers must prove.
     pub peer_key: PeerKey,
+    /// Connections that have not authenticated yet, node-wide (see
+    /// [`crate::limits::ConnLimits::max_unauthenticated`]).
+    pub unauthenticated: Arc<AtomicUsize>,
 }
 
 impl ConnContext {
@@ -100,11 +105,15 @@ pub async fn serve(tcp: TcpStream, from: SocketAddr, ctx: ConnContext) {
     inc(&node.metrics.connections_total);
     inc(&node.metrics.connections_open);
     let _ = tcp.set_nodelay(true);
-    let limits = node.config().limits.clone();
-    match establish(tcp, ctx.tls.as_ref(), limits.hello_timeout).await {
-        Ok(stream) => run(stream, from, &ctx).await,
+    // One deadline for everything before authentication: first byte, TLS, hello.
+    let hello_deadline = Instant::now() + node.config().limits.hello_timeout;
+    let established = tokio::time::timeout_at(hello_deadline, establish(tcp, ctx.tls.as_ref()))
+        .await
+        .unwrap_or(Err(Refusal::Silent));
+    match established {
+        Ok(stream) => run(stream, from, &ctx, hello_deadline).await,
         Err(refusal) => {
-            if matches!(refusal, Refusal::Silent(_)) {
+            if matches!(refusal, Refusal::Silent) {
                 inc(&node.metrics.connections_timed_out_total);
             }
             tracing::debug!(%from, reason = %refusal, "connection closed before its first frame");
@@ -126,9 +135,32 @@ struct Session {
     lock_waits: Arc<AtomicUsize>,
 }
 
-async fn run(stream: Box<dyn Stream>, from: SocketAddr, ctx: &ConnContext) {
+/// Counts a connection among the unauthenticated until it proves something or closes.
+struct Unproven<'a>(Option<&'a AtomicUsize>);
+
+impl Unproven<'_> {
+    fn proven(&mut self) {
+        if let Some(count) = self.0.take() {
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Unproven<'_> {
+    fn drop(&mut self) {
+        self.proven();
+    }
+}
+
+async fn run(
+    stream: Box<dyn Stream>,
+    from: SocketAddr,
+    ctx: &ConnContext,
+    hello_deadline: Instant,
+) {
     let node = &ctx.node;
     let limits = node.config().limits.clone();
+    let mut unproven = Unproven(Some(&ctx.unauthenticated));
     let (rd, wr) = tokio::io::split(stream);
     let mut frames = FramedRead::new(rd, FrameCodec::new(PRE_AUTH_MAX_FRAME));
     let (tx, queue) = reply_queue::channel(limits.reply_queue_bytes);
@@ -145,44 +177,39 @@ async fn run(stream: Box<dyn Stream>, from: SocketAddr, ctx: &ConnContext) {
         subscriptions: Vec::new(),
         lock_waits: Arc::default(),
     };
-    let gate = ctx.gate();
-    if session.auth.acts_as_client(&gate) {
-        frames
-            .decoder_mut()
-            .set_max_frame(node.config().max_frame());
-    }
-    let hello_deadline = Instant::now() + limits.hello_timeout;
-    let mut last_frame = Instant::now();
+    // Frames received and replies sent both count as activity for the idle timeout.
+    let mut last_activity = Instant::now();
 
     loop {
-        let awaiting_proof = session.auth.awaits_proof(&gate);
+        let awaiting_proof = session.auth.awaits_proof();
         let idle = !awaiting_proof && pending.is_empty() && session.subscriptions.is_empty();
         let deadline = if awaiting_proof {
             hello_deadline
         } else {
-            last_frame + limits.idle_timeout
+            last_activity + limits.idle_timeout
         };
         let step = tokio::select! {
+            // Frames before the timer: a request that just arrived is never dropped for
+            // idleness.
+            biased;
             _ = ctx.shutdown.cancelled() => break,
-            _ = tokio::time::sleep_until(deadline), if awaiting_proof || idle => {
-                inc(&node.metrics.connections_timed_out_total);
-                let what = if awaiting_proof { "no authentication" } else { "idle" };
-                tracing::debug!(%from, "closing connection: {what} within its limit");
-                break;
-            }
-            Some((id, reply)) = pending.next(), if !pending.is_empty() => Step::Reply(id, reply),
+            // The writer stopped (write timeout, broken socket): nothing more can be said.
+            _ = tx.closed() => break,
             frame = frames.next(), if pending.len() < limits.max_in_flight => match frame {
                 None => break,
                 Some(Ok(frame)) => {
-                    last_frame = Instant::now();
-                    let was_peer = session.auth.is_peer();
-                    let was_client = session.auth.acts_as_client(&gate);
+                    last_activity = Instant::now();
+                    let was_proving = session.auth.awaits_proof();
                     let step = handle(ctx, &mut session, frame, from);
-                    if session.auth.is_peer() && !was_peer {
-                        inc(&node.metrics.peer_connections_total);
-                        frames.decoder_mut().set_max_frame(PEER_MAX_FRAME);
-                    } else if session.auth.acts_as_client(&gate) && !was_client {
-                        frames.decoder_mut().set_max_frame(node.config().max_frame());
+                    if was_proving && !session.auth.awaits_proof() {
+                        unproven.proven();
+                        let limit = if session.auth.is_peer() {
+                            inc(&node.metrics.peer_connections_total);
+                            PEER_MAX_FRAME
+                        } else {
+                            node.config().max_frame()
+                        };
+                        frames.decoder_mut().set_max_frame(limit);
                     }
                     step
                 }
@@ -191,23 +218,27 @@ async fn run(stream: Box<dyn Stream>, from: SocketAddr, ctx: &ConnContext) {
                     None => break,
                 },
             },
+            Some((id, reply)) = pending.next(), if !pending.is_empty() => Step::Reply(id, reply),
+            _ = tokio::time::sleep_until(deadline), if awaiting_proof || idle => {
+                inc(&node.metrics.connections_timed_out_total);
+                let what = if awaiting_proof { "no authentication" } else { "idle" };
+                tracing::debug!(%from, "closing connection: {what} within its limit");
+                break;
+            }
         };
-        let sent = match step {
-            Step::Reply(id, reply) => tx.send(id, reply).await,
+        let (reply, close) = match step {
+            Step::Reply(id, reply) => ((id, reply), false),
+            Step::Close(id, reply) => ((id, reply), true),
             Step::Later(future) => {
                 pending.push(future);
-                Ok(())
-            }
-            Step::Close(id, reply) => {
-                let _ = tx.send(id, reply).await;
-                break;
+                continue;
             }
             Step::Subscribe(id, namespace) => {
                 let reply = if session.subscriptions.len() >= MAX_SUBSCRIPTIONS {
-                    inc(&node.metrics.bad_requests_total);
-                    Reply::BadRequest {
-                        reason: format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"),
-                    }
+                    bad_request(
+                        node,
+                        format!("at most {MAX_SUBSCRIPTIONS} subscriptions per connection"),
+                    )
                 } else {
                     let hub = node.cluster().events();
                     session
@@ -215,14 +246,13 @@ async fn run(stream: Box<dyn Stream>, from: SocketAddr, ctx: &ConnContext) {
                         .push(hub.subscribe(namespace, tx.clone()));
                     Reply::Subscribed
                 };
-                tx.send(id, reply).await
+                ((id, reply), false)
             }
             Step::Ack(id, event) => {
                 let mine: Vec<u64> = session.subscriptions.iter().map(Subscription::id).collect();
                 let reply = if node.cluster().events().ack(event, &mine) {
                     Reply::Acked
                 } else {
-                    inc(&node.metrics.bad_requests_total);
                     Reply::BadRequest {
                         reason: format!(
                             "event {}:{} is not awaiting this connection's acknowledgement",
@@ -230,10 +260,16 @@ async fn run(stream: Box<dyn Stream>, from: SocketAddr, ctx: &ConnContext) {
                         ),
                     }
                 };
-                tx.send(id, reply).await
+                ((id, reply), false)
             }
         };
-        if sent.is_err() {
+        // Waits while the client has its budget of replies unread; shutdown still ends it.
+        let sent = tokio::select! {
+            sent = tx.send(reply.0, reply.1) => sent,
+            _ = ctx.shutdown.cancelled() => break,
+        };
+        last_activity = Instant::now();
+        if sent.is_err() || close {
             break;
         }
     }
@@ -294,29 +330,19 @@ fn handle(ctx: &ConnContext, session: &mut Session, frame: Frame, from: SocketAd
     }
     let peer = session.auth.is_peer();
     match request {
+        // Answered by `handshake` above; never reached, and harmless if it were.
         Request::Hello { .. } | Request::PeerHello { .. } | Request::PeerProof { .. } => {
-            unreachable!("handshake messages are answered above")
+            Step::Close(id, bad_request(node, "unexpected handshake message"))
         }
         Request::Ping => Step::Reply(id, Reply::Pong),
         Request::Status => {
             Step::Reply(id, Reply::Status(Box::new(node.status(ctx.listen.clone()))))
         }
         Request::GetMap => Step::Reply(id, Reply::Map(Box::new(node.map()))),
-        Request::Op(op) => {
-            let waits = parks_for_lock(&op);
-            let limit = node.config().limits.max_lock_waits;
-            let guard = match waits.then(|| LockWait::enter(&session.lock_waits, limit)) {
-                Some(None) => {
-                    return Step::Reply(
-                        id,
-                        bad_request(
-                            node,
-                            format!("at most {limit} lock waits per connection (--max-lock-waits)"),
-                        ),
-                    )
-                }
-                Some(Some(guard)) => Some(guard),
-                None => None,
+        Request::Op(mut op) => {
+            let guard = match lock_wait(node, session, &mut op) {
+                Ok(guard) => guard,
+                Err(reply) => return Step::Reply(id, reply),
             };
             let node = Arc::clone(node);
             Step::Later(Box::pin(async move {
@@ -343,14 +369,23 @@ fn handle(ctx: &ConnContext, session: &mut Session, frame: Frame, from: SocketAd
             Ok(()) => Step::Subscribe(id, namespace),
             Err(e) => Step::Reply(id, bad_request(node, e.to_string())),
         },
-        Request::Pull { op, remote_stores } => {
+        Request::Pull {
+            mut op,
+            remote_stores,
+        } => {
             if let Err(err) = grid_proto::check_op(&op, node.config().max_value_bytes) {
                 return Step::Reply(id, bad_request(node, err.to_string()));
             }
+            let guard = match lock_wait(node, session, &mut op) {
+                Ok(guard) => guard,
+                Err(reply) => return Step::Reply(id, reply),
+            };
             let node = Arc::clone(node);
-            Step::Later(Box::pin(
-                async move { (id, node.pull(op, remote_stores).await) },
-            ))
+            Step::Later(Box::pin(async move {
+                let reply = node.pull(op, remote_stores).await;
+                drop(guard);
+                (id, reply)
+            }))
         }
         Request::Geo(_) if !peer => Step::Reply(
             id,
@@ -369,9 +404,29 @@ fn handle(ctx: &ConnContext, session: &mut Session, frame: Frame, from: SocketAd
     }
 }
 
-/// True for an operation that may park in the object's lock queue.
-fn parks_for_lock(op: &Op) -> bool {
-    matches!(op, Op::ReadAndLock { wait_ms, .. } if *wait_ms > 0)
+/// Longest lock wait a request may ask for: a wait keeps a place in the connection's
+/// lock waits and exempts it from the idle timeout.
+const MAX_LOCK_WAIT_MS: u64 = 15 * 60 * 1000;
+
+/// A place among the connection's lock waits for an operation that may park in a lock
+/// queue (its wait capped at [`MAX_LOCK_WAIT_MS`]), or the refusal past
+/// `--max-lock-waits`. Operations that never wait need no place.
+fn lock_wait(node: &Node, session: &Session, op: &mut Op) -> Result<Option<LockWait>, Reply> {
+    let Op::ReadAndLock { wait_ms, .. } = op else {
+        return Ok(None);
+    };
+    if *wait_ms == 0 {
+        return Ok(None);
+    }
+    *wait_ms = (*wait_ms).min(MAX_LOCK_WAIT_MS);
+    let limit = node.config().limits.max_lock_waits;
+    match LockWait::enter(&session.lock_waits, limit) {
+        Some(guard) => Ok(Some(guard)),
+        None => Err(bad_request(
+            node,
+            format!("at most {limit} lock waits per connection (--max-lock-waits)"),
+        )),
+    }
 }
 
 /// One of a connection's parked lock waits; leaving frees its place.
@@ -426,9 +481,24 @@ fn frame_error_reply(node: &Node, err: FrameError) -> Option<(u64, Reply)> {
     }
 }
 
-/// Writes queued replies in batches. A write that makes no progress within
-/// `write_timeout` (the client stopped reading) ends the connection: dropping the queue
-/// wakes the reader, whose next send fails.
+/// Writes `buf`, allowing `write_timeout` for each step of progress: a slow reader is
+/// served, one that reads nothing is given up on. False when the client is gone or stuck.
+async fn write_with_progress(
+    wr: &mut WriteHalf<Box<dyn Stream>>,
+    mut buf: &[u8],
+    write_timeout: Duration,
+) -> bool {
+    while !buf.is_empty() {
+        match tokio::time::timeout(write_timeout, wr.write(buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            Ok(Ok(n)) => buf = &buf[n..],
+        }
+    }
+    true
+}
+
+/// Writes queued replies in batches. A client that reads nothing for `write_timeout`
+/// ends the connection: dropping the queue wakes the reader, which stops.
 async fn write_replies(
     mut wr: WriteHalf<Box<dyn Stream>>,
     mut queue: ReplyQueue,
@@ -449,17 +519,18 @@ async fn write_replies(
                 None => break,
             }
         }
-        match tokio::time::timeout(write_timeout, wr.write_all(&buf)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return,
-            Err(_) => {
-                inc(&node.metrics.connections_timed_out_total);
-                tracing::info!("closing a connection whose client stopped reading its replies");
-                return;
-            }
+        if !write_with_progress(&mut wr, &buf, write_timeout).await {
+            inc(&node.metrics.connections_timed_out_total);
+            tracing::info!("closing a connection whose client stopped reading its replies");
+            return;
         }
-        buf.clear();
         drop(batch);
+        // A large reply leaves a large buffer behind; give it back rather than keep it.
+        if buf.capacity() > KEEP_BUFFER_BYTES {
+            buf = BytesMut::with_capacity(64 * 1024);
+        } else {
+            buf.clear();
+        }
     }
     let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
 }

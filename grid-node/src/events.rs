@@ -41,8 +41,8 @@ struct Subscriber {
 enum Delivery {
     /// Handed to subscriber `to`; handed again to another after `until`.
     Sent { to: u64, until: Millis },
-    /// Acknowledged; waiting for `AckEvents` to commit.
-    Acked,
+    /// Acknowledged by subscriber `by`; waiting for `AckEvents` to commit.
+    Acked { by: u64 },
 }
 
 #[derive(Debug, Default)]
@@ -154,12 +154,11 @@ impl EventHub {
             .and_then(|p| p.get_mut(&id.seq))
         {
             Some(d) => match *d {
-                Delivery::Sent { to, .. } if by.contains(&to) => {
-                    *d = Delivery::Acked;
+                Delivery::Sent { to, .. } | Delivery::Acked { by: to } if by.contains(&to) => {
+                    *d = Delivery::Acked { by: to };
                     true
                 }
-                Delivery::Sent { .. } => false,
-                Delivery::Acked => true,
+                Delivery::Sent { .. } | Delivery::Acked { .. } => false,
             },
             None => false,
         }
@@ -186,7 +185,7 @@ impl EventHub {
                 break;
             }
             let previous = match deliveries.get(&seq) {
-                Some(Delivery::Acked) => continue,
+                Some(Delivery::Acked { .. }) => continue,
                 Some(Delivery::Sent { until, .. }) if *until > now => continue,
                 Some(Delivery::Sent { to, .. }) => Some(*to),
                 None => None,
@@ -229,7 +228,7 @@ impl EventHub {
             .get(&partition)
             .map(|d| {
                 d.iter()
-                    .filter(|(_, d)| **d == Delivery::Acked)
+                    .filter(|(_, d)| matches!(d, Delivery::Acked { .. }))
                     .map(|(seq, _)| *seq)
                     .collect()
             })

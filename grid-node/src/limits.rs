@@ -25,6 +25,10 @@ pub struct ConnLimits {
     /// `--max-connections` (default 10,000): connections open at once, authenticated or
     /// not; more are refused at accept (counted in `grid_connections_refused_total`).
     pub max_connections: usize,
+    /// `--max-unauthenticated` (default 1,000): connections that have not said hello or
+    /// proved the cluster secret yet; more are refused at accept, so a flood of silent
+    /// connections cannot take every place.
+    pub max_unauthenticated: usize,
     /// `--max-in-flight` (default 1,024): requests one connection may have running at
     /// once; past it the node stops reading that connection until one finishes.
     pub max_in_flight: usize,
@@ -45,6 +49,7 @@ impl Default for ConnLimits {
             hello_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
             max_connections: 10_000,
+            max_unauthenticated: 1_000,
             max_in_flight: 1024,
             max_lock_waits: 256,
             reply_queue_bytes: 32 * 1024 * 1024,

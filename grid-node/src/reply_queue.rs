@@ -110,6 +110,11 @@ impl ReplySink {
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }
+
+    /// Completes when the writer has stopped.
+    pub async fn closed(&self) {
+        self.tx.closed().await;
+    }
 }
 
 impl ReplyQueue {

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,6 +186,7 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
         shutdown: shutdown.clone(),
         tls: acceptor,
         peer_key,
+        unauthenticated: Arc::default(),
     };
     tasks.spawn(accept_loop(listener, ctx.clone(), grace));
     // Peers must reach this node while it joins, so the listener is up first.
@@ -228,12 +230,18 @@ async fn accept_loop(listener: TcpListener, ctx: ConnContext, grace: Duration) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, from)) => {
                     let node = &ctx.node;
-                    if conns.len() >= node.config().limits.max_connections {
+                    while conns.try_join_next().is_some() {}
+                    let limits = &node.config().limits;
+                    let unproven = ctx.unauthenticated.load(Ordering::Acquire);
+                    if conns.len() >= limits.max_connections
+                        || unproven >= limits.max_unauthenticated
+                    {
                         inc(&node.metrics.connections_refused_total);
-                        refused.note(from);
+                        refused.note(from, unproven >= limits.max_unauthenticated);
                         drop(stream);
                         continue;
                     }
+                    ctx.unauthenticated.fetch_add(1, Ordering::AcqRel);
                     tracing::debug!(%from, "connection accepted");
                     conns.spawn(conn::serve(stream, from, ctx.clone()));
                 }
@@ -263,13 +271,18 @@ struct RefusalLog {
 impl RefusalLog {
     const EVERY: Duration = Duration::from_secs(10);
 
-    fn note(&mut self, from: SocketAddr) {
+    fn note(&mut self, from: SocketAddr, unauthenticated: bool) {
         self.since += 1;
         if self.last.is_none_or(|t| t.elapsed() >= Self::EVERY) {
+            let limit = if unauthenticated {
+                "--max-unauthenticated"
+            } else {
+                "--max-connections"
+            };
             tracing::warn!(
                 %from,
                 refused = self.since,
-                "connection refused: --max-connections are open"
+                "connection refused: {limit} reached"
             );
             self.last = Some(std::time::Instant::now());
             self.since = 0;

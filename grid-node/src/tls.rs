@@ -38,7 +38,15 @@ pub fn server_config(files: &NodeTls) -> Result<Arc<rustls::ServerConfig>, TlsEr
 pub fn peer_client(files: &NodeTls) -> Result<ClientTls, TlsError> {
     let roots = match &files.peer_ca {
         Some(ca) => load_roots("--tls-ca", ca)?,
-        None => load_roots("--tls-cert", &files.cert)?,
+        // Only a lone certificate may stand for its own trust: a chain would make its
+        // issuers (perhaps a public CA) roots for the peer plane.
+        None if load_certs("--tls-cert", &files.cert)?.len() == 1 => {
+            load_roots("--tls-cert", &files.cert)?
+        }
+        None => return Err(TlsError::Settings(
+            "--tls-cert holds a chain: set --tls-ca to the CA that signs the nodes' certificates"
+                .into(),
+        )),
     };
     let identity = (
         load_certs("--tls-cert", &files.cert)?,

@@ -19,6 +19,8 @@ pub const PROTOCOL_VERSION: u8 = 3;
 const LEN_BYTES: usize = 4;
 /// Bytes after the length that every frame carries: version and request id.
 const HEADER_BYTES: usize = 1 + 8;
+/// Most buffer reserved ahead of the bytes received, while a frame arrives.
+const RESERVE_STEP: usize = 64 * 1024;
 /// Bytes of a frame besides its payload: length, version and request id.
 pub const FRAME_HEADER_BYTES: usize = LEN_BYTES + HEADER_BYTES;
 
@@ -116,8 +118,9 @@ impl Decoder for FrameCodec {
             }
         }
         if src.len() < LEN_BYTES + len {
-            // Bounded by the limit checked above.
-            src.reserve(LEN_BYTES + len - src.len());
+            // Bounded by the limit checked above, and reserved a step at a time: a header
+            // alone announcing a large frame costs no more than the step.
+            src.reserve((LEN_BYTES + len - src.len()).min(RESERVE_STEP));
             return Ok(None);
         }
         src.advance(LEN_BYTES + 1);

@@ -479,3 +479,67 @@ async fn max_memory_bounds_every_value_byte_the_node_holds() {
         "the newest stays"
     );
 }
+
+#[tokio::test]
+async fn a_node_never_takes_an_impostor_for_a_peer() {
+    use grid_client::conn::{Connection, Dial};
+    use grid_proto::FrameCodec;
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::FramedRead;
+    // A server that welcomes anything, without knowing the secret.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let impostor = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let (stream, _) = listener.accept().await.unwrap();
+        let (rd, mut wr) = stream.into_split();
+        let mut frames = FramedRead::new(rd, FrameCodec::new(4096));
+        let frame = frames.next().await.unwrap().unwrap();
+        let welcome = Reply::Welcome {
+            server_version: "0".into(),
+            max_value_bytes: 1,
+        };
+        let mut out = BytesMut::new();
+        encode_frame(&mut out, frame.request_id, &encode(&welcome));
+        wr.write_all(&out).await.unwrap();
+        // Keep the socket open until the dialer gives up.
+        let _ = frames.next().await;
+    });
+    let dial = Dial {
+        auth_token: None,
+        client_name: "node".into(),
+        connect_timeout: DEADLINE,
+        tls: None,
+        peer_key: Some(PeerKey::new(SECRET.as_bytes())),
+    };
+    let err = Connection::open(&addr, &dial)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a node"), "{err}");
+    impostor.abort();
+}
+
+#[tokio::test]
+async fn without_a_token_the_pre_authentication_bounds_still_hold() {
+    let node = NodeProcess::start(BIN, &["--hello-timeout", "1s"]).unwrap();
+    // A large frame before the hello: refused from its header.
+    let mut big = RawConn::connect(node.client_addr()).await.unwrap();
+    big.send_bytes(&(15u32 << 20).to_le_bytes()).await.unwrap();
+    assert!(matches!(
+        big.recv_until_closed().await.unwrap().as_slice(),
+        [(0, Reply::TooLarge { limit: 4096, .. })]
+    ));
+    // No hello at all: closed at the deadline, even while it sends small requests.
+    let mut silent = RawConn::connect(node.client_addr()).await.unwrap();
+    assert_eq!(silent.call(1, &Request::Ping).await.unwrap(), Reply::Pong);
+    assert_eq!(silent.recv().await.unwrap(), Received::Closed);
+    // After a hello, values of any allowed size go through.
+    let client = GridClient::connect(&node.connection_string(""))
+        .await
+        .unwrap();
+    client
+        .put("ns", "big", vec![1u8; 1 << 20], Timeout::None)
+        .await
+        .unwrap();
+}

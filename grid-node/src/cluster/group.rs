@@ -199,28 +199,37 @@ impl PartitionGroup {
         }
     }
 
-    /// Asks the next housekeeping (as leader) to evict `bytes` of least recently used
-    /// objects; replaces an earlier request not yet acted on.
     /// Value bytes held in the group's Raft log.
     pub fn log_bytes(&self) -> u64 {
         self.log_bytes.load(Ordering::Relaxed)
     }
 
-    /// Compacts the log: a snapshot of the state machine, then a purge of the entries it
-    /// covers. Called when the log holds more value bytes than the node can spare; the
-    /// entries a lagging follower still needs are replaced by that snapshot.
-    pub async fn compact_log(&self) {
-        let before = self.raft.metrics().borrow().snapshot;
+    /// Compacts the log: a snapshot of the state machine (waited for, up to `limit`),
+    /// then a purge of the entries it covers. Called when the log holds more value bytes
+    /// than the node can spare; the entries a lagging follower still needs are replaced
+    /// by that snapshot.
+    pub async fn compact_log(&self, limit: Duration) {
+        let applied = self.raft.metrics().borrow().last_applied;
         let _ = self.raft.trigger().snapshot().await;
-        let snapshot = self.raft.metrics().borrow().snapshot;
-        match snapshot {
-            Some(at) if Some(at) != before || self.log_bytes() > 0 => {
-                let _ = self.raft.trigger().purge_log(at.index).await;
+        let mut metrics = self.raft.metrics();
+        let built = tokio::time::timeout(limit, async {
+            loop {
+                let snapshot = metrics.borrow_and_update().snapshot;
+                if snapshot.is_some() && snapshot >= applied {
+                    return snapshot;
+                }
+                if metrics.changed().await.is_err() {
+                    return None;
+                }
             }
-            _ => {}
+        });
+        if let Ok(Some(at)) = built.await {
+            let _ = self.raft.trigger().purge_log(at.index).await;
         }
     }
 
+    /// Asks the next housekeeping (as leader) to evict `bytes` of least recently used
+    /// objects; replaces an earlier request not yet acted on.
     pub fn request_eviction(&self, bytes: u64) {
         self.evict_bytes.store(bytes, Ordering::Relaxed);
     }

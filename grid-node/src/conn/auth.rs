@@ -64,9 +64,11 @@ impl Auth {
         *self == Auth::Peer
     }
 
-    /// True while the connection must still authenticate before its hello deadline.
-    pub fn awaits_proof(&self, gate: &Gate<'_>) -> bool {
-        !self.acts_as_client(gate)
+    /// True until the connection has said hello or proved the secret: it must do so
+    /// before its hello deadline, with small frames. Without a token the node serves an
+    /// anonymous connection's requests meanwhile, but the bounds still hold.
+    pub fn awaits_proof(&self) -> bool {
+        matches!(self, Auth::Anonymous | Auth::Challenged { .. })
     }
 
     /// Handles a handshake message (`Hello`, `PeerHello`, `PeerProof`) and moves on;

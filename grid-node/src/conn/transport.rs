@@ -21,9 +21,9 @@ const TLS_HANDSHAKE: u8 = 0x16;
 /// Why a connection ended before its first frame.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    /// Nothing arrived before the hello deadline.
-    #[error("no data within {0:?}")]
-    Silent(Duration),
+    /// Nothing, or no finished TLS handshake, before the hello deadline.
+    #[error("nothing within the hello deadline")]
+    Silent,
     /// The peer closed or the socket failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -38,18 +38,17 @@ pub enum Refusal {
     Handshake(String),
 }
 
-/// Waits (up to `deadline`) for the client's first byte and sets up the stream: TLS when
-/// `tls` is given, plaintext otherwise.
+/// Waits for the client's first byte and sets up the stream: TLS when `tls` is given,
+/// plaintext otherwise. The caller bounds it with the hello deadline.
+///
+/// One byte tells them apart: a frame's length is its 9 header bytes plus rkyv output,
+/// which is padded to its alignment, so the low byte of a length is never 0x16.
 pub async fn establish(
     tcp: TcpStream,
     tls: Option<&Arc<rustls::ServerConfig>>,
-    deadline: Duration,
 ) -> Result<Box<dyn Stream>, Refusal> {
-    let started = tokio::time::Instant::now();
     let mut first = [0u8; 1];
-    let peeked = tokio::time::timeout(deadline, tcp.peek(&mut first))
-        .await
-        .map_err(|_| Refusal::Silent(deadline))??;
+    let peeked = tcp.peek(&mut first).await?;
     if peeked == 0 {
         return Err(Refusal::Io(std::io::ErrorKind::UnexpectedEof.into()));
     }
@@ -62,10 +61,9 @@ pub async fn establish(
         }
         (Some(config), true) => {
             let acceptor = TlsAcceptor::from(Arc::clone(config));
-            let left = deadline.saturating_sub(started.elapsed());
-            let stream = tokio::time::timeout(left, acceptor.accept(tcp))
+            let stream = acceptor
+                .accept(tcp)
                 .await
-                .map_err(|_| Refusal::Silent(deadline))?
                 .map_err(|e| Refusal::Handshake(e.to_string()))?;
             Ok(Box::new(stream))
         }

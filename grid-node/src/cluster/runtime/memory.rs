@@ -19,6 +19,10 @@ const LOW_WATER: f64 = 0.9;
 /// Share of the limit the Raft logs of all hosted groups may hold before the largest are
 /// compacted (snapshot, then purge).
 const LOG_SHARE: f64 = 0.25;
+/// Longest a compaction waits for its snapshot.
+const COMPACT_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Least time between two compactions of one group.
+const COMPACT_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a node does with its memory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,7 +80,9 @@ impl ClusterNode {
         let node = Arc::clone(self);
         let task = async move {
             if let Some(group) = node.group(id) {
-                group.compact_log().await;
+                group.compact_log(COMPACT_LIMIT).await;
+                // One compaction per group per pause, however fast writes refill the log.
+                tokio::time::sleep(COMPACT_PAUSE).await;
             }
             lock(&node.compacting).remove(&id);
         };
@@ -88,8 +94,8 @@ impl ClusterNode {
         }
     }
 
-    /// Value bytes held over every hosted replica, as measured last (every reconcile
-    /// round).
+    /// Value bytes held over every hosted replica (objects, events, log entries), as
+    /// measured last (every reconcile round).
     pub fn memory_used(&self) -> u64 {
         self.memory_used.load(Ordering::Relaxed)
     }
@@ -118,6 +124,8 @@ impl ClusterNode {
                 led.push((g.id, objects));
             }
         }
+        // Eviction and refusals count log entries too (the limit is on every byte held);
+        // compaction keeps the logs' share small, so live objects go only for real need.
         self.memory_used.store(hosted, Ordering::Relaxed);
         if let Some(limit) = self.config.memory.max {
             for id in logs_to_compact(limit, &logs) {
