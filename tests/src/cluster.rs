@@ -158,48 +158,7 @@ impl TestCluster {
         let cs = self.connection_string(";requestTimeout=2s;connectTimeout=1s");
         let client = GridClient::connect(&cs).await?;
         let addrs: Vec<String> = self.live().map(|n| n.client_addr().to_string()).collect();
-        let last_seen = std::sync::Mutex::new(String::new());
-        let settled = wait_until("cluster settled", DEADLINE * 3, || {
-            let (client, addrs, last_seen) = (client.clone(), addrs.clone(), &last_seen);
-            async move {
-                client.refresh().await.ok()?;
-                let map = client.partition_map()?;
-                let active = map.nodes.iter().filter(|n| n.active).count();
-                let mut seen = format!("map epoch {}, {active} active; ", map.epoch);
-                let mut done = active == expected;
-                let mut led = 0u32;
-                for addr in &addrs {
-                    match client.node_status(addr).await {
-                        Ok(s) => {
-                            seen += &format!(
-                                "[node {} {addr}: epoch {}, hosts {}, leads {}, unsettled {}] ",
-                                s.node_id, s.map_epoch, s.partitions, s.partitions_led, s.unsettled
-                            );
-                            done &= s.unsettled == 0 && s.map_epoch == map.epoch;
-                            led += s.partitions_led;
-                        }
-                        Err(e) => {
-                            seen += &format!("[{addr}: {e}] ");
-                            done = false;
-                        }
-                    }
-                }
-                done &= led == map.partitions;
-                *last_seen
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = seen;
-                done.then_some(())
-            }
-        })
-        .await;
-        settled.with_context(|| {
-            format!(
-                "last seen: {}",
-                last_seen
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-            )
-        })
+        wait_settled_from(&client, &addrs, expected, None, DEADLINE * 3).await
     }
 
     /// Waits until leadership has spread: every live node leads within one partition of
@@ -308,6 +267,79 @@ impl TestCluster {
         }
         Ok(())
     }
+}
+
+/// Waits, through `client`, until `expected` nodes are active in the map, every node at
+/// `addrs` answers with the map's epoch and no unsettled groups, and every partition has a
+/// leader. With `replicas`, also until every partition's replica set holds that many
+/// distinct active nodes (full replication). The error names what was seen last.
+pub async fn wait_settled_from(
+    client: &GridClient,
+    addrs: &[String],
+    expected: usize,
+    replicas: Option<usize>,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let last_seen = std::sync::Mutex::new(String::new());
+    let settled = wait_until("cluster settled", deadline, || {
+        let last_seen = &last_seen;
+        async move {
+            client.refresh().await.ok()?;
+            let map = client.partition_map()?;
+            let active = map.nodes.iter().filter(|n| n.active).count();
+            let mut seen = format!("map epoch {}, {active} active; ", map.epoch);
+            let mut done = active == expected;
+            if let Some(want) = replicas {
+                let short = map
+                    .replicas
+                    .iter()
+                    .filter(|set| {
+                        let mut ids: Vec<u64> = set
+                            .iter()
+                            .copied()
+                            .filter(|id| map.nodes.iter().any(|n| n.id == *id && n.active))
+                            .collect();
+                        ids.sort_unstable();
+                        ids.dedup();
+                        ids.len() != want
+                    })
+                    .count();
+                seen += &format!("{short} partitions not on {want} nodes; ");
+                done &= short == 0 && map.replicas.len() == map.partitions as usize;
+            }
+            let mut led = 0u32;
+            for addr in addrs {
+                match client.node_status(addr).await {
+                    Ok(s) => {
+                        seen += &format!(
+                            "[node {} {addr}: epoch {}, hosts {}, leads {}, unsettled {}] ",
+                            s.node_id, s.map_epoch, s.partitions, s.partitions_led, s.unsettled
+                        );
+                        done &= s.unsettled == 0 && s.map_epoch == map.epoch;
+                        led += s.partitions_led;
+                    }
+                    Err(e) => {
+                        seen += &format!("[{addr}: {e}] ");
+                        done = false;
+                    }
+                }
+            }
+            done &= led == map.partitions;
+            *last_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = seen;
+            done.then_some(())
+        }
+    })
+    .await;
+    settled.with_context(|| {
+        format!(
+            "last seen: {}",
+            last_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        )
+    })
 }
 
 /// A minimal HTTP POST over loopback, for the admin endpoint.

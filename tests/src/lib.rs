@@ -1,11 +1,14 @@
 //! Harness for the integration and fault tests: real node processes on 127.0.0.1 with
-//! ephemeral ports, a raw protocol connection for sending bad input, and condition waits
-//! with deadlines (never fixed sleeps).
+//! ephemeral ports or on hosts made of network namespaces, a raw protocol connection for
+//! sending bad input, and condition waits with deadlines (never fixed sleeps).
 //!
 //! - [`process::NodeProcess`]: a `grid-node` process, killed by process id when dropped.
 //! - [`cluster::TestCluster`]: several node processes forming one cluster, with kills and
 //!   network partitions.
-//! - [`linearizability`]: a checker for recorded histories.
+//! - [`netns::Lab`]: hosts made of Linux network namespaces on one bridge, with links to
+//!   cut; [`netns::cluster::HostCluster`]: one node per host, clients on a host of their own.
+//! - [`linearizability`]: a checker for recorded histories; [`history`]: the register
+//!   workload that records them.
 //! - [`raw::RawConn`]: frames by hand, including malformed ones.
 //! - [`certs`]: a test CA and the certificates it signs, as PEM files.
 //! - [`http`]: web servers of the session demo as processes, and a minimal HTTP client.
@@ -13,8 +16,10 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod history;
 pub mod http;
 pub mod linearizability;
+pub mod netns;
 pub mod process;
 pub mod raw;
 

@@ -29,7 +29,26 @@ impl NodeProcess {
     /// Like [`NodeProcess::start`] at a given listen address (to restart a node where it
     /// was).
     pub fn start_at(bin: &str, listen: &str, args: &[&str]) -> anyhow::Result<Self> {
-        let mut cmd = Command::new(bin);
+        Self::start_through(&[], bin, listen, args)
+    }
+
+    /// Like [`NodeProcess::start_at`], run through a command `prefix` such as
+    /// `ip netns exec NS` (to start it on another host). The prefix must exec the node, not
+    /// fork it, so the process id is the node's and killing it by id stops the node.
+    pub fn start_through(
+        prefix: &[String],
+        bin: &str,
+        listen: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
         cmd.args(["--listen", listen]).args(args).env(
             "GRID_LOG",
             std::env::var("GRID_TEST_LOG").unwrap_or_else(|_| "warn,openraft=off".into()),

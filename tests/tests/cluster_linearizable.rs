@@ -6,143 +6,25 @@
 #![allow(clippy::unwrap_used)] // reason: integration tests; a panic is a failed test
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use grid_client::{ClientError, GridClient, Timeout};
-use grid_proto::{ObjKey, Op, Reply};
+use grid_client::GridClient;
 use grid_tests::cluster::TestCluster;
+use grid_tests::history::{recorded, History, RegisterWorkload};
 use grid_tests::linearizability::{
-    check_per_key, KeyedCheckResult, KeyedOperation, Operation, RegisterInput, RegisterOutput,
-    VersionedRegister,
+    check_per_key, KeyedCheckResult, RegisterOutput, VersionedRegister,
 };
 use grid_tests::{wait_until, DEADLINE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_test-node");
 const CLIENT_OPTS: &str = ";maxRequestRetries=8;requestTimeout=2s;connectTimeout=1s";
 const KEYS: usize = 4;
-const NS: &str = "lin";
-
-type History = Arc<Mutex<Vec<KeyedOperation<RegisterInput, RegisterOutput>>>>;
-
-/// A small deterministic generator, so a failing run can be told apart by its seed.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-/// Runs one operation and turns the reply into the model's output; `Err(true)` when the
-/// operation surely did not run (left out of the history), `Err(false)` when its outcome
-/// is unknown.
-async fn run(
-    client: &GridClient,
-    key: &str,
-    input: &RegisterInput,
-    raw: &Op,
-) -> Result<RegisterOutput, bool> {
-    let reply = match client.execute(raw.clone()).await {
-        Ok(reply) => reply,
-        Err(e) if e.did_not_run() => return Err(true),
-        Err(ClientError::Invalid(_)) => return Err(true),
-        Err(_) => return Err(false),
-    };
-    let _ = key;
-    Ok(match (input, reply) {
-        (RegisterInput::Read, Reply::Retrieved { value, info }) => {
-            RegisterOutput::ReadOk(Some((value.into(), info.version)))
-        }
-        (RegisterInput::Read, Reply::NotFound) => RegisterOutput::ReadOk(None),
-        (RegisterInput::Write(_), Reply::Added { version } | Reply::Updated { version }) => {
-            RegisterOutput::Written(version)
-        }
-        (RegisterInput::Cas { .. }, Reply::Updated { version }) => RegisterOutput::Written(version),
-        (RegisterInput::Cas { .. }, Reply::VersionMismatch { current }) => {
-            RegisterOutput::Mismatch(Some(current))
-        }
-        (RegisterInput::Cas { .. }, Reply::NotFound) => RegisterOutput::Mismatch(None),
-        (RegisterInput::Remove, Reply::Removed) => RegisterOutput::Removed(true),
-        (RegisterInput::Remove, Reply::NotFound) => RegisterOutput::Removed(false),
-        (_, Reply::NotLeader { .. } | Reply::Unavailable { .. }) => return Err(true),
-        (_, Reply::OutcomeUnknown { .. }) => return Err(false),
-        (input, other) => panic!("unexpected reply {other:?} to {input:?}"),
-    })
-}
-
-async fn client_loop(
-    client: GridClient,
-    id: usize,
-    epoch: Instant,
-    history: History,
-    stop: Arc<AtomicBool>,
-) {
-    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ (id as u64 + 1));
-    let mut seen_version = [0u64; KEYS];
-    for seq in 0..20_000u64 {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let k = (rng.next() % KEYS as u64) as usize;
-        let key = format!("k{k}");
-        let obj = ObjKey::new(NS, key.as_bytes().to_vec());
-        let value = format!("c{id}-{seq}").into_bytes();
-        let (input, raw) = match rng.next() % 10 {
-            0..=3 => (
-                RegisterInput::Read,
-                Op::Read {
-                    obj,
-                    cached_version: None,
-                },
-            ),
-            4..=7 => (
-                RegisterInput::Write(value.clone().into()),
-                Op::Put {
-                    obj,
-                    value,
-                    timeout: Timeout::None,
-                    lock_id: None,
-                },
-            ),
-            8 => (RegisterInput::Remove, Op::Remove { obj, lock_id: None }),
-            _ => (
-                RegisterInput::Cas {
-                    expected_version: seen_version[k],
-                    value: value.clone().into(),
-                },
-                Op::Update {
-                    obj,
-                    value,
-                    timeout: None,
-                    expected_version: Some(seen_version[k]),
-                    lock_id: None,
-                    unlock: false,
-                },
-            ),
-        };
-        let call = epoch.elapsed().as_nanos() as u64;
-        let result = run(&client, &key, &input, &raw).await;
-        let ret = epoch.elapsed().as_nanos() as u64;
-        let op = match result {
-            Ok(output) => {
-                match &output {
-                    RegisterOutput::ReadOk(Some((_, v)))
-                    | RegisterOutput::Written(v)
-                    | RegisterOutput::Mismatch(Some(v)) => seen_version[k] = *v,
-                    _ => {}
-                }
-                Operation::completed(id, call, ret, input, output)
-            }
-            Err(true) => continue,
-            Err(false) => Operation::indeterminate(id, call, input),
-        };
-        history.lock().unwrap().push(KeyedOperation { key, op });
-    }
-}
+const WORKLOAD: RegisterWorkload = RegisterWorkload {
+    namespace: "lin",
+    keys: KEYS,
+    max_ops: 20_000,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn history_under_leader_kill_and_partition_is_linearizable() {
@@ -157,7 +39,7 @@ async fn history_under_leader_kill_and_partition_is_linearizable() {
         let client = GridClient::connect(&cluster.connection_string(CLIENT_OPTS))
             .await
             .unwrap();
-        clients.push(tokio::spawn(client_loop(
+        clients.push(tokio::spawn(WORKLOAD.client_loop(
             client,
             id,
             epoch,
@@ -165,7 +47,6 @@ async fn history_under_leader_kill_and_partition_is_linearizable() {
             stop.clone(),
         )));
     }
-    let recorded = |h: &History| h.lock().unwrap().len();
     wait_until("ops before the kill", DEADLINE, || async {
         (recorded(&history) >= 300).then_some(())
     })
