@@ -55,7 +55,8 @@ async fn reads_and_writes_cross_hosts_with_the_token_only() {
     };
     let addrs = cluster.addrs();
     let cs = cluster.connection_string(CLIENT_OPTS);
-    let without_token = format!("bootstrapGateways={}{CLIENT_OPTS}", addrs.join(","));
+    let tls = cluster.security().tls_options();
+    let without_token = format!("bootstrapGateways={}{tls}{CLIENT_OPTS}", addrs.join(","));
 
     let (cs_in, addrs_in) = (cs.clone(), addrs.clone());
     cluster
@@ -103,12 +104,12 @@ async fn reads_and_writes_cross_hosts_with_the_token_only() {
 
             // The token is what admits a client, on every host.
             for addr in &addrs_in {
-                let cs = format!("bootstrapGateways={addr}{CLIENT_OPTS}");
+                let cs = format!("bootstrapGateways={addr}{tls}{CLIENT_OPTS}");
                 match GridClient::connect(&cs).await {
                     Err(ClientError::Unauthorized) => {}
                     other => anyhow::bail!("{addr} without a token: {other:?}"),
                 }
-                let cs = format!("bootstrapGateways={addr};authToken=guess{CLIENT_OPTS}");
+                let cs = format!("bootstrapGateways={addr};authToken=guess{tls}{CLIENT_OPTS}");
                 match GridClient::connect(&cs).await {
                     Err(ClientError::Unauthorized) => {}
                     other => anyhow::bail!("{addr} with a wrong token: {other:?}"),

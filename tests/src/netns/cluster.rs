@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use grid_client::GridClient;
 
+use crate::certs::{Identity, TestCa};
 use crate::cluster::wait_settled_from;
 use crate::netns::{lab_or_skip, Host, Lab};
 use crate::process::NodeProcess;
@@ -31,28 +32,63 @@ const QUERY_OPTS: &str = ";requestTimeout=2s;connectTimeout=1s;maxRequestRetries
 #[derive(Debug, Clone)]
 pub struct Security {
     auth_token: String,
+    cluster_secret: String,
+    admin_token: String,
+    /// The CA of the nodes' TLS certificates (its files live as long as it does).
+    ca: std::sync::Arc<TestCa>,
+    node_cert: Identity,
 }
 
 impl Security {
-    /// Fresh credentials for one test run.
-    pub fn generate() -> Self {
+    /// Fresh credentials for one test run: tokens, a cluster secret, and a CA-signed TLS
+    /// certificate naming every node address in `ips`.
+    pub fn generate(ips: &[String]) -> anyhow::Result<Self> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        Self {
-            auth_token: format!("lab-{:x}-{nanos:x}", std::process::id()),
-        }
+        let tag = format!("{:x}-{nanos:x}", std::process::id());
+        let ca = TestCa::new(&format!("lab-{nanos:x}"))?;
+        let names: Vec<&str> = ips.iter().map(String::as_str).collect();
+        let node_cert = ca.issue("node", &names)?;
+        Ok(Self {
+            auth_token: format!("lab-client-{tag}"),
+            cluster_secret: format!("lab-cluster-{tag}"),
+            admin_token: format!("lab-admin-{tag}"),
+            ca: std::sync::Arc::new(ca),
+            node_cert,
+        })
     }
 
-    /// The flags every node is started with.
+    /// The flags every node is started with: the client token, the cluster secret, the
+    /// admin token, and TLS on the client port (peers use it too).
     pub fn node_args(&self) -> Vec<String> {
-        vec!["--auth-token".into(), self.auth_token.clone()]
+        let path = |p: &std::path::Path| p.display().to_string();
+        vec![
+            "--auth-token".into(),
+            self.auth_token.clone(),
+            "--cluster-secret".into(),
+            self.cluster_secret.clone(),
+            "--admin-token".into(),
+            self.admin_token.clone(),
+            "--tls-cert".into(),
+            path(&self.node_cert.cert),
+            "--tls-key".into(),
+            path(&self.node_cert.key),
+            "--tls-ca".into(),
+            path(&self.ca.ca_file()),
+        ]
     }
 
     /// What every client adds to its connection string (`;key=value...`).
     pub fn client_options(&self) -> String {
-        format!(";authToken={}", self.auth_token)
+        format!(";authToken={}{}", self.auth_token, self.tls_options())
+    }
+
+    /// The TLS part of [`Security::client_options`] alone: what a client without the
+    /// token (an attacker, in tests) still needs to reach the nodes' TLS ports.
+    pub fn tls_options(&self) -> String {
+        format!(";useSecure=true;tlsCaFile={}", self.ca.ca_file().display())
     }
 }
 
@@ -80,10 +116,11 @@ impl HostCluster {
         let Some(lab) = lab_or_skip(test, n + 1)? else {
             return Ok(None);
         };
+        let ips: Vec<String> = (0..n).map(|i| lab.host(i).addr().to_string()).collect();
         let mut cluster = Self {
             nodes: Vec::new(),
+            security: Security::generate(&ips)?,
             lab,
-            security: Security::generate(),
         };
         for i in 0..n {
             let addr = cluster.addr(i);
