@@ -367,6 +367,20 @@ impl GridClient {
         Some((map.addr_of(id)?.to_string(), p))
     }
 
+    /// Drops the pooled connections to `addr` and, for partition `p`, the belief that it
+    /// leads: the next request opens afresh and learns the leader again.
+    fn forget_node(&self, addr: &str, p: Option<u32>) {
+        lock(&self.inner.pools).remove(addr);
+        let mut map = lock(&self.inner.map);
+        let Some(map) = map.as_mut() else { return };
+        let id = map.nodes.iter().find(|n| n.addr == addr).map(|n| n.id);
+        if let Some(slot) = p.and_then(|p| map.leaders.get_mut(p as usize)) {
+            if *slot == id {
+                *slot = None;
+            }
+        }
+    }
+
     /// Records that `addr` leads partition `p` (from a redirect).
     fn learn_leader(&self, p: u32, addr: &str) -> bool {
         let mut map = lock(&self.inner.map);
@@ -418,6 +432,11 @@ impl GridClient {
                 Ok(conn) => conn.call(request, timeout).await,
                 Err(e) => Err(e),
             };
+            if matches!(result, Err(ClientError::Timeout { .. })) {
+                // A node that stops answering may be cut off: nothing after this should
+                // wait on the same connection or take it for the partition's leader.
+                self.forget_node(&addr, routed.as_ref().map(|(_, p)| *p));
+            }
             if let (Ok(Reply::NotLeader { leader_hint }), Some((_, p))) = (&result, &routed) {
                 let learned = leader_hint
                     .as_deref()
