@@ -12,7 +12,7 @@
 //! - [`conn`] and [`server`]: the TCP protocol server, its accept loop and ticker;
 //!   [`admin`] and [`metrics`]: the admin HTTP endpoint.
 //! - [`config`] and [`cli`]: validated settings and the `grid-node` command line.
-//! - [`clock`]: the injected time source.
+//! - [`clock`]: the injected time source; [`log_limit`]: rate limits for repeated log lines.
 //!
 //! ```text
 //! client ─frame─▶ conn ─▶ node.execute ─▶ partition[hash(ns,key) % P] ─▶ store.apply
@@ -28,6 +28,7 @@ pub mod config;
 pub mod conn;
 pub mod events;
 pub mod geo;
+pub mod log_limit;
 pub mod metrics;
 pub mod node;
 pub mod outbox;
