@@ -1,16 +1,20 @@
 //! `gridctl`: the grid from the command line. Lives in the library so test binaries can
 //! run it as a real process.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::connstr::Gateway;
 use crate::{ClientError, GridClient, LockOptions, LockResult, RemoteRead, Timeout};
 use clap::{Parser, Subcommand};
+use grid_proto::{NodeStatus, PartitionMap};
 
 /// Command-line client of the data grid.
 ///
-/// Exit status: 0 on success; 1 when the object is not found (or, for `lock`, locked by
+/// Exit status: 0 on success (also when the reader of stdout goes away early, as with
+/// `gridctl status | head -1`); 1 when the object is not found (or, for `lock`, locked by
 /// someone else), with a one-line message on stderr; 2 on any error, with a one-line
 /// message on stderr.
 #[derive(Debug, Parser)]
@@ -30,7 +34,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show the cluster: nodes, replicas and leaders per node, objects, and the map epoch.
+    /// Show the cluster: nodes, replicas and leaders per node, objects, the map epoch, and
+    /// how replication is doing (nodes down, partitions short of replicas or moving).
+    /// Every node is asked at once, each within the connection string's timeouts.
     Status,
     /// Store a value (from VALUE, or from stdin when VALUE is omitted or "-").
     Put {
@@ -106,6 +112,45 @@ enum Failure {
     Negative(String),
     /// An error (exit 2).
     Error(String),
+    /// Whoever read stdout stopped reading: nothing more to say (exit 0, silently).
+    Closed,
+}
+
+/// Standard output, where a reader that went away ends the command quietly instead of
+/// panicking (`println!` panics on a closed pipe).
+struct Out(std::io::Stdout);
+
+impl Out {
+    fn new() -> Self {
+        Out(std::io::stdout())
+    }
+
+    /// Writes one line.
+    fn line(&mut self, text: impl std::fmt::Display) -> Result<(), Failure> {
+        let mut out = self.0.lock();
+        writeln!(out, "{text}").map_err(write_failure)
+    }
+
+    /// Writes bytes as they are, flushed.
+    fn bytes(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        let mut out = self.0.lock();
+        out.write_all(bytes)
+            .and_then(|()| out.flush())
+            .map_err(write_failure)
+    }
+}
+
+fn write_failure(e: std::io::Error) -> Failure {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Failure::Closed
+    } else {
+        Failure::Error(format!("cannot write to stdout: {e}"))
+    }
+}
+
+/// One line on stderr; a closed stderr is ignored (there is nobody left to tell).
+fn complain(text: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 impl From<ClientError> for Failure {
@@ -126,65 +171,175 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("gridctl: cannot start the async runtime: {e}");
+            complain(format_args!("gridctl: cannot start the async runtime: {e}"));
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let mut out = Out::new();
+    let result = runtime.block_on(run(cli, &mut out));
+    // Flushed here, so a reader gone by now also ends quietly.
+    let result = result.and_then(|()| out.0.lock().flush().map_err(write_failure));
+    match result {
+        Ok(()) | Err(Failure::Closed) => ExitCode::SUCCESS,
         Err(Failure::Negative(msg)) => {
-            eprintln!("{msg}");
+            complain(msg);
             ExitCode::from(1)
         }
         Err(Failure::Error(msg)) => {
-            eprintln!("gridctl: {msg}");
+            complain(format_args!("gridctl: {msg}"));
             ExitCode::from(2)
         }
     }
 }
 
+/// What one node said when asked for its status.
+type Answer = Result<NodeStatus, String>;
+
+/// Longest one node may take to answer `status`: the connection string's connect plus
+/// request timeouts, so a node that stopped answering costs that once, not once per row.
+fn status_limit(client: &GridClient) -> Duration {
+    client.config().connect_timeout + client.config().request_timeout
+}
+
+/// Asks every address at once, each within `limit`.
+async fn ask_all(
+    client: &GridClient,
+    addrs: impl Iterator<Item = String>,
+    limit: Duration,
+) -> HashMap<String, Answer> {
+    let asks = addrs.map(|addr| async move {
+        let answer = match tokio::time::timeout(limit, client.node_status(&addr)).await {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {limit:?}")),
+        };
+        (addr, answer)
+    });
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// The partition map of the node at `addr`, within `limit`.
+async fn map_from(client: &GridClient, addr: &str, limit: Duration) -> Option<PartitionMap> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let mut config = client.config().clone();
+    config.gateways = vec![Gateway {
+        host: host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        port: port.parse().ok()?,
+    }];
+    let fresh = tokio::time::timeout(limit, GridClient::with_config(config))
+        .await
+        .ok()?
+        .ok()?;
+    fresh.partition_map()
+}
+
 /// Prints the cluster: every node with its replicas (from the map), the partitions it
-/// leads and the objects in them, and the map epoch.
-async fn print_status(client: &GridClient) -> Result<(), Failure> {
-    client.refresh().await?;
-    let map = client
+/// leads and the objects in them, the map epoch, and how replication is doing. Every
+/// node is asked at once, each within [`status_limit`]; the newest map any node has wins
+/// (a node cut off from the cluster keeps an old one).
+async fn print_status(client: &GridClient, out: &mut Out) -> Result<(), Failure> {
+    let mut map = client
         .partition_map()
         .ok_or_else(|| Failure::Error("no partition map".into()))?;
-    let mut replicas = std::collections::BTreeMap::<u64, usize>::new();
+    let limit = status_limit(client);
+    let mut seen = ask_all(client, map.nodes.iter().map(|n| n.addr.clone()), limit).await;
+    let newest = seen
+        .iter()
+        .filter_map(|(addr, a)| a.as_ref().ok().map(|s| (s.map_epoch, addr.clone())))
+        .max();
+    if let Some((epoch, addr)) = newest.filter(|(epoch, _)| *epoch > map.epoch) {
+        if let Some(fresh) = map_from(client, &addr, limit).await {
+            if fresh.epoch >= epoch {
+                map = fresh;
+                let unasked: Vec<String> = map
+                    .nodes
+                    .iter()
+                    .map(|n| n.addr.clone())
+                    .filter(|a| !seen.contains_key(a))
+                    .collect();
+                seen.extend(ask_all(client, unasked.into_iter(), limit).await);
+            }
+        }
+    }
+    print_nodes(&map, &seen, out)?;
+    print_sites(&map, &seen, out)
+}
+
+/// One row per node, then the totals and a line on replication.
+fn print_nodes(
+    map: &PartitionMap,
+    seen: &HashMap<String, Answer>,
+    out: &mut Out,
+) -> Result<(), Failure> {
+    let mut replicas = BTreeMap::<u64, usize>::new();
     for set in &map.replicas {
         for id in set {
             *replicas.entry(*id).or_default() += 1;
         }
     }
-    println!(
-        "cluster: map epoch {}, {} partitions, {} nodes ({} active)",
+    let active = map.nodes.iter().filter(|n| n.active).count();
+    out.line(format_args!(
+        "cluster: map epoch {}, {} partitions, {} nodes ({active} active)",
         map.epoch,
         map.partitions,
         map.nodes.len(),
-        map.nodes.iter().filter(|n| n.active).count()
-    );
-    println!(
+    ))?;
+    out.line(format_args!(
         "{:>4}  {:<22} {:<8} {:>8} {:>6} {:>9} {:>10} {:>7} {:>9}  version",
         "node", "address", "state", "replicas", "leads", "objects", "bytes", "locked", "unsettled"
-    );
-    let mut totals = (0u64, 0u64);
+    ))?;
+    let (mut objects, mut bytes, mut unsettled, mut down_alive) = (0u64, 0u64, 0u64, 0usize);
     for node in &map.nodes {
+        let answer = seen.get(&node.addr);
+        let own = answer
+            .and_then(|a| a.as_ref().ok())
+            .filter(|s| s.node_id == node.id);
         if !node.active {
-            // Left or marked down: it holds nothing and is not asked.
-            println!("{:>4}  {:<22} {:<8} {:>8}", node.id, node.addr, "gone", 0);
+            // Marked down or left: it holds nothing in the map. Alive under its id, it is
+            // out of the cluster and asks to be back by itself.
+            let replaced = map
+                .nodes
+                .iter()
+                .find(|o| o.active && o.id != node.id && o.addr == node.addr);
+            let (state, detail) = match (replaced, own) {
+                (Some(by), _) => ("gone", format!("replaced by node {}", by.id)),
+                (None, Some(s)) => {
+                    down_alive += 1;
+                    (
+                        "down",
+                        format!(
+                            "alive, out of the cluster (its map: epoch {}); rejoins by itself once the control leader reaches it",
+                            s.map_epoch
+                        ),
+                    )
+                }
+                (None, None) => ("gone", String::new()),
+            };
+            out.line(format_args!(
+                "{:>4}  {:<22} {:<8} {:>8}  {detail}",
+                node.id, node.addr, state, 0
+            ))?;
             continue;
         }
-        let state = "active";
         let held = replicas.get(&node.id).copied().unwrap_or(0);
-        match client.node_status(&node.addr).await {
-            Ok(s) => {
-                totals.0 += s.objects;
-                totals.1 += s.value_bytes;
-                println!(
-                    "{:>4}  {:<22} {:<8} {:>8} {:>6} {:>9} {:>10} {:>7} {:>9}  {}",
+        match (own, answer) {
+            (Some(s), _) => {
+                objects += s.objects;
+                bytes += s.value_bytes;
+                unsettled += u64::from(s.unsettled);
+                let behind = if s.map_epoch < map.epoch {
+                    format!("  (map epoch {}: catching up)", s.map_epoch)
+                } else {
+                    String::new()
+                };
+                out.line(format_args!(
+                    "{:>4}  {:<22} {:<8} {:>8} {:>6} {:>9} {:>10} {:>7} {:>9}  {}{behind}",
                     node.id,
                     node.addr,
-                    state,
+                    "active",
                     held,
                     s.partitions_led,
                     s.objects,
@@ -192,45 +347,85 @@ async fn print_status(client: &GridClient) -> Result<(), Failure> {
                     s.locked,
                     s.unsettled,
                     s.server_version
-                );
+                ))?;
             }
-            Err(e) => println!(
-                "{:>4}  {:<22} {:<8} {:>8}  unreachable: {e}",
-                node.id, node.addr, state, held
-            ),
+            (None, Some(Ok(s))) => out.line(format_args!(
+                "{:>4}  {:<22} {:<8} {:>8}  answers as node {}",
+                node.id, node.addr, "active", held, s.node_id
+            ))?,
+            (None, other) => {
+                let why = match other {
+                    Some(Err(e)) => e.clone(),
+                    _ => "not asked".to_string(),
+                };
+                out.line(format_args!(
+                    "{:>4}  {:<22} {:<8} {:>8}  unreachable: {why}",
+                    node.id, node.addr, "active", held
+                ))?
+            }
         }
     }
-    println!("total: {} objects, {} bytes", totals.0, totals.1);
-    print_sites(client, &map).await;
-    Ok(())
+    out.line(format_args!("total: {objects} objects, {bytes} bytes"))?;
+    out.line(replication_line(map, unsettled, down_alive))
 }
 
-/// The site and its remote stores, as the first answering node sees them.
-async fn print_sites(client: &GridClient, map: &grid_proto::PartitionMap) {
-    for node in map.nodes.iter().filter(|n| n.active) {
-        let Ok(s) = client.node_status(&node.addr).await else {
-            continue;
-        };
-        if s.site.is_empty() {
-            println!("site: none (geo replication off)");
-            return;
-        }
-        println!("site: {}", s.site);
-        for r in &s.remote_stores {
-            println!(
-                "remote store {}: {} ({}) [{}]",
-                r.name,
-                if r.reachable {
-                    "reachable"
-                } else {
-                    "unreachable"
-                },
-                r.detail,
-                r.addrs.join(",")
-            );
-        }
-        return;
+/// How replication is doing: replicas per partition in the map, nodes down, and groups
+/// whose Raft members do not match the map yet (data moving).
+fn replication_line(map: &PartitionMap, unsettled: u64, down_alive: usize) -> String {
+    let mut sizes = BTreeMap::<usize, usize>::new();
+    for set in &map.replicas {
+        *sizes.entry(set.len()).or_default() += 1;
     }
+    let sizes: Vec<String> = sizes
+        .iter()
+        .rev()
+        .map(|(replicas, partitions)| format!("{partitions} with {replicas}"))
+        .collect();
+    let mut line = format!("replication: partitions by replicas: {}", sizes.join(", "));
+    let down = map.nodes.iter().filter(|n| !n.active).count();
+    if down > 0 {
+        line += &format!("; {down} nodes not active ({down_alive} alive and rejoining)");
+    }
+    if unsettled > 0 {
+        line += &format!("; moving: {unsettled} replicas not settled yet");
+    } else {
+        line += "; settled";
+    }
+    line
+}
+
+/// The site and its remote stores, as the first answering active node sees them.
+fn print_sites(
+    map: &PartitionMap,
+    seen: &HashMap<String, Answer>,
+    out: &mut Out,
+) -> Result<(), Failure> {
+    let first = map
+        .nodes
+        .iter()
+        .filter(|n| n.active)
+        .find_map(|n| seen.get(&n.addr).and_then(|a| a.as_ref().ok()));
+    let Some(s) = first else {
+        return Ok(());
+    };
+    if s.site.is_empty() {
+        return out.line("site: none (geo replication off)");
+    }
+    out.line(format_args!("site: {}", s.site))?;
+    for r in &s.remote_stores {
+        out.line(format_args!(
+            "remote store {}: {} ({}) [{}]",
+            r.name,
+            if r.reachable {
+                "reachable"
+            } else {
+                "unreachable"
+            },
+            r.detail,
+            r.addrs.join(",")
+        ))?;
+    }
+    Ok(())
 }
 
 fn read_value(value: Option<String>) -> Result<Vec<u8>, Failure> {
@@ -246,10 +441,10 @@ fn read_value(value: Option<String>) -> Result<Vec<u8>, Failure> {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
+async fn run(cli: Cli, out: &mut Out) -> Result<(), Failure> {
     let client = GridClient::connect(&cli.connect).await?;
     match cli.command {
-        Command::Status => print_status(&client).await?,
+        Command::Status => print_status(&client, out).await?,
         Command::Put {
             ns,
             key,
@@ -268,7 +463,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 },
             };
             let version = client.put(&ns, &key, value, timeout).await?;
-            println!("version {version}");
+            out.line(format_args!("version {version}"))?;
         }
         Command::Get {
             ns,
@@ -301,16 +496,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     }
                 }
             };
-            let mut out = std::io::stdout().lock();
-            out.write_all(&object.value)
-                .and_then(|()| out.flush())
-                .map_err(|e| Failure::Error(format!("cannot write to stdout: {e}")))?;
+            out.bytes(&object.value)?;
         }
         Command::Remove { ns, key, lock_id } => {
             if !client.remove(&ns, &key, lock_id).await? {
                 return Err(ClientError::NotFound.into());
             }
-            println!("removed");
+            out.line("removed")?;
         }
         Command::Lock {
             ns,
@@ -324,7 +516,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 ..LockOptions::default()
             };
             match client.lock(&ns, &key, options).await? {
-                LockResult::Acquired { lock_id, .. } => println!("{lock_id}"),
+                LockResult::Acquired { lock_id, .. } => out.line(lock_id)?,
                 LockResult::Locked {
                     lock_id,
                     lock_age_ms,
@@ -338,14 +530,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Unlock { ns, key, lock_id } => {
             client.unlock(&ns, &key, lock_id).await?;
-            println!("unlocked");
+            out.line("unlocked")?;
         }
-        Command::Events { ns } => print_events(&client, &ns).await?,
+        Command::Events { ns } => print_events(&client, &ns, out).await?,
     }
     Ok(())
 }
 
-async fn print_events(client: &GridClient, ns: &str) -> Result<(), Failure> {
+async fn print_events(client: &GridClient, ns: &str, out: &mut Out) -> Result<(), Failure> {
     let mut events = client.subscribe(ns).await?;
     loop {
         let delivery = tokio::select! {
@@ -360,11 +552,9 @@ async fn print_events(client: &GridClient, ns: &str) -> Result<(), Failure> {
             e.value.len()
         );
         // Printed (and flushed) before the ack: an event is never acknowledged unseen.
-        let mut out = std::io::stdout().lock();
-        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        if out.bytes(format!("{line}\n").as_bytes()).is_err() {
             return Ok(());
         }
-        drop(out);
         delivery.ack().await?;
     }
 }

@@ -331,11 +331,21 @@ pub fn main() -> anyhow::Result<()> {
 }
 
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_env("GRID_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    // openraft warns on every failed RPC of every group: while a peer is unreachable that
+    // is hundreds of lines a second. One line per call site every 30 s says the same.
+    let quiet = crate::log_limit::QuietRepeats::new("openraft", Duration::from_secs(30));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(quiet),
+        )
         .try_init();
 }
 

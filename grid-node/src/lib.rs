@@ -13,7 +13,7 @@
 //!   [`admin`] and [`metrics`]: the admin HTTP endpoint.
 //! - [`config`] and [`cli`]: validated settings and the `grid-node` command line;
 //!   [`limits`]: the bounds of every connection.
-//! - [`clock`]: the injected time source.
+//! - [`clock`]: the injected time source; [`log_limit`]: rate limits for repeated log lines.
 //!
 //! ```text
 //! client ─frame─▶ conn ─▶ node.execute ─▶ partition[hash(ns,key) % P] ─▶ store.apply
@@ -30,6 +30,7 @@ pub mod conn;
 pub mod events;
 pub mod geo;
 pub mod limits;
+pub mod log_limit;
 pub mod metrics;
 pub mod node;
 pub mod outbox;

@@ -61,6 +61,15 @@ pub enum ControlCommand {
         /// The node.
         id: NodeId,
     },
+    /// A node marked down is alive and reachable again and asks to be back. Accepted
+    /// only for the same id at the same address (its replicas are caught up by Raft under
+    /// that id), and only while no other node serves at that address.
+    Rejoin {
+        /// The node.
+        id: NodeId,
+        /// The address it serves at.
+        addr: String,
+    },
 }
 
 /// The result of a control command.
@@ -128,6 +137,38 @@ impl ClusterState {
         self.epoch += 1;
     }
 
+    /// Whether node `id` at `addr` may come back, and if it may, brings it back.
+    fn rejoin(&mut self, id: NodeId, addr: &str) -> ControlResponse {
+        let refused = |reason: &str| ControlResponse::Refused {
+            reason: reason.to_string(),
+        };
+        if self.partitions == 0 {
+            return refused("the cluster is not initialized");
+        }
+        let taken = self
+            .nodes
+            .iter()
+            .any(|(other, n)| *other != id && n.addr == addr && n.state == NodeState::Active);
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return refused("no such node; join as a new one");
+        };
+        if node.addr != addr {
+            return refused("the node is registered at another address");
+        }
+        match node.state {
+            NodeState::Active => ControlResponse::Applied { epoch: self.epoch },
+            NodeState::Leaving => refused("the node has left the cluster"),
+            NodeState::Down if taken => {
+                refused("another node serves at that address now; join as a new one")
+            }
+            NodeState::Down => {
+                node.state = NodeState::Active;
+                self.replan();
+                ControlResponse::Applied { epoch: self.epoch }
+            }
+        }
+    }
+
     /// Applies one command.
     pub fn apply(&mut self, command: ControlCommand) -> ControlResponse {
         let refused = |reason: &str| ControlResponse::Refused {
@@ -185,6 +226,7 @@ impl ClusterState {
                     epoch: self.epoch,
                 }
             }
+            ControlCommand::Rejoin { id, addr } => self.rejoin(id, &addr),
             ControlCommand::Leave { id } | ControlCommand::MarkDown { id } => {
                 let state = if matches!(command, ControlCommand::Leave { .. }) {
                     NodeState::Leaving
@@ -266,6 +308,83 @@ mod tests {
         assert_eq!(again, 4);
         assert_eq!(s.nodes[&2].state, NodeState::Down);
         assert_eq!(s.active_nodes(), BTreeSet::from([1, 4]));
+    }
+
+    fn three_nodes() -> ClusterState {
+        let mut s = ClusterState::default();
+        s.apply(ControlCommand::Init {
+            cluster_id: 7,
+            partitions: 8,
+            replicas: 3,
+            addr: "a:1".into(),
+        });
+        s.apply(ControlCommand::Join { addr: "b:1".into() });
+        s.apply(ControlCommand::Join { addr: "c:1".into() });
+        s
+    }
+
+    fn refused(resp: ControlResponse) -> bool {
+        matches!(resp, ControlResponse::Refused { .. })
+    }
+
+    #[test]
+    fn a_node_marked_down_rejoins_and_gets_replicas_again() {
+        let mut s = three_nodes();
+        s.apply(ControlCommand::MarkDown { id: 3 });
+        assert!(s.assignment.iter().all(|r| r.len() == 2));
+        let down = s.epoch;
+        let back = s.apply(ControlCommand::Rejoin {
+            id: 3,
+            addr: "c:1".into(),
+        });
+        assert!(matches!(back, ControlResponse::Applied { epoch } if epoch > down));
+        assert_eq!(s.nodes[&3].state, NodeState::Active);
+        assert!(s.assignment.iter().all(|r| r.len() == 3 && r.contains(&3)));
+        // Asking again changes nothing: an active node's rejoin is a no-op.
+        let settled = s.epoch;
+        assert!(matches!(
+            s.apply(ControlCommand::Rejoin { id: 3, addr: "c:1".into() }),
+            ControlResponse::Applied { epoch } if epoch == settled
+        ));
+    }
+
+    #[test]
+    fn a_rejoin_is_refused_unless_it_is_the_same_node_at_the_same_address() {
+        let mut s = three_nodes();
+        s.apply(ControlCommand::MarkDown { id: 3 });
+        let before = s.clone();
+        // Another address, an unknown id: refused, nothing changes.
+        assert!(refused(s.apply(ControlCommand::Rejoin {
+            id: 3,
+            addr: "x:1".into()
+        })));
+        assert!(refused(s.apply(ControlCommand::Rejoin {
+            id: 9,
+            addr: "c:1".into()
+        })));
+        assert_eq!(s, before);
+        // A node that left does not come back by rejoining.
+        s.apply(ControlCommand::Leave { id: 2 });
+        assert!(refused(s.apply(ControlCommand::Rejoin {
+            id: 2,
+            addr: "b:1".into()
+        })));
+        // A process restarted at the address took over under a new id: the old id stays
+        // down.
+        let new_id = joined(s.apply(ControlCommand::Join { addr: "c:1".into() }));
+        assert!(refused(s.apply(ControlCommand::Rejoin {
+            id: 3,
+            addr: "c:1".into()
+        })));
+        assert_eq!(s.nodes[&3].state, NodeState::Down);
+        assert_eq!(s.nodes[&new_id].state, NodeState::Active);
+        // Before the cluster exists there is nothing to rejoin.
+        assert!(refused(ClusterState::default().apply(
+            ControlCommand::Rejoin {
+                id: 1,
+                addr: "a:1".into()
+            }
+        )));
     }
 
     #[test]

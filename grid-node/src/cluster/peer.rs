@@ -79,6 +79,21 @@ pub enum PeerRequest {
         /// The node.
         id: NodeId,
     },
+    /// A node that was cut off asks to be back (it was, or may have been, marked down).
+    Rejoin {
+        /// Its id.
+        id: NodeId,
+        /// Its address.
+        addr: String,
+    },
+    /// Does node `to` host `group`? Asked before adding it as a learner, so the leader
+    /// never replicates to a node that has not learnt of the group yet.
+    Hosts {
+        /// The group.
+        group: GroupId,
+        /// The node asked.
+        to: NodeId,
+    },
 }
 
 /// A peer request as sent: stamped with the sender's cluster id, so a process that
@@ -133,6 +148,11 @@ pub enum PeerResponse {
     Pong {
         /// The answering node's id (0 before it has joined).
         id: NodeId,
+    },
+    /// Answer to `Rejoin`: the node is active.
+    Rejoined {
+        /// True when it was down and is back now; false when it was active already.
+        readmitted: bool,
     },
 }
 

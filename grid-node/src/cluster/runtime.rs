@@ -1,19 +1,23 @@
 //! A cluster node: bootstraps the cluster or joins it, hosts the Raft groups the map gives
 //! it, moves each group it leads toward the map, and (on the control leader) admits
-//! nodes, watches them, and re-places the partitions of nodes that stay unreachable.
+//! nodes, watches them, and re-places the partitions of nodes that stay unreachable. A
+//! node that was marked down but is alive asks to be back once it can reach the cluster.
 //!
 //! ```text
 //! start ─▶ bootstrap (id 1: control + all partitions on itself) | join (ask any member)
+//! watch, every 250 ms, on its own (never waits for moves):
+//!   control leader: ping active nodes (bounded); MarkDown after --down-after
+//!   other nodes:    not pinged for --down-after, or Down in the map ⇒ Rejoin (same id)
 //! reconcile, every 200 ms:
-//!   control leader: control membership ⇐ active nodes; ping nodes; MarkDown after grace
+//!   control leader: control membership ⇐ active nodes
 //!   every node:     host groups the map assigns; as a group's leader, add learners then
 //!                   swap voters to the map's replica set; drop groups it no longer holds
 //! maintain, every tick: each led group adopts waiters, records touches, ticks when due
 //! ```
 //!
 //! Split by concern: `membership` (bootstrap, join, leave, peer messages, control
-//! voters, liveness), `moves` (learners, voter swaps, leadership hand-over, releasing
-//! groups), `memory` (the node's memory limit).
+//! voters), `liveness` (pings, marking down, rejoining), `moves` (learners, voter swaps,
+//! leadership hand-over, releasing groups), `memory` (the node's memory limit).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,7 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use grid_proto::{key_hash, partition_of, GeoOp, MapNode, Millis, ObjKey, Op, PartitionMap, Reply};
-use openraft::{BasicNode, ServerState};
+use openraft::BasicNode;
 use thiserror::Error;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -29,15 +33,17 @@ use tokio_util::sync::CancellationToken;
 use super::control::{ClusterState, NodeState};
 use super::group::PartitionGroup;
 use super::log_store::MemLog;
-use super::peer::{NetworkFactory, Peers, PEER_CLIENT_NAME};
-use super::raft_types::{GroupId, GroupRaft, NodeId, CONTROL_GROUP};
+use super::peer::{NetworkFactory, PeerRequest, PeerResponse, Peers, PEER_CLIENT_NAME};
+use super::raft_types::{GroupId, GroupRaft, NodeId};
 use super::state_machine::{GroupSm, Machine};
 use crate::clock::Clock;
 use crate::events::EventHub;
+use crate::log_limit::RateLimit;
 use crate::partition::{Partition, PartitionConfig};
 use crate::store::StoreStats;
 use grid_client::conn::Dial;
 
+mod liveness;
 mod membership;
 mod memory;
 mod moves;
@@ -47,6 +53,11 @@ pub use memory::MemoryLimit;
 const CONTROL_VOTERS: usize = 5;
 /// How often the map is reconciled.
 const RECONCILE_EVERY: Duration = Duration::from_millis(200);
+/// How often liveness is checked (pings on the control leader, standing elsewhere).
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// How long an operator-facing line that repeats (a change deferred, a peer refusing)
+/// stays quiet after it was written.
+const LOG_REPEAT: Duration = Duration::from_secs(30);
 /// How long a replica the map no longer lists may stay when its leader never said so.
 const UNLISTED_GRACE: Duration = Duration::from_secs(30);
 /// Leadership hand-overs a node runs at once.
@@ -160,6 +171,25 @@ pub struct ClusterNode {
     /// Groups whose hand-over failed, and when to try again.
     hand_over_after: Mutex<HashMap<GroupId, Instant>>,
     last_seen: Mutex<HashMap<NodeId, Instant>>,
+    /// When the control leader last pinged this node (it pings every active node), or
+    /// this node, leading the control group, last heard from a quorum.
+    last_pinged: Mutex<Instant>,
+    /// Not before this does the node ask to be back again.
+    next_rejoin: Mutex<Instant>,
+    /// Set once this node has been out of touch past the grace period (and so probably
+    /// marked down): replicas it still holds from before may belong to groups that have
+    /// moved on without it.
+    was_away: std::sync::atomic::AtomicBool,
+    /// Set when this node leaves gracefully: it never asks to be back.
+    leaving: std::sync::atomic::AtomicBool,
+    /// Set while this node, asking to be back, reaches no member at all: it cannot serve
+    /// anything a quorum must confirm, so clients are sent elsewhere at once.
+    isolated: std::sync::atomic::AtomicBool,
+    /// Hosted groups without a working leader as this node sees them, since when.
+    leaderless_since: Mutex<HashMap<GroupId, Instant>>,
+    /// Lines that would repeat every round (a change deferred, a peer refusing), one per
+    /// key per [`LOG_REPEAT`].
+    quiet: RateLimit<(&'static str, u64)>,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
     /// Delivers the events of the partitions this node leads.
     events: Arc<EventHub>,
@@ -218,6 +248,13 @@ impl ClusterNode {
             unlisted_since: Mutex::new(HashMap::new()),
             hand_over_after: Mutex::new(HashMap::new()),
             last_seen: Mutex::new(HashMap::new()),
+            last_pinged: Mutex::new(Instant::now()),
+            next_rejoin: Mutex::new(Instant::now()),
+            was_away: std::sync::atomic::AtomicBool::new(false),
+            leaving: std::sync::atomic::AtomicBool::new(false),
+            isolated: std::sync::atomic::AtomicBool::new(false),
+            leaderless_since: Mutex::new(HashMap::new()),
+            quiet: RateLimit::new(LOG_REPEAT),
             tasks: tokio::sync::Mutex::new(JoinSet::new()),
             events: Arc::new(EventHub::new(
                 config.event_ack_timeout.as_millis() as u64,
@@ -353,12 +390,26 @@ impl ClusterNode {
             });
         };
         let p = partition_of(key_hash(&obj.namespace, &obj.key), state.partitions);
-        self.group(p).ok_or_else(|| Reply::NotLeader {
+        let group = self.group(p).ok_or_else(|| Reply::NotLeader {
             leader_hint: state.assignment[p as usize]
                 .first()
                 .and_then(|id| state.addr_of(*id))
                 .map(str::to_string),
-        })
+        })?;
+        // Cut off, a replica could only wait for a quorum it cannot reach (a write until
+        // its time limit); "unavailable" sends the client to the others now. A group whose
+        // only voter is this node still works.
+        if self.isolated() && voters_of(&group.raft) != BTreeSet::from([self.id()]) {
+            return Err(Reply::Unavailable {
+                reason: "this node is cut off from the cluster".into(),
+            });
+        }
+        Ok(group)
+    }
+
+    /// True while this node reaches no other member (see `liveness`).
+    pub fn isolated(&self) -> bool {
+        self.isolated.load(Ordering::Relaxed)
     }
 
     /// Objects of the partitions this node leads that have been migrating to another
@@ -372,9 +423,11 @@ impl ClusterNode {
             .collect()
     }
 
-    /// The partition map with the leaders this node knows.
+    /// The partition map with the leaders this node knows. Empty while this node is cut
+    /// off from the cluster: its map may be old, and clients take an empty map as "ask
+    /// another node".
     pub fn map(&self) -> PartitionMap {
-        let Some(state) = self.state() else {
+        let Some(state) = self.state().filter(|_| !self.isolated()) else {
             return PartitionMap::default();
         };
         let leaders = (0..state.partitions)
@@ -436,10 +489,20 @@ impl ClusterNode {
         report
     }
 
-    /// Runs the reconcile and maintenance loops until `shutdown`, then stops every group.
+    /// Runs the watch, reconcile and maintenance loops until `shutdown`, then stops every
+    /// group.
     pub async fn run(self: Arc<Self>, tick: Duration, shutdown: CancellationToken) {
-        // Two loops, so a group that cannot commit (no quorum) never holds up moving
-        // groups and admitting nodes, and the other way round.
+        // Separate loops, so a group that cannot commit (no quorum) never holds up moving
+        // groups and admitting nodes, and the other way round; and so liveness is watched
+        // whatever moves and hand-overs are under way (they may wait on the very node that
+        // is unreachable).
+        let watcher = every(WATCH_EVERY, shutdown.clone(), {
+            let node = Arc::clone(&self);
+            move || {
+                let node = Arc::clone(&node);
+                async move { node.watch().await }
+            }
+        });
         let reconciler = every(RECONCILE_EVERY, shutdown.clone(), {
             let node = Arc::clone(&self);
             move || {
@@ -479,7 +542,7 @@ impl ClusterNode {
                 std::future::ready(())
             }
         });
-        tokio::join!(reconciler, maintainer);
+        tokio::join!(watcher, reconciler, maintainer);
         lock(&housekeeping).abort_all();
         self.tasks.lock().await.abort_all();
         for g in self.all_groups() {
@@ -494,85 +557,27 @@ impl ClusterNode {
         self.tasks.lock().await.spawn(task);
     }
 
-    async fn reconcile(self: &Arc<Self>) {
-        self.enforce_memory();
-        let Some(state) = self.state() else {
-            return;
-        };
-        let me = self.id();
-        if self
-            .control_raft()
-            .is_some_and(|r| r.metrics().borrow().state == ServerState::Leader)
-        {
-            if lock(&self.changing).insert(CONTROL_GROUP) {
-                let (node, state) = (Arc::clone(self), state.clone());
-                self.spawn(async move {
-                    node.manage_control_members(&state).await;
-                    lock(&node.changing).remove(&CONTROL_GROUP);
-                })
-                .await;
-            }
-            self.watch_nodes(&state).await;
-        } else {
-            // Liveness seen in an earlier term says nothing now.
-            lock(&self.last_seen).clear();
-        }
-        for p in 0..state.partitions {
-            let target: BTreeSet<NodeId> = state.assignment[p as usize].iter().copied().collect();
-            let hosted = self.group(p);
-            if hosted.is_none() && target.contains(&me) {
-                if let Err(e) = self.host_group(p).await {
-                    tracing::warn!(partition = p, error = %e, "cannot host partition");
-                }
-                continue;
-            }
-            let Some(group) = hosted else { continue };
-            let membership = group.raft.metrics().borrow().membership_config.clone();
-            let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
-            if group.is_leader() {
-                // A leader that has already committed a membership without itself keeps
-                // leading until it steps down; openraft 0.9 must not be asked for another
-                // membership change then (it asserts), so only a voting leader moves groups.
-                let may_change = voters.contains(&me) && voters != target && !target.is_empty();
-                if may_change && lock(&self.changing).insert(p) {
-                    let members: BTreeMap<NodeId, String> = target
-                        .iter()
-                        .filter_map(|id| state.addr_of(*id).map(|a| (*id, a.to_string())))
-                        .collect();
-                    let removed_addrs: BTreeMap<NodeId, String> = voters
-                        .difference(&target)
-                        .filter_map(|id| state.addr_of(*id).map(|a| (*id, a.to_string())))
-                        .collect();
-                    let (changing, peers) = (Arc::clone(&self.changing), Arc::clone(&self.peers));
-                    self.spawn(async move {
-                        moves::move_group(&group, &peers, voters, members, removed_addrs).await;
-                        lock(&changing).remove(&p);
-                    })
-                    .await;
-                } else if voters == target {
-                    let preferred = state.assignment[p as usize].first().copied();
-                    if let Some(to) = preferred.filter(|to| *to != me) {
-                        self.maybe_hand_over(&group, to, &state).await;
-                    }
-                }
-            } else if !target.contains(&me) {
-                // The group moved away from this node. Its leader says so when it removes
-                // this member (`Release`); the member's own log may never show it, as a
-                // leader stops replicating to removed members. As a fallback, a replica the
-                // map has not listed for a while goes too.
-                // A voter never goes by itself: the group may still count on it (its
-                // leader tells it with `Release` once it is out).
-                let gone = !membership.membership().nodes().any(|(id, _)| *id == me);
-                let since = *lock(&self.unlisted_since)
-                    .entry(p)
-                    .or_insert_with(Instant::now);
-                if gone || (!voters.contains(&me) && since.elapsed() > UNLISTED_GRACE) {
-                    self.release_group(p).await;
-                }
-            } else {
-                lock(&self.unlisted_since).remove(&p);
-            }
-        }
+    /// Whether a line keyed `(what, key)` may be written now (see [`LOG_REPEAT`]).
+    pub(super) fn say(&self, what: &'static str, key: u64) -> bool {
+        self.quiet.allow((what, key), Instant::now()).is_some()
+    }
+}
+
+/// Longest a peer is given to answer a cluster request (not a Raft RPC), connecting
+/// included.
+pub(super) const PEER_CALL_LIMIT: Duration = Duration::from_secs(2);
+
+/// Asks a peer, with the whole exchange (waiting for the connection, connecting, sending,
+/// the answer) bounded by `limit`: a peer that stopped answering holds no caller longer.
+pub(super) async fn ask(
+    peers: &Peers,
+    addr: &str,
+    request: &PeerRequest,
+    limit: Duration,
+) -> Result<PeerResponse, String> {
+    match tokio::time::timeout(limit, peers.call(addr, request, limit)).await {
+        Ok(answer) => answer.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("{addr}: no answer within {limit:?}")),
     }
 }
 

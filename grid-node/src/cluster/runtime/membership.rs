@@ -1,12 +1,11 @@
 //! Membership: bootstrapping or joining the cluster, leaving it gracefully, answering
-//! other nodes' messages, and (on the control leader) keeping the control group's voters
-//! and watching nodes' liveness.
+//! other nodes' messages, and (on the control leader) keeping the control group's voters.
 
 use super::{
-    bounded, lock, random_id, voters_of, ClusterError, ClusterNode, CONTROL_VOTERS, JOIN_DEADLINE,
-    MEMBERSHIP_CHANGE_LIMIT,
+    ask, bounded, lock, random_id, voters_of, ClusterError, ClusterNode, CONTROL_VOTERS,
+    JOIN_DEADLINE, MEMBERSHIP_CHANGE_LIMIT,
 };
-use crate::cluster::control::{ClusterState, ControlCommand, ControlResponse, NodeState};
+use crate::cluster::control::{ClusterState, ControlCommand, ControlResponse};
 use crate::cluster::peer::{encode, PeerEnvelope, PeerRequest, PeerResponse, RaftRpc};
 use crate::cluster::raft_types::{GroupCommand, GroupResponse, NodeId, CONTROL_GROUP};
 use crate::cluster::state_machine::Machine;
@@ -27,6 +26,7 @@ impl ClusterNode {
                 .new_raft(CONTROL_GROUP, Machine::Control(ClusterState::default()))
                 .await?;
             let _ = self.control.set((raft, sm));
+            *lock(&self.last_pinged) = Instant::now();
             tracing::info!(id, "joined the cluster");
             Ok(())
         }
@@ -86,11 +86,7 @@ impl ClusterNode {
             let request = PeerRequest::Join {
                 addr: self.config.advertise.clone(),
             };
-            match self
-                .peers
-                .call(&seed, &request, Duration::from_secs(10))
-                .await
-            {
+            match ask(&self.peers, &seed, &request, Duration::from_secs(10)).await {
                 Ok(PeerResponse::Joined { id, cluster }) => {
                     self.peers.set_cluster(cluster);
                     return Ok(id);
@@ -105,7 +101,7 @@ impl ClusterNode {
                     })
                 }
                 Ok(other) => reason = format!("{seed} answered {other:?}"),
-                Err(e) => reason = e.to_string(),
+                Err(e) => reason = e,
             }
         }
         Err(ClusterError::Join {
@@ -127,6 +123,8 @@ impl ClusterNode {
     /// which means their replicas and leadership have moved to other nodes.
     pub async fn leave(&self, deadline: Duration) -> Result<(), ClusterError> {
         let started = Instant::now();
+        // From now on this node is on its way out: it never asks to be back.
+        self.leaving.store(true, Ordering::Relaxed);
         let fail = |reason: String| ClusterError::Leave { reason };
         let mut target: Option<String> = None;
         loop {
@@ -140,15 +138,14 @@ impl ClusterNode {
                     self.control_command(ControlCommand::Leave { id: self.id() })
                         .await
                 }
-                Some(addr) => self
-                    .peers
-                    .call(
-                        addr,
-                        &PeerRequest::Leave { id: self.id() },
-                        Duration::from_secs(5),
-                    )
-                    .await
-                    .unwrap_or(PeerResponse::NotLeader { leader_addr: None }),
+                Some(addr) => ask(
+                    &self.peers,
+                    addr,
+                    &PeerRequest::Leave { id: self.id() },
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap_or(PeerResponse::NotLeader { leader_addr: None }),
             };
             match answer {
                 PeerResponse::Applied => break,
@@ -193,7 +190,19 @@ impl ClusterNode {
             Err(e) => PeerResponse::Refused {
                 reason: format!("undecodable peer message: {e}"),
             },
-            Ok(PeerRequest::Ping) => PeerResponse::Pong { id: self.id() },
+            Ok(PeerRequest::Ping) => {
+                *lock(&self.last_pinged) = Instant::now();
+                self.set_isolated(false);
+                PeerResponse::Pong { id: self.id() }
+            }
+            Ok(PeerRequest::Rejoin { id, addr }) => self.readmit(id, addr).await,
+            Ok(PeerRequest::Hosts { group, to }) => {
+                if to == self.id() && self.group(group).is_some() {
+                    PeerResponse::Applied
+                } else {
+                    PeerResponse::NoSuchGroup
+                }
+            }
             Ok(PeerRequest::Join { addr }) => {
                 self.control_command(ControlCommand::Join { addr }).await
             }
@@ -311,7 +320,9 @@ impl ClusterNode {
         let active = state.active_nodes();
         let result: Result<(), String> = async {
             for id in active.difference(&members) {
-                tracing::info!(node = id, "adding node to the control group");
+                if self.say("adding node to the control group", *id) {
+                    tracing::info!(node = id, "adding node to the control group");
+                }
                 if let Some(addr) = state.addr_of(*id) {
                     bounded(
                         "add control learner",
@@ -349,51 +360,11 @@ impl ClusterNode {
         }
         .await;
         if let Err(e) = result {
-            tracing::info!(error = %e, "control membership change deferred");
-        }
-    }
-
-    /// Control leader: pings active nodes and marks those silent past the grace period down.
-    pub(super) async fn watch_nodes(&self, state: &ClusterState) {
-        let me = self.id();
-        let now = Instant::now();
-        let targets: Vec<(NodeId, String)> = state
-            .nodes
-            .iter()
-            .filter(|(id, n)| **id != me && n.state == NodeState::Active)
-            .map(|(id, n)| (*id, n.addr.clone()))
-            .collect();
-        let pings = targets.iter().map(|(id, addr)| async move {
-            let ok = matches!(
-                self.peers.call(addr, &PeerRequest::Ping, Duration::from_millis(500)).await,
-                Ok(PeerResponse::Pong { id: answered }) if answered == *id
-            );
-            (*id, ok)
-        });
-        let results = futures_util::future::join_all(pings).await;
-        let mut down = Vec::new();
-        {
-            let mut seen = lock(&self.last_seen);
-            for (id, ok) in results {
-                let last = seen.entry(id).or_insert(now);
-                if ok {
-                    *last = now;
-                } else if now.duration_since(*last) > self.config.down_after {
-                    down.push(id);
-                }
+            if self.say("control membership change deferred", 0) {
+                tracing::info!(error = %e, "control membership change deferred");
+            } else {
+                tracing::debug!(error = %e, "control membership change deferred");
             }
-        }
-        for id in down {
-            tracing::warn!(
-                node = id,
-                "node unreachable past the grace period; re-placing its partitions"
-            );
-            if let Some(raft) = self.control_raft() {
-                let mark =
-                    raft.client_write(GroupCommand::Control(ControlCommand::MarkDown { id }));
-                let _ = bounded("mark down", mark).await;
-            }
-            lock(&self.last_seen).remove(&id);
         }
     }
 }

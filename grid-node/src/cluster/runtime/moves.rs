@@ -1,20 +1,108 @@
 //! Moving groups toward the map: adding learners, swapping voters once they caught up,
 //! handing leadership over, and letting go of groups this node no longer holds.
 
+use super::liveness::{release_unlisted, Unlisted};
 use super::{
-    bounded, lock, ClusterNode, CAUGHT_UP_ENTRIES, DRAIN_LIMIT, HAND_OVER_COOLDOWN, MAX_HAND_OVERS,
+    ask, bounded, lock, ClusterNode, CAUGHT_UP_ENTRIES, DRAIN_LIMIT, HAND_OVER_COOLDOWN,
+    MAX_HAND_OVERS, PEER_CALL_LIMIT,
 };
 use crate::cluster::control::ClusterState;
 use crate::cluster::group::PartitionGroup;
 use crate::cluster::peer::{PeerRequest, PeerResponse, Peers};
-use crate::cluster::raft_types::{GroupId, NodeId};
-use openraft::BasicNode;
+use crate::cluster::raft_types::{GroupId, NodeId, CONTROL_GROUP};
+use openraft::{BasicNode, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 impl ClusterNode {
+    /// One reconcile round: the control leader keeps the control group's members; every
+    /// node hosts the groups the map gives it, moves the groups it leads toward the map,
+    /// and lets go of replicas the map no longer lists here.
+    pub(super) async fn reconcile(self: &Arc<Self>) {
+        self.enforce_memory();
+        let Some(state) = self.state() else {
+            return;
+        };
+        let me = self.id();
+        let leads_control = self
+            .control_raft()
+            .is_some_and(|r| r.metrics().borrow().state == ServerState::Leader);
+        if leads_control && lock(&self.changing).insert(CONTROL_GROUP) {
+            let (node, state) = (Arc::clone(self), state.clone());
+            self.spawn(async move {
+                node.manage_control_members(&state).await;
+                lock(&node.changing).remove(&CONTROL_GROUP);
+            })
+            .await;
+        }
+        for p in 0..state.partitions {
+            let target: BTreeSet<NodeId> = state.assignment[p as usize].iter().copied().collect();
+            let hosted = self.group(p);
+            if hosted.is_none() && target.contains(&me) {
+                if let Err(e) = self.host_group(p).await {
+                    tracing::warn!(partition = p, error = %e, "cannot host partition");
+                }
+                continue;
+            }
+            let Some(group) = hosted else { continue };
+            let membership = group.raft.metrics().borrow().membership_config.clone();
+            let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+            let leaderless = self.leaderless_for(&group);
+            let unlisted = if target.contains(&me) {
+                lock(&self.unlisted_since).remove(&p);
+                Duration::ZERO
+            } else {
+                lock(&self.unlisted_since)
+                    .entry(p)
+                    .or_insert_with(Instant::now)
+                    .elapsed()
+            };
+            let release = release_unlisted(Unlisted {
+                listed: target.contains(&me),
+                member: membership.membership().nodes().any(|(id, _)| *id == me),
+                voter: voters.contains(&me),
+                leading: group.is_leader(),
+                was_away: self.was_away.load(Ordering::Relaxed),
+                unlisted,
+                leaderless,
+            });
+            if release {
+                self.release_group(p).await;
+                continue;
+            }
+            if group.is_leader() {
+                // A leader that has already committed a membership without itself keeps
+                // leading until it steps down; openraft 0.9 must not be asked for another
+                // membership change then (it asserts), so only a voting leader moves groups.
+                let may_change = voters.contains(&me) && voters != target && !target.is_empty();
+                if may_change && lock(&self.changing).insert(p) {
+                    let members: BTreeMap<NodeId, String> = target
+                        .iter()
+                        .filter_map(|id| state.addr_of(*id).map(|a| (*id, a.to_string())))
+                        .collect();
+                    let removed_addrs: BTreeMap<NodeId, String> = voters
+                        .difference(&target)
+                        .filter_map(|id| state.addr_of(*id).map(|a| (*id, a.to_string())))
+                        .collect();
+                    let node = Arc::clone(self);
+                    self.spawn(async move {
+                        node.move_group(&group, voters, members, removed_addrs)
+                            .await;
+                        lock(&node.changing).remove(&p);
+                    })
+                    .await;
+                } else if voters == target {
+                    let preferred = state.assignment[p as usize].first().copied();
+                    if let Some(to) = preferred.filter(|to| *to != me) {
+                        self.maybe_hand_over(&group, to, &state).await;
+                    }
+                }
+            }
+        }
+    }
+
     /// Stops hosting a partition's replica.
     pub(super) async fn release_group(&self, p: GroupId) {
         let removed = self
@@ -23,6 +111,7 @@ impl ClusterNode {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&p);
         lock(&self.unlisted_since).remove(&p);
+        lock(&self.leaderless_since).remove(&p);
         if let Some(g) = removed {
             let _ = g.raft.shutdown().await;
             tracing::info!(partition = p, "partition moved away");
@@ -122,7 +211,7 @@ pub(super) async fn hand_over(
         to,
     };
     let asked = matches!(
-        peers.call(addr, &elect, Duration::from_secs(2)).await,
+        ask(peers, addr, &elect, PEER_CALL_LIMIT).await,
         Ok(PeerResponse::Applied)
     );
     let moved = asked && successor_known(group, lease * 2).await;
@@ -131,83 +220,103 @@ pub(super) async fn hand_over(
     moved
 }
 
-/// Moves a group's voters to `target`: new members join as learners and catch up first,
-/// then one membership change swaps the voters.
-pub(super) async fn move_group(
-    group: &PartitionGroup,
-    peers: &Peers,
-    voters: BTreeSet<NodeId>,
-    target: BTreeMap<NodeId, String>,
-    removed_addrs: BTreeMap<NodeId, String>,
-) {
-    for (id, addr) in &target {
-        if voters.contains(id) {
-            continue;
+impl ClusterNode {
+    /// Moves a group's voters to `target`: new members join as learners and catch up
+    /// first, then one membership change swaps the voters.
+    pub(super) async fn move_group(
+        &self,
+        group: &PartitionGroup,
+        voters: BTreeSet<NodeId>,
+        target: BTreeMap<NodeId, String>,
+        removed_addrs: BTreeMap<NodeId, String>,
+    ) {
+        let p = group.id;
+        for (id, addr) in &target {
+            if voters.contains(id) {
+                continue;
+            }
+            // A node that has not learnt of the group yet (its map lags while it joins)
+            // would only answer "not hosted" to every append; wait until it hosts it.
+            let hosts = PeerRequest::Hosts { group: p, to: *id };
+            match ask(&self.peers, addr, &hosts, PEER_CALL_LIMIT).await {
+                Ok(PeerResponse::Applied) => {}
+                answer => {
+                    tracing::debug!(
+                        partition = p,
+                        node = id,
+                        ?answer,
+                        "new replica not hosted yet"
+                    );
+                    return;
+                }
+            }
+            let added = tokio::time::timeout(
+                Duration::from_secs(30),
+                group.raft.add_learner(*id, BasicNode::new(addr), true),
+            )
+            .await;
+            match added {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(partition = p, node = id, error = %e, "add learner deferred");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        partition = p,
+                        node = id,
+                        "learner catch-up timed out; will retry"
+                    );
+                    return;
+                }
+            }
         }
-        let added = tokio::time::timeout(
-            Duration::from_secs(30),
-            group.raft.add_learner(*id, BasicNode::new(addr), true),
+        // A voter that has not caught up could leave the group without a quorum; wait for
+        // the leader to see every newcomer's log close to its own.
+        if !caught_up(group, target.keys().filter(|id| !voters.contains(id))) {
+            tracing::debug!(partition = p, "new replicas still catching up");
+            return;
+        }
+        let ids: BTreeSet<NodeId> = target.keys().copied().collect();
+        let leaving = !ids.contains(&group.me());
+        if leaving && !group.drain(DRAIN_LIMIT).await {
+            group.undrain();
+            tracing::debug!(partition = p, "writes still in flight; hand-over deferred");
+            return;
+        }
+        let changed = bounded(
+            "change voters",
+            group.raft.change_membership(ids.clone(), false),
         )
         .await;
-        match added {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::info!(partition = group.id, node = id, error = %e, "add learner deferred");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(
-                    partition = group.id,
-                    node = id,
-                    "learner catch-up timed out; will retry"
-                );
-                return;
-            }
-        }
-    }
-    // A voter that has not caught up could leave the group without a quorum; wait for the
-    // leader to see every newcomer's log close to its own.
-    if !caught_up(group, target.keys().filter(|id| !voters.contains(id))) {
-        tracing::debug!(partition = group.id, "new replicas still catching up");
-        return;
-    }
-    let ids: BTreeSet<NodeId> = target.keys().copied().collect();
-    let leaving = !ids.contains(&group.me());
-    if leaving && !group.drain(DRAIN_LIMIT).await {
-        group.undrain();
-        tracing::debug!(
-            partition = group.id,
-            "writes still in flight; hand-over deferred"
-        );
-        return;
-    }
-    let changed = bounded(
-        "change voters",
-        group.raft.change_membership(ids.clone(), false),
-    )
-    .await;
-    if changed.is_ok() {
-        for gone in voters.difference(&ids) {
-            if let Some(addr) = removed_addrs.get(gone) {
-                let release = PeerRequest::Release {
-                    group: group.id,
-                    to: *gone,
-                };
-                let _ = peers.call(addr, &release, Duration::from_secs(2)).await;
-            }
-        }
-    }
-    if leaving {
-        // Held requests go to the successor as soon as it is known.
         if changed.is_ok() {
-            successor_known(group, Duration::from_secs(5)).await;
+            for gone in voters.difference(&ids) {
+                if let Some(addr) = removed_addrs.get(gone) {
+                    let release = PeerRequest::Release {
+                        group: p,
+                        to: *gone,
+                    };
+                    // A removed member that does not hear this (cut off) lets go by itself
+                    // later, or is caught up again if the map gives it the group back.
+                    let _ = ask(&self.peers, addr, &release, PEER_CALL_LIMIT).await;
+                }
+            }
         }
-        group.undrain();
-    }
-    match changed {
-        Ok(_) => {
-            tracing::info!(partition = group.id, voters = ?target.keys().collect::<Vec<_>>(), "partition moved")
+        if leaving {
+            // Held requests go to the successor as soon as it is known.
+            if changed.is_ok() {
+                successor_known(group, Duration::from_secs(5)).await;
+            }
+            group.undrain();
         }
-        Err(e) => tracing::info!(partition = group.id, error = %e, "membership change deferred"),
+        match changed {
+            Ok(_) => {
+                tracing::info!(partition = p, voters = ?target.keys().collect::<Vec<_>>(), "partition moved")
+            }
+            Err(e) if self.say("membership change deferred", u64::from(p)) => {
+                tracing::info!(partition = p, error = %e, "membership change deferred")
+            }
+            Err(e) => tracing::debug!(partition = p, error = %e, "membership change deferred"),
+        }
     }
 }
