@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::Subscription;
 use crate::limits::{PEER_MAX_FRAME, PRE_AUTH_MAX_FRAME};
+use crate::log_limit::RateLimit;
 use crate::metrics::inc;
 use crate::node::Node;
 use crate::reply_queue::{self, ReplyQueue};
@@ -87,6 +88,8 @@ pub struct ConnContext {
     /// Connections that have not authenticated yet, node-wide (see
     /// [`crate::limits::ConnLimits::max_unauthenticated`]).
     pub unauthenticated: Arc<AtomicUsize>,
+    /// Failed authentications are logged once per source address per period.
+    pub auth_failures: Arc<RateLimit<std::net::IpAddr>>,
 }
 
 impl ConnContext {
@@ -316,7 +319,10 @@ fn handle(ctx: &ConnContext, session: &mut Session, frame: Frame, from: SocketAd
             Outcome::Close(reply) => {
                 if reply == Reply::Unauthorized {
                     inc(&node.metrics.auth_failures_total);
-                    tracing::warn!(%from, "authentication failed");
+                    let now = std::time::Instant::now();
+                    if let Some(more) = ctx.auth_failures.allow(from.ip(), now) {
+                        tracing::warn!(%from, earlier_unlogged = more, "authentication failed");
+                    }
                 } else {
                     inc(&node.metrics.bad_requests_total);
                 }

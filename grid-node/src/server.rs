@@ -18,6 +18,7 @@ use crate::cluster::runtime::{ClusterConfig, ClusterError, ClusterNode, MemoryLi
 use crate::config::{ConfigError, NodeConfig};
 use crate::conn::{self, ConnContext};
 use crate::geo::GeoService;
+use crate::log_limit::RateLimit;
 use crate::metrics::inc;
 use crate::node::Node;
 use crate::tls;
@@ -49,6 +50,9 @@ pub enum StartError {
     #[error(transparent)]
     Tls(#[from] grid_client::tls::TlsError),
 }
+
+/// How often a repeated warning (refused connections, failed authentications) is logged.
+const LOG_REPEAT: Duration = Duration::from_secs(10);
 
 /// A node serving in this process. Dropping it does not stop it; call
 /// [`RunningNode::shutdown`].
@@ -187,6 +191,7 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
         tls: acceptor,
         peer_key,
         unauthenticated: Arc::default(),
+        auth_failures: Arc::new(RateLimit::new(LOG_REPEAT)),
     };
     tasks.spawn(accept_loop(listener, ctx.clone(), grace));
     // Peers must reach this node while it joins, so the listener is up first.
@@ -222,7 +227,8 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
 
 async fn accept_loop(listener: TcpListener, ctx: ConnContext, grace: Duration) {
     let mut conns = JoinSet::new();
-    let mut refused = RefusalLog::default();
+    // A flood of refusals is one line per period, with the count held back.
+    let refusals = RateLimit::new(LOG_REPEAT);
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => break,
@@ -237,7 +243,14 @@ async fn accept_loop(listener: TcpListener, ctx: ConnContext, grace: Duration) {
                         || unproven >= limits.max_unauthenticated
                     {
                         inc(&node.metrics.connections_refused_total);
-                        refused.note(from, unproven >= limits.max_unauthenticated);
+                        let limit = if unproven >= limits.max_unauthenticated {
+                            "--max-unauthenticated"
+                        } else {
+                            "--max-connections"
+                        };
+                        if let Some(more) = refusals.allow(limit, std::time::Instant::now()) {
+                            tracing::warn!(%from, earlier_unlogged = more, "connection refused: {limit} reached");
+                        }
                         drop(stream);
                         continue;
                     }
@@ -257,35 +270,5 @@ async fn accept_loop(listener: TcpListener, ctx: ConnContext, grace: Duration) {
     let drained = tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} });
     if drained.await.is_err() {
         conns.abort_all();
-    }
-}
-
-/// Logs refused connections at most once every [`RefusalLog::EVERY`], with how many were
-/// refused meanwhile, so a flood does not flood the log too.
-#[derive(Debug, Default)]
-struct RefusalLog {
-    last: Option<std::time::Instant>,
-    since: u64,
-}
-
-impl RefusalLog {
-    const EVERY: Duration = Duration::from_secs(10);
-
-    fn note(&mut self, from: SocketAddr, unauthenticated: bool) {
-        self.since += 1;
-        if self.last.is_none_or(|t| t.elapsed() >= Self::EVERY) {
-            let limit = if unauthenticated {
-                "--max-unauthenticated"
-            } else {
-                "--max-connections"
-            };
-            tracing::warn!(
-                %from,
-                refused = self.since,
-                "connection refused: {limit} reached"
-            );
-            self.last = Some(std::time::Instant::now());
-            self.since = 0;
-        }
     }
 }
