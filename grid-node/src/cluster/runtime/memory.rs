@@ -124,8 +124,6 @@ impl ClusterNode {
                 led.push((g.id, objects));
             }
         }
-        // Eviction and refusals count log entries too (the limit is on every byte held);
-        // compaction keeps the logs' share small, so live objects go only for real need.
         self.memory_used.store(hosted, Ordering::Relaxed);
         if let Some(limit) = self.config.memory.max {
             for id in logs_to_compact(limit, &logs) {
@@ -139,7 +137,12 @@ impl ClusterNode {
         else {
             return;
         };
-        for (id, bytes) in eviction_plan(hosted, limit, &led) {
+        // Log entries count up to their share of the limit: past it, compaction frees
+        // them, and evicting live objects for them would not.
+        let log_total: u64 = logs.iter().map(|(_, b)| b).sum();
+        let log_counted = log_total.min((limit as f64 * LOG_SHARE) as u64);
+        let counted = hosted - log_total + log_counted;
+        for (id, bytes) in eviction_plan(counted, limit, &led) {
             if let Some(g) = groups.iter().find(|g| g.id == id) {
                 g.request_eviction(bytes);
             }
