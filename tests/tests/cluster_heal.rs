@@ -24,7 +24,8 @@ const DOWN_AFTER: Duration = Duration::from_secs(3);
 
 type Acked = Arc<Mutex<Vec<(String, String)>>>;
 
-/// Writers putting distinct keys until stopped; only acknowledged writes are recorded.
+/// Writers putting distinct keys (values of about `size` bytes) until stopped; only
+/// acknowledged writes are recorded.
 struct Writers {
     acked: Acked,
     stop: Arc<AtomicBool>,
@@ -32,7 +33,7 @@ struct Writers {
 }
 
 impl Writers {
-    fn start(client: &GridClient, ns: &'static str, count: usize) -> Self {
+    fn start(client: &GridClient, ns: &'static str, count: usize, size: usize) -> Self {
         let acked: Acked = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let handles = (0..count)
@@ -43,7 +44,8 @@ impl Writers {
                         if stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        let (key, value) = (format!("w{w}-{i}"), format!("value {w} {i}"));
+                        let key = format!("w{w}-{i}");
+                        let value = format!("value {w} {i} {}", "x".repeat(size));
                         let put = client.put(ns, &key, value.clone(), Timeout::None);
                         // Not acknowledged (refused, unknown outcome, timed out): not checked.
                         if let Ok(Ok(_)) = tokio::time::timeout(DEADLINE, put).await {
@@ -212,13 +214,13 @@ fn row<'a>(out: &'a str, addr: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_cut_off_past_down_after_comes_back_by_itself_and_nothing_is_lost() {
     let partitions = PARTITIONS.to_string();
-    let cluster = TestCluster::start(BIN, 3, &["--partitions", &partitions])
+    let mut cluster = TestCluster::start(BIN, 3, &["--partitions", &partitions])
         .await
         .unwrap();
     let client = GridClient::connect(&cluster.connection_string(CLIENT_OPTS))
         .await
         .unwrap();
-    let writers = Writers::start(&client, "heal", 6);
+    let writers = Writers::start(&client, "heal", 6, 0);
     writers.wait_for("writes before the cut", 150).await;
 
     // Cut the busiest leader off from both others, both ways, for well past down-after.
@@ -296,6 +298,27 @@ async fn a_node_cut_off_past_down_after_comes_back_by_itself_and_nothing_is_lost
         at_cut,
         at_heal
     );
+
+    // The returned node votes in the control group again: with it, the control group
+    // keeps a quorum when another node dies, so that one is marked down in turn.
+    let (dead, alive) = (others[0], others[1]);
+    let dead_addr = cluster.node(dead).unwrap().client_addr().to_string();
+    let dead_id = reader.node_status(&dead_addr).await.unwrap().node_id;
+    cluster.kill(dead).unwrap();
+    let remaining = vec![
+        victim_addr.clone(),
+        cluster.node(alive).unwrap().client_addr().to_string(),
+    ];
+    let watcher = GridClient::connect(&format!(
+        "bootstrapGateways={}{CLIENT_OPTS}",
+        remaining.join(",")
+    ))
+    .await
+    .unwrap();
+    wait_marked_down_and_re_replicated(&watcher, &remaining, dead_id, DEADLINE * 2)
+        .await
+        .unwrap();
+    assert_all_readable(&watcher, "heal", &acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -306,8 +329,8 @@ async fn a_node_frozen_while_leadership_spreads_is_marked_down_and_comes_back() 
         .unwrap();
     // Right after the cluster forms, leadership is still moving to the planned leaders:
     // the last node to join is about to receive hand-overs. Freeze it now. A frozen
-    // process keeps its connections open and answers nothing, so calls to it hang (as over
-    // a dead link) rather than fail fast.
+    // process keeps its connections open and answers nothing, so calls to it hang rather
+    // than fail fast.
     let victim = 2;
     let victim_addr = cluster.node(victim).unwrap().client_addr().to_string();
     let survivors: Vec<String> = [0, 1]
@@ -321,7 +344,7 @@ async fn a_node_frozen_while_leadership_spreads_is_marked_down_and_comes_back() 
     .await
     .unwrap();
     let victim_id = watcher.node_status(&victim_addr).await.unwrap().node_id;
-    let writers = Writers::start(&watcher, "frozen", 4);
+    let writers = Writers::start(&watcher, "frozen", 4, 1024);
     cluster.node(victim).unwrap().signal("STOP").unwrap();
     let frozen_at = Instant::now();
 

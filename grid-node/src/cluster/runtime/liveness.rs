@@ -22,12 +22,16 @@ use crate::cluster::group::PartitionGroup;
 use crate::cluster::peer::{PeerRequest, PeerResponse};
 use crate::cluster::raft_types::{GroupCommand, GroupResponse, NodeId};
 use openraft::ServerState;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// Longest a liveness ping may take, connecting included. Well under any sensible
-/// `--down-after`, so a node that stopped answering is counted silent in time.
-const PING_LIMIT: Duration = Duration::from_millis(500);
+/// Bounds of the time a liveness ping may take, connecting included: a quarter of
+/// `--down-after` within these, so a node that stopped answering is counted silent in
+/// time, and one slowed down by load (or by large messages ahead on the shared peer
+/// connection) is not.
+const PING_LIMIT_MIN: Duration = Duration::from_millis(200);
+const PING_LIMIT_MAX: Duration = Duration::from_secs(2);
 /// Pause between two requests to be back.
 const REJOIN_EVERY: Duration = Duration::from_secs(1);
 /// Members asked per request to be back (following a redirect counts as one).
@@ -40,28 +44,24 @@ impl ClusterNode {
         let Some(state) = self.state() else {
             return;
         };
-        let (leads, quorum_acked) = self.control_raft().map_or((false, None), |raft| {
-            let m = raft.metrics();
-            let m = m.borrow();
-            (m.state == ServerState::Leader, m.millis_since_quorum_ack)
-        });
+        let leads = self
+            .control_raft()
+            .is_some_and(|r| r.metrics().borrow().state == ServerState::Leader);
         if leads {
-            // A leader is not pinged; hearing from a quorum says the same.
-            let acked =
-                quorum_acked.and_then(|ms| Instant::now().checked_sub(Duration::from_millis(ms)));
-            if let Some(acked) = acked {
-                let mut last = lock(&self.last_pinged);
-                *last = (*last).max(acked);
+            // A leader is not pinged; hearing from the nodes it pings says the same.
+            if self.watch_nodes(&state).await {
+                *lock(&self.last_pinged) = Instant::now();
             }
+            // A leader that hears from nobody for that long is as cut off as a node
+            // nobody pings: it asks to be back like one.
+            if lock(&self.last_pinged).elapsed() <= self.config.down_after {
+                return;
+            }
+        } else {
+            // Liveness seen in an earlier term says nothing now.
+            lock(&self.last_seen).clear();
         }
         let unpinged = lock(&self.last_pinged).elapsed();
-        if leads && unpinged <= self.config.down_after {
-            self.watch_nodes(&state).await;
-            return;
-        }
-        // Liveness seen in an earlier term says nothing now (and a leader that has heard
-        // from no quorum for that long is as cut off as a node nobody pings).
-        lock(&self.last_seen).clear();
         let rejoin = should_rejoin(&Standing {
             me: self.id(),
             state: &state,
@@ -73,16 +73,28 @@ impl ClusterNode {
             self.set_isolated(false);
         } else if Instant::now() >= *lock(&self.next_rejoin) {
             *lock(&self.next_rejoin) = Instant::now() + REJOIN_EVERY;
-            self.was_away.store(true, Ordering::Relaxed);
+            if state.nodes.get(&self.id()).map(|n| n.state) == Some(NodeState::Down) {
+                self.was_away.store(true, Ordering::Relaxed);
+            }
             let reached = self.rejoin(&state, unpinged).await;
-            self.set_isolated(!reached);
+            // Only a long silence with nobody answering counts: a node slowed down by load
+            // may miss pings for a while, and must keep serving.
+            self.set_isolated(!reached && unpinged > self.config.down_after * 2);
         }
+    }
+
+    /// How long a liveness ping may take (see [`PING_LIMIT_MIN`]).
+    fn ping_limit(&self) -> Duration {
+        (self.config.down_after / 4).clamp(PING_LIMIT_MIN, PING_LIMIT_MAX)
     }
 
     /// Records whether this node reaches no member at all; says so when it changes.
     pub(super) fn set_isolated(&self, isolated: bool) {
         if self.isolated.swap(isolated, Ordering::Relaxed) != isolated {
             if isolated {
+                // Cut off this long, it has surely been marked down: what it still holds
+                // may have moved on without it.
+                self.was_away.store(true, Ordering::Relaxed);
                 tracing::warn!("cut off: no member answers; sending clients to the other nodes");
             } else {
                 tracing::info!("in touch with the cluster again");
@@ -93,7 +105,9 @@ impl ClusterNode {
     /// Control leader: pings active nodes and marks those silent past the grace period
     /// down. Every ping is bounded as a whole, so a peer whose connection hangs (or whose
     /// connection slot is busy with other traffic) is counted silent, never waited for.
-    async fn watch_nodes(&self, state: &ClusterState) {
+    /// When no node answers at all, this leader is the one cut off (and could not commit
+    /// anything): nobody is marked down. True when some node answered, or there is none.
+    async fn watch_nodes(&self, state: &ClusterState) -> bool {
         let me = self.id();
         let now = Instant::now();
         let targets: Vec<(NodeId, String)> = state
@@ -102,26 +116,24 @@ impl ClusterNode {
             .filter(|(id, n)| **id != me && n.state == NodeState::Active)
             .map(|(id, n)| (*id, n.addr.clone()))
             .collect();
+        let limit = self.ping_limit();
         let pings = targets.iter().map(|(id, addr)| async move {
             let ok = matches!(
-                ask(&self.peers, addr, &PeerRequest::Ping, PING_LIMIT).await,
+                ask(&self.peers, addr, &PeerRequest::Ping, limit).await,
                 Ok(PeerResponse::Pong { id: answered }) if answered == *id
             );
             (*id, ok)
         });
         let results = futures_util::future::join_all(pings).await;
-        let mut down = Vec::new();
-        {
-            let mut seen = lock(&self.last_seen);
-            for (id, ok) in results {
-                let last = seen.entry(id).or_insert(now);
-                if ok {
-                    *last = now;
-                } else if now.duration_since(*last) > self.config.down_after {
-                    down.push(id);
-                }
-            }
-        }
+        let judged = judge_pings(
+            &results,
+            &mut lock(&self.last_seen),
+            now,
+            self.config.down_after,
+        );
+        let Some(down) = judged else {
+            return false;
+        };
         for id in down {
             let Some(raft) = self.control_raft() else {
                 break;
@@ -143,6 +155,7 @@ impl ClusterNode {
             }
             lock(&self.last_seen).remove(&id);
         }
+        true
     }
 
     /// Asks the cluster to take this node back: the control leader first if known, then
@@ -192,6 +205,7 @@ impl ClusterNode {
                 Ok(PeerResponse::Rejoined { readmitted }) => {
                     *lock(&self.last_pinged) = Instant::now();
                     if readmitted {
+                        self.was_away.store(true, Ordering::Relaxed);
                         tracing::info!(id = me, "back in the cluster after being marked down");
                     } else {
                         tracing::debug!("the cluster still counts this node active");
@@ -239,7 +253,7 @@ impl ClusterNode {
             _ => {}
         }
         let reached = matches!(
-            ask(&self.peers, &addr, &PeerRequest::Ping, PING_LIMIT * 2).await,
+            ask(&self.peers, &addr, &PeerRequest::Ping, self.ping_limit()).await,
             Ok(PeerResponse::Pong { id: answered }) if answered == id
         );
         if !reached {
@@ -277,6 +291,32 @@ impl ClusterNode {
         }
         since.entry(group.id).or_insert_with(Instant::now).elapsed()
     }
+}
+
+/// Which nodes a ping round finds silent past `down_after`, with `last_seen` (when each
+/// last answered) brought up to date. `None` when there were nodes to ping and none
+/// answered: then this leader is the one cut off, nobody is to be marked down, and every
+/// node's silence counts again from its next round.
+pub(super) fn judge_pings(
+    results: &[(NodeId, bool)],
+    last_seen: &mut HashMap<NodeId, Instant>,
+    now: Instant,
+    down_after: Duration,
+) -> Option<Vec<NodeId>> {
+    if !results.is_empty() && !results.iter().any(|(_, ok)| *ok) {
+        last_seen.clear();
+        return None;
+    }
+    let mut down = Vec::new();
+    for (id, ok) in results {
+        let last = last_seen.entry(*id).or_insert(now);
+        if *ok {
+            *last = now;
+        } else if now.saturating_duration_since(*last) > down_after {
+            down.push(*id);
+        }
+    }
+    Some(down)
 }
 
 /// What a node knows about its own standing.
@@ -411,6 +451,43 @@ mod tests {
             addr: "a:1".into(),
         });
         assert!(!should_rejoin(&standing(&alone, 1, 60)));
+    }
+
+    #[test]
+    fn a_node_silent_past_the_grace_is_marked_down_unless_nobody_answers() {
+        let grace = Duration::from_secs(3);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut seen = HashMap::new();
+        assert_eq!(
+            judge_pings(&[(2, true), (3, false)], &mut seen, at(0), grace),
+            Some(vec![])
+        );
+        // Silent within the grace: nothing yet; past it: marked down.
+        assert_eq!(
+            judge_pings(&[(2, true), (3, false)], &mut seen, at(3), grace),
+            Some(vec![])
+        );
+        assert_eq!(
+            judge_pings(&[(2, true), (3, false)], &mut seen, at(4), grace),
+            Some(vec![3])
+        );
+        // Nobody answers: this leader is cut off, nobody is marked down, and the silences
+        // count afresh once answers come back.
+        assert_eq!(
+            judge_pings(&[(2, false), (3, false)], &mut seen, at(10), grace),
+            None
+        );
+        assert_eq!(
+            judge_pings(&[(2, true), (3, false)], &mut seen, at(11), grace),
+            Some(vec![])
+        );
+        assert_eq!(
+            judge_pings(&[(2, true), (3, false)], &mut seen, at(15), grace),
+            Some(vec![3])
+        );
+        // Alone, there is nobody to hear from and nobody to mark down.
+        assert_eq!(judge_pings(&[], &mut seen, at(20), grace), Some(vec![]));
     }
 
     fn replica() -> Unlisted {
