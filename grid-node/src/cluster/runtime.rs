@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::control::{ClusterState, NodeState};
 use super::group::PartitionGroup;
 use super::log_store::MemLog;
-use super::peer::{NetworkFactory, PeerRequest, PeerResponse, Peers, PEER_CLIENT_NAME};
+use super::peer::{NetworkFactory, Peers, PEER_CLIENT_NAME};
 use super::raft_types::{GroupId, GroupRaft, NodeId};
 use super::state_machine::{GroupSm, Machine};
 use crate::clock::Clock;
@@ -47,7 +47,10 @@ mod liveness;
 mod membership;
 mod memory;
 mod moves;
+mod support;
 pub use memory::MemoryLimit;
+pub(crate) use support::every;
+use support::{ask, bounded, random_id, voters_of, MEMBERSHIP_CHANGE_LIMIT, PEER_CALL_LIMIT};
 
 /// Most voters of the control group.
 const CONTROL_VOTERS: usize = 5;
@@ -560,82 +563,5 @@ impl ClusterNode {
     /// Whether a line keyed `(what, key)` may be written now (see [`LOG_REPEAT`]).
     pub(super) fn say(&self, what: &'static str, key: u64) -> bool {
         self.quiet.allow((what, key), Instant::now()).is_some()
-    }
-}
-
-/// Longest a peer is given to answer a cluster request (not a Raft RPC), connecting
-/// included.
-pub(super) const PEER_CALL_LIMIT: Duration = Duration::from_secs(2);
-
-/// Asks a peer, with the whole exchange (waiting for the connection, connecting, sending,
-/// the answer) bounded by `limit`: a peer that stopped answering holds no caller longer.
-pub(super) async fn ask(
-    peers: &Peers,
-    addr: &str,
-    request: &PeerRequest,
-    limit: Duration,
-) -> Result<PeerResponse, String> {
-    match tokio::time::timeout(limit, peers.call(addr, request, limit)).await {
-        Ok(answer) => answer.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("{addr}: no answer within {limit:?}")),
-    }
-}
-
-/// Runs `round` every `period` until `shutdown`; a slow round delays the next one.
-pub(crate) async fn every<F, Fut>(period: Duration, shutdown: CancellationToken, mut round: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = interval.tick() => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = round() => {}
-                }
-            }
-        }
-    }
-}
-
-/// The voters of a group's current membership, as this node sees it.
-fn voters_of(raft: &GroupRaft) -> BTreeSet<NodeId> {
-    raft.metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .collect()
-}
-
-/// A random id, from the standard library's per-process random hash keys and the clock.
-fn random_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish().max(1)
-}
-
-/// Longest a membership change may take before it is retried on a later round.
-pub(super) const MEMBERSHIP_CHANGE_LIMIT: Duration = Duration::from_secs(10);
-
-/// Awaits a membership call, giving up after [`MEMBERSHIP_CHANGE_LIMIT`].
-pub(super) async fn bounded<T, E: std::fmt::Display>(
-    what: &str,
-    call: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(MEMBERSHIP_CHANGE_LIMIT, call).await {
-        Ok(result) => result.map_err(|e| format!("{what}: {e}")),
-        Err(_) => Err(format!(
-            "{what}: no answer within {MEMBERSHIP_CHANGE_LIMIT:?}"
-        )),
     }
 }
