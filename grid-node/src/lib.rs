@@ -43,3 +43,10 @@ pub mod tls;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::NodeConfig;
 pub use server::{start, RunningNode, StartError};
+
+/// The allocator node binaries install (`#[global_allocator]`). Values are large and
+/// short-lived; glibc's allocator raises its threshold for returning memory to the
+/// system after large frees and keeps a 64 MiB arena per thread, so memory freed by
+/// eviction and log compaction stayed in the process (RSS far past `--max-memory`).
+/// mimalloc gives freed pages back soon after.
+pub use tikv_jemallocator::Jemalloc as NodeAllocator;

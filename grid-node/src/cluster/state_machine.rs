@@ -1,12 +1,17 @@
 //! The state machine behind every group: a partition or the control state, plus what Raft
-//! needs around it (last applied log id, membership, the latest snapshot).
+//! needs around it (last applied log id, membership, whether a snapshot exists).
+//!
+//! A snapshot is not kept as bytes beside the state: that would hold every value twice.
+//! The state itself is the snapshot; its bytes are encoded when one is asked for (to
+//! build one, or to send one to a follower), from the state as applied at that moment,
+//! which is a snapshot at least as new as the last one built.
 //!
 //! The state sits behind a `std` read-write lock that is never held across an `.await`,
 //! so the leader's lock-free reads and the ticker can look at it directly.
 
 use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{Entry, EntryPayload, LogId, StorageError, StorageIOError, StoredMembership};
@@ -44,13 +49,12 @@ struct SnapshotFile {
     machine: Vec<u8>,
 }
 
-/// The latest snapshot: its metadata and bytes.
-type StoredSnapshot = (SnapshotMeta<NodeId, Member>, Vec<u8>);
-
 #[derive(Debug)]
 struct Inner {
     state: RwLock<SmState>,
-    current: Mutex<Option<StoredSnapshot>>,
+    /// Whether a snapshot was built or installed: until then Raft has purged nothing
+    /// and none is offered.
+    has_snapshot: AtomicBool,
     partition_config: PartitionConfig,
     snapshots_built: AtomicU64,
 }
@@ -72,7 +76,7 @@ impl GroupSm {
                 last_membership: StoredMembership::default(),
                 machine,
             }),
-            current: Mutex::new(None),
+            has_snapshot: AtomicBool::new(false),
             partition_config,
             snapshots_built: AtomicU64::new(0),
         }))
@@ -81,22 +85,6 @@ impl GroupSm {
     /// Reads the state. Do not hold across an `.await`.
     pub fn read(&self) -> RwLockReadGuard<'_, SmState> {
         self.0.state.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Keeps `meta`'s snapshot as the current one unless a newer one is already kept (a
-    /// build runs beside `apply` and may finish after a newer snapshot was installed).
-    fn keep_if_newer(&self, meta: &SnapshotMeta<NodeId, Member>, bytes: &[u8]) {
-        let mut current = self
-            .0
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if current
-            .as_ref()
-            .is_none_or(|(kept, _)| kept.last_log_id <= meta.last_log_id)
-        {
-            *current = Some((meta.clone(), bytes.to_vec()));
-        }
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, SmState> {
@@ -136,9 +124,10 @@ impl GroupSm {
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for GroupSm {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let (bytes, last_applied, last_membership) = {
+impl GroupSm {
+    /// A snapshot of the state as applied now.
+    fn snapshot_now(&self) -> Snapshot<TypeConfig> {
+        let (bytes, last_log_id, last_membership) = {
             let state = self.read();
             (
                 Self::encode(&state),
@@ -147,16 +136,22 @@ impl RaftSnapshotBuilder<TypeConfig> for GroupSm {
             )
         };
         let n = self.0.snapshots_built.fetch_add(1, Ordering::Relaxed);
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership,
-            snapshot_id: format!("{}-{n}", last_applied.map_or(0, |l| l.index)),
-        };
-        self.keep_if_newer(&meta, &bytes);
-        Ok(Snapshot {
-            meta,
+        Snapshot {
+            meta: SnapshotMeta {
+                last_log_id,
+                last_membership,
+                snapshot_id: format!("{}-{n}", last_log_id.map_or(0, |l| l.index)),
+            },
             snapshot: Box::new(Cursor::new(bytes)),
-        })
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for GroupSm {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let snapshot = self.snapshot_now();
+        self.0.has_snapshot.store(true, Ordering::Release);
+        Ok(snapshot)
     }
 }
 
@@ -223,21 +218,17 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
         installed.last_applied = meta.last_log_id;
         installed.last_membership = meta.last_membership.clone();
         *self.write() = installed;
-        self.keep_if_newer(meta, &bytes);
+        self.0.has_snapshot.store(true, Ordering::Release);
         Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let current = self
+        Ok(self
             .0
-            .current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        Ok(current.as_ref().map(|(meta, bytes)| Snapshot {
-            meta: meta.clone(),
-            snapshot: Box::new(Cursor::new(bytes.clone())),
-        }))
+            .has_snapshot
+            .load(Ordering::Acquire)
+            .then(|| self.snapshot_now()))
     }
 }
