@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use grid_proto::{
     check_op, key_hash, partition_of, GeoOp, Millis, NodeStatus, ObjKey, ObjectInfo, Op,
-    PartitionMap, Reply, Request, Timeout,
+    PartitionMap, Reply, Request, Timeout, Unavailability,
 };
 
 use crate::conn::{ConnHooks, Connection, Dial, WireStats};
@@ -143,9 +143,10 @@ fn unexpected(reply: Reply) -> ClientError {
         Reply::Moved { site } => ClientError::Moved { site },
         Reply::Unauthorized => ClientError::Unauthorized,
         Reply::BadRequest { reason } => ClientError::BadRequest { reason },
-        Reply::Unavailable { reason } => ClientError::Unavailable { reason },
+        Reply::Unavailable { code, reason } => ClientError::Unavailable { code, reason },
         Reply::OutcomeUnknown { reason } => ClientError::OutcomeUnknown { reason },
-        Reply::NotLeader { .. } | Reply::WrongPartitionMap { .. } => ClientError::Unavailable {
+        Reply::NotLeader { .. } => ClientError::Unavailable {
+            code: Unavailability::NoQuorum,
             reason: format!("routing: {reply:?}"),
         },
         other => ClientError::Protocol {
@@ -335,11 +336,13 @@ impl GridClient {
                         return Ok(());
                     }
                     last_err = Some(ClientError::Unavailable {
+                        code: Unavailability::CutOff,
                         reason: format!("{addr} has an older partition map"),
                     });
                 }
                 Ok(Reply::Map(_)) => {
                     last_err = Some(ClientError::Unavailable {
+                        code: Unavailability::NotJoined,
                         reason: format!("{addr} has not joined a cluster yet"),
                     })
                 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use grid_proto::{Millis, OpError};
+use grid_proto::{Millis, OpError, Unavailability};
 use thiserror::Error;
 
 use crate::connstr::ConnStringError;
@@ -87,8 +87,10 @@ pub enum ClientError {
         reason: String,
     },
     /// The node cannot serve this now.
-    #[error("unavailable: {reason}")]
+    #[error("unavailable ({code}): {reason}")]
     Unavailable {
+        /// Why, as a stable code.
+        code: Unavailability,
         /// What the node said.
         reason: String,
     },

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use geo_replication::{GeoError, GeoHandler, GeoLink, GeoRequest, GeoResponse, GeoTls, TlsFiles};
 use grid_client::{ClientConfig, GridClient, NodeCredentials};
-use grid_proto::{GeoOp, ObjKey, Op, RemoteStoreStatus, Reply};
+use grid_proto::{GeoOp, ObjKey, Op, RemoteStoreStatus, Reply, Unavailability};
 use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -163,9 +163,13 @@ impl GeoService {
     async fn step_here(&self, op: GeoOp) -> Reply {
         match self.local().await {
             Ok(client) => client.geo(op).await.unwrap_or_else(|e| Reply::Unavailable {
+                code: Unavailability::SiteUnreachable,
                 reason: e.to_string(),
             }),
-            Err(reason) => Reply::Unavailable { reason },
+            Err(reason) => Reply::Unavailable {
+                code: Unavailability::SiteUnreachable,
+                reason,
+            },
         }
     }
 
@@ -188,7 +192,7 @@ impl GeoService {
                 .request(addr, GeoRequest::Step(op.clone()), left)
                 .await
             {
-                Ok(GeoResponse::Reply(Reply::Unavailable { reason })) => last = reason,
+                Ok(GeoResponse::Reply(Reply::Unavailable { reason, .. })) => last = reason,
                 Ok(GeoResponse::Reply(reply)) => return Ok(reply),
                 Ok(other) => last = format!("unexpected answer {other:?}"),
                 Err(e) => last = e.to_string(),

@@ -28,6 +28,7 @@ pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod events;
+pub mod format;
 pub mod geo;
 pub mod limits;
 pub mod log_limit;

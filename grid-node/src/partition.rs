@@ -22,6 +22,7 @@ use std::collections::VecDeque;
 use grid_proto::{EventCause, GeoOp, Millis, ObjKey, Op, Reply};
 use serde::{Deserialize, Serialize};
 
+use crate::format::{FormatError, PARTITION_SNAPSHOT};
 use crate::outbox::{Outbox, PendingEvent};
 use crate::store::{LockQueue, LockWait, Store, StoreConfig, StoreEvent, StoreStats};
 
@@ -94,13 +95,12 @@ impl Command {
     }
 }
 
-/// An expired object, for `Session_End`-style delivery.
+/// An object that expired, for counters and logs (its bytes go to the outbox, for
+/// `Session_End`-style delivery, not here).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Expiration {
     /// The object.
     pub obj: ObjKey,
-    /// Its final bytes.
-    pub value: Vec<u8>,
     /// Its final version.
     pub version: u64,
 }
@@ -327,6 +327,7 @@ impl Partition {
         {
             Ok(_) => None,
             Err(full) => Some(Reply::Unavailable {
+                code: grid_proto::Unavailability::Busy,
                 reason: full.to_string(),
             }),
         }
@@ -360,17 +361,16 @@ impl Partition {
                     value,
                     version,
                 } => {
+                    out.expired.push(Expiration {
+                        obj: obj.clone(),
+                        version,
+                    });
                     self.outbox.push(PendingEvent {
                         cause: EventCause::Expired,
-                        obj: obj.clone(),
-                        value: value.clone(),
-                        version,
-                        at: now,
-                    });
-                    out.expired.push(Expiration {
                         obj,
                         value,
                         version,
+                        at: now,
                     });
                 }
                 StoreEvent::Evicted {
@@ -415,23 +415,16 @@ impl Partition {
 
     /// Serializes the partition (objects, locks, waiters, pending events).
     pub fn snapshot(&self) -> Vec<u8> {
-        let waiters = postcard::to_allocvec(&self.waiters)
-            .unwrap_or_else(|e| panic!("waiter snapshot encode failed: {e}"));
-        postcard::to_allocvec(&(self.store.snapshot(), waiters, &self.outbox))
-            .unwrap_or_else(|e| panic!("partition snapshot encode failed: {e}"))
+        PARTITION_SNAPSHOT.encode(&(self.store.snapshot(), &self.waiters, &self.outbox))
     }
 
     /// Rebuilds a partition from [`Partition::snapshot`] bytes.
-    pub fn restore(
-        config: PartitionConfig,
-        bytes: &[u8],
-    ) -> Result<Self, crate::store::SnapshotError> {
-        let corrupt = |e: postcard::Error| crate::store::SnapshotError::Corrupt(e.to_string());
-        let (store, waiters, outbox): (Vec<u8>, Vec<u8>, Outbox) =
-            postcard::from_bytes(bytes).map_err(corrupt)?;
+    pub fn restore(config: PartitionConfig, bytes: &[u8]) -> Result<Self, FormatError> {
+        let (store, waiters, outbox): (Vec<u8>, LockQueue<WaiterId>, Outbox) =
+            PARTITION_SNAPSHOT.decode(bytes)?;
         Ok(Self {
             store: Store::restore(config.store, &store)?,
-            waiters: postcard::from_bytes(&waiters).map_err(corrupt)?,
+            waiters,
             outbox,
         })
     }

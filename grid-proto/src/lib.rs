@@ -33,4 +33,5 @@ pub use limits::{check_op, validate_object_key, KeyError, OpError};
 pub use msg::{
     decode, encode, DecodeError, EventCause, EventId, GeoOp, GridEvent, MapNode, Millis,
     NodeStatus, ObjKey, ObjectInfo, Op, PartitionMap, RemoteStoreStatus, Reply, Request, Timeout,
+    Unavailability,
 };

@@ -405,6 +405,61 @@ pub struct NodeStatus {
     pub remote_stores: Vec<RemoteStoreStatus>,
 }
 
+/// Why a node could not serve a request: a code that stays the same across releases,
+/// beside the reason text of [`Reply::Unavailable`]. All are worth a retry.
+#[derive(
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    SerdeSerialize,
+    SerdeDeserialize,
+)]
+pub enum Unavailability {
+    /// The node has not joined a cluster yet.
+    NotJoined,
+    /// The node is cut off from the rest of its cluster.
+    CutOff,
+    /// The partition has no working leader or quorum now (an election, a hand-over).
+    NoQuorum,
+    /// The node is shutting down.
+    ShuttingDown,
+    /// A bounded queue is full (lock waiters of an object), or the object is held at
+    /// another site.
+    Busy,
+    /// A wait was interrupted when leadership changed; the operation may be retried.
+    LeaderChanged,
+    /// The object is being handed over between sites.
+    Migrating,
+    /// The hand-over between sites was aborted.
+    HandOverAborted,
+    /// Another site (or this site's leader, for a site link) did not answer.
+    SiteUnreachable,
+    /// The node lost an answer it should have had; a defect worth reporting.
+    Internal,
+}
+
+impl std::fmt::Display for Unavailability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unavailability::NotJoined => "not-joined",
+            Unavailability::CutOff => "cut-off",
+            Unavailability::NoQuorum => "no-quorum",
+            Unavailability::ShuttingDown => "shutting-down",
+            Unavailability::Busy => "busy",
+            Unavailability::LeaderChanged => "leader-changed",
+            Unavailability::Migrating => "migrating",
+            Unavailability::HandOverAborted => "hand-over-aborted",
+            Unavailability::SiteUnreachable => "site-unreachable",
+            Unavailability::Internal => "internal",
+        })
+    }
+}
+
 /// A node's answer. Every operation ends in exactly one of these; none fails silently.
 #[derive(
     Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, SerdeSerialize, SerdeDeserialize,
@@ -482,11 +537,6 @@ pub enum Reply {
         /// Address of the leader, when known.
         leader_hint: Option<String>,
     },
-    /// The caller routed with an outdated partition map.
-    WrongPartitionMap {
-        /// The current map epoch.
-        epoch: u64,
-    },
     /// A value or frame over the node's limit.
     TooLarge {
         /// Size sent, in bytes.
@@ -498,7 +548,9 @@ pub enum Reply {
     Unauthorized,
     /// The node cannot serve this now (shutting down, no quorum); retry elsewhere or later.
     Unavailable {
-        /// Why.
+        /// Why, as a stable code to act on.
+        code: Unavailability,
+        /// Why, for a person.
         reason: String,
     },
     /// The request is malformed (invalid encoding, empty or over-long key, ...).

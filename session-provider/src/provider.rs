@@ -197,6 +197,7 @@ impl SessionStateProvider {
             Read::Found(object) => Ok(Some(SessionItems::decode(&object.value)?)),
             Read::Missing => Ok(None),
             Read::Locked { .. } => Err(ProviderError::Grid(ClientError::Unavailable {
+                code: grid_proto::Unavailability::Busy,
                 reason: "the session is locked at another site".into(),
             })),
         }

@@ -344,7 +344,7 @@ async fn a_hand_over_cut_short_by_a_crash_resolves_to_one_primary() {
     };
     let refused = step_on_leader(&sites.west, late).await;
     assert!(
-        matches!(&refused, Reply::Unavailable { reason } if reason.contains("aborted")),
+        matches!(&refused, Reply::Unavailable { code: grid_proto::Unavailability::HandOverAborted, reason } if reason.contains("aborted")),
         "{refused:?}"
     );
     assert!(west.get("sessions", "k1").await.unwrap().is_none());

@@ -173,6 +173,65 @@ async fn the_peer_role_comes_only_from_the_cluster_secret() {
 }
 
 #[tokio::test]
+async fn a_peer_of_another_release_is_refused_by_its_message_format() {
+    use grid_node::cluster::peer::PeerResponse;
+    use grid_node::format::{Format, PEER};
+    let node = secured(&[]);
+    let good = client(&node).await;
+    good.put("ns", "kept", "v1", Timeout::None).await.unwrap();
+    // A real peer (it knows the secret) whose release speaks another peer format.
+    let mut conn = RawConn::connect(node.client_addr()).await.unwrap();
+    let node_nonce = nonce();
+    let challenge = Request::PeerHello {
+        node_nonce: node_nonce.to_vec(),
+    };
+    let Reply::PeerChallenge { server_nonce, .. } = conn.call(1, &challenge).await.unwrap() else {
+        panic!("no challenge");
+    };
+    let proof = Request::PeerProof {
+        node_mac: PeerKey::new(SECRET.as_bytes()).node_mac(&server_nonce, &node_nonce),
+    };
+    assert!(matches!(
+        conn.call(2, &proof).await.unwrap(),
+        Reply::Welcome { .. }
+    ));
+    let newer = Format {
+        version: PEER.version + 1,
+        ..PEER
+    };
+    let join = PeerRequest::Join {
+        addr: "127.0.0.1:9".into(),
+    };
+    let Reply::Peer { payload } = conn
+        .call(
+            3,
+            &Request::Peer {
+                payload: newer.encode(&(0u64, &join)),
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("no peer answer");
+    };
+    match PEER.decode(&payload).unwrap() {
+        PeerResponse::Refused { reason } => assert!(
+            reason.contains(&format!(
+                "peer message format {} is not supported (this node reads {})",
+                PEER.version + 1,
+                PEER.version
+            )),
+            "{reason}"
+        ),
+        other => panic!("a message of another format was answered: {other:?}"),
+    }
+    // Nothing joined; the node serves on.
+    good.refresh().await.unwrap();
+    assert_eq!(good.partition_map().unwrap().nodes.len(), 1);
+    serves_intact(&good).await;
+}
+
+#[tokio::test]
 async fn unauthenticated_connections_are_bounded() {
     let node = secured(&["--hello-timeout", "1s"]);
     let good = client(&node).await;

@@ -197,6 +197,7 @@ impl GridClient {
         let failure = links.ensure().await;
         if links.conns.is_empty() {
             return Err(failure.unwrap_or(ClientError::Unavailable {
+                code: grid_proto::Unavailability::NoQuorum,
                 reason: "the partition map lists no active node".into(),
             }));
         }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use grid_proto::{GeoOp, Millis, ObjKey, Op, Reply};
+use grid_proto::{GeoOp, Millis, ObjKey, Op, Reply, Unavailability};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::ServerState;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -156,7 +156,12 @@ fn read_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>) -> Reply
         RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
             not_leader(f.leader_node.as_ref())
         }
+        RaftError::Fatal(e) => Reply::Unavailable {
+            code: Unavailability::ShuttingDown,
+            reason: e.to_string(),
+        },
         other => Reply::Unavailable {
+            code: Unavailability::NoQuorum,
             reason: other.to_string(),
         },
     }
@@ -362,6 +367,7 @@ impl PartitionGroup {
             return match reply {
                 reply @ Reply::NotLeader { .. } => reply,
                 other => Reply::Unavailable {
+                    code: Unavailability::NoQuorum,
                     reason: format!("the new leader is still taking over: {other:?}"),
                 },
             };
@@ -415,12 +421,14 @@ impl PartitionGroup {
                         reply
                     }
                     _ => Reply::Unavailable {
+                        code: Unavailability::LeaderChanged,
                         reason: "the lock wait was interrupted (leadership changed); retry".into(),
                     },
                 };
                 reply
             }
             (None, None) => Reply::Unavailable {
+                code: Unavailability::Internal,
                 reason: "parked without a waiter".into(),
             },
         }
@@ -433,6 +441,7 @@ impl PartitionGroup {
                 let reply = outcome.reply.clone();
                 self.settle(outcome).await;
                 reply.unwrap_or(Reply::Unavailable {
+                    code: Unavailability::Internal,
                     reason: "migration step without an answer".into(),
                 })
             }

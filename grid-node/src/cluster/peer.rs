@@ -1,6 +1,6 @@
 //! Node-to-node traffic: Raft RPCs of every group and cluster requests (join, ping),
-//! over one pipelined connection per peer. Messages are serde types encoded with
-//! postcard and carried in the wire protocol's `Peer` request, so peers use the same port
+//! over one pipelined connection per peer. Messages are serde types in the versioned
+//! [`PEER`] format (log entries travel in them, so it covers those too), carried in the wire protocol's `Peer` request, so peers use the same port
 //! and framing as clients; a peer connection opens with the cluster-secret handshake
 //! ([`grid_proto::peer_auth`]) instead of a hello, and only such a connection may send
 //! `Peer` requests.
@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::raft_types::{GroupId, Member, NodeId, TypeConfig};
+use crate::format::{FormatError, PEER};
 
 /// How a node names itself to a peer, for logs only: the peer role comes from proving
 /// the cluster secret.
@@ -179,12 +180,17 @@ pub enum PeerError {
 
 /// Encodes a request as a node sends it: stamped with its cluster id.
 pub fn encode_request(cluster: u64, request: &PeerRequest) -> Vec<u8> {
-    encode(&PeerEnvelopeRef { cluster, request })
+    PEER.encode(&PeerEnvelopeRef { cluster, request })
 }
 
-/// Encodes a peer message.
-pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
-    postcard::to_allocvec(msg).unwrap_or_else(|e| panic!("peer message encode failed: {e}"))
+/// Reads a request as [`encode_request`] wrote it.
+pub fn decode_request(payload: &[u8]) -> Result<PeerEnvelope, FormatError> {
+    PEER.decode(payload)
+}
+
+/// Encodes an answer.
+pub fn encode_response(response: &PeerResponse) -> Vec<u8> {
+    PEER.encode(response)
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Connection>>>>;
@@ -291,9 +297,7 @@ impl Peers {
                 other => failed(other.to_string()),
             })?;
         match reply {
-            Reply::Peer { payload } => {
-                postcard::from_bytes(&payload).map_err(|e| failed(e.to_string()))
-            }
+            Reply::Peer { payload } => PEER.decode(&payload).map_err(|e| failed(e.to_string())),
             other => Err(failed(format!("unexpected reply {other:?}"))),
         }
     }

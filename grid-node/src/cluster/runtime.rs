@@ -24,7 +24,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use grid_proto::{key_hash, partition_of, GeoOp, MapNode, Millis, ObjKey, Op, PartitionMap, Reply};
+use grid_proto::{
+    key_hash, partition_of, GeoOp, MapNode, Millis, ObjKey, Op, PartitionMap, Reply, Unavailability,
+};
 use openraft::BasicNode;
 use thiserror::Error;
 use tokio::task::JoinSet;
@@ -389,6 +391,7 @@ impl ClusterNode {
     fn group_of(&self, obj: &ObjKey) -> Result<Arc<PartitionGroup>, Reply> {
         let Some(state) = self.state() else {
             return Err(Reply::Unavailable {
+                code: Unavailability::NotJoined,
                 reason: "this node has not joined a cluster yet".into(),
             });
         };
@@ -404,6 +407,7 @@ impl ClusterNode {
         // only voter is this node still works.
         if self.isolated() && voters_of(&group.raft) != BTreeSet::from([self.id()]) {
             return Err(Reply::Unavailable {
+                code: Unavailability::CutOff,
                 reason: "this node is cut off from the cluster".into(),
             });
         }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::control::ClusterState;
 use super::raft_types::{GroupCommand, GroupResponse, Member, NodeId, TypeConfig};
+use crate::format::{CONTROL_SNAPSHOT, GROUP_SNAPSHOT};
 use crate::partition::{Partition, PartitionConfig};
 
 /// What a group replicates.
@@ -94,27 +95,28 @@ impl GroupSm {
     fn encode(state: &SmState) -> Vec<u8> {
         let machine = match &state.machine {
             Machine::Partition(p) => p.snapshot(),
-            Machine::Control(c) => postcard::to_allocvec(c)
-                .unwrap_or_else(|e| panic!("control snapshot encode failed: {e}")),
+            Machine::Control(c) => CONTROL_SNAPSHOT.encode(c),
         };
         let file = SnapshotFile {
             last_applied: state.last_applied,
             last_membership: state.last_membership.clone(),
             machine,
         };
-        postcard::to_allocvec(&file).unwrap_or_else(|e| panic!("snapshot encode failed: {e}"))
+        GROUP_SNAPSHOT.encode(&file)
     }
 
     #[allow(clippy::result_large_err)] // reason: openraft's storage error type, returned as is
     fn decode(&self, bytes: &[u8]) -> Result<SmState, StorageError<NodeId>> {
-        let file: SnapshotFile = postcard::from_bytes(bytes).map_err(storage_err)?;
+        let file: SnapshotFile = GROUP_SNAPSHOT.decode(bytes).map_err(storage_err)?;
         let machine = match &self.read().machine {
             Machine::Partition(_) => Machine::Partition(Box::new(
                 Partition::restore(self.0.partition_config, &file.machine).map_err(storage_err)?,
             )),
-            Machine::Control(_) => {
-                Machine::Control(postcard::from_bytes(&file.machine).map_err(storage_err)?)
-            }
+            Machine::Control(_) => Machine::Control(
+                CONTROL_SNAPSHOT
+                    .decode(&file.machine)
+                    .map_err(storage_err)?,
+            ),
         };
         Ok(SmState {
             last_applied: file.last_applied,

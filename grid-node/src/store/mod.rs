@@ -13,7 +13,7 @@ pub mod expiry;
 pub mod state;
 pub mod waiters;
 
-pub use state::{Applied, GeoRole, SnapshotError, Store, StoreConfig, StoreEvent, StoreStats};
+pub use state::{Applied, GeoRole, Store, StoreConfig, StoreEvent, StoreStats};
 pub use waiters::{LockQueue, LockWait, QueueFull};
 
 #[cfg(test)]

@@ -29,7 +29,6 @@ mod locks;
 mod snapshot;
 pub use geo::GeoRole;
 use geo::Transfers;
-pub use snapshot::SnapshotError;
 
 /// Settings of the state machine; identical on every replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use super::{
     JOIN_DEADLINE, MEMBERSHIP_CHANGE_LIMIT,
 };
 use crate::cluster::control::{ClusterState, ControlCommand, ControlResponse};
-use crate::cluster::peer::{encode, PeerEnvelope, PeerRequest, PeerResponse, RaftRpc};
+use crate::cluster::peer::{decode_request, encode_response, PeerRequest, PeerResponse, RaftRpc};
 use crate::cluster::raft_types::{GroupCommand, GroupResponse, NodeId, CONTROL_GROUP};
 use crate::cluster::state_machine::Machine;
 use openraft::{BasicNode, ChangeMembers, ServerState};
@@ -172,7 +172,7 @@ impl ClusterNode {
 
     /// Answers a peer message.
     pub async fn handle_peer(&self, payload: &[u8]) -> Vec<u8> {
-        let request = match postcard::from_bytes::<PeerEnvelope>(payload) {
+        let request = match decode_request(payload) {
             Ok(envelope) => {
                 let joining = matches!(envelope.request, PeerRequest::Join { .. });
                 let mine = self.peers.cluster();
@@ -181,15 +181,20 @@ impl ClusterNode {
                 } else {
                     // Another cluster (or a node that has not joined yet) is not answered:
                     // a process restarted at a member's address must not pose as it.
-                    return encode(&PeerResponse::NoSuchGroup);
+                    return encode_response(&PeerResponse::NoSuchGroup);
                 }
             }
             Err(e) => Err(e),
         };
         let response = match request {
-            Err(e) => PeerResponse::Refused {
-                reason: format!("undecodable peer message: {e}"),
-            },
+            Err(e) => {
+                if self.say("unreadable peer message", 0) {
+                    tracing::warn!(error = %e, "a peer message could not be read");
+                }
+                PeerResponse::Refused {
+                    reason: e.to_string(),
+                }
+            }
             Ok(PeerRequest::Ping) => {
                 *lock(&self.last_pinged) = Instant::now();
                 self.set_isolated(false);
@@ -249,7 +254,7 @@ impl ClusterNode {
                 }
             }
         };
-        encode(&response)
+        encode_response(&response)
     }
 
     pub(super) fn control_leader_addr(&self) -> Option<String> {

@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 
-use grid_proto::{GeoOp, Millis, ObjKey, ObjectInfo, Reply, Timeout};
+use grid_proto::{GeoOp, Millis, ObjKey, ObjectInfo, Reply, Timeout, Unavailability};
 use serde::{Deserialize, Serialize};
 
 use super::{Entry, Store, StoreEvent};
@@ -74,6 +74,7 @@ impl Store {
             GeoRole::Primary => None,
             GeoRole::Proxy { site } => Some(Reply::Moved { site: site.clone() }),
             GeoRole::Migrating { to, .. } => Some(Reply::Unavailable {
+                code: Unavailability::Migrating,
                 reason: format!("the object is being handed over to site {to}; retry"),
             }),
         }
@@ -145,6 +146,7 @@ impl Store {
             GeoRole::Migrating { transfer: t, .. } if *t == transfer => {}
             GeoRole::Migrating { to, .. } => {
                 return Reply::Unavailable {
+                    code: Unavailability::Migrating,
                     reason: format!("the object is being handed over to site {to}; retry"),
                 }
             }
@@ -183,6 +185,7 @@ impl Store {
         match self.transfers.outcomes.get(&transfer) {
             Some((false, _)) => {
                 return Reply::Unavailable {
+                    code: Unavailability::HandOverAborted,
                     reason: "the hand-over was aborted".into(),
                 }
             }

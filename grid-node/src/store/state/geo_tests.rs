@@ -80,7 +80,13 @@ fn a_completed_hand_over_leaves_a_primary_there_and_a_proxy_here() {
     let mut dest = Store::new(StoreConfig::default());
     let exported = export(&mut source, 7);
     assert!(
-        matches!(read(&mut source), Reply::Unavailable { .. }),
+        matches!(
+            read(&mut source),
+            Reply::Unavailable {
+                code: grid_proto::Unavailability::Migrating,
+                ..
+            }
+        ),
         "held while migrating"
     );
     assert_eq!(import(&mut dest, &exported, 7), Reply::Added { version });
@@ -164,7 +170,10 @@ fn crash_before_the_import_resolves_to_the_source_and_fences_the_late_import() {
     // The import arrives late: refused, so there is still one primary.
     assert!(matches!(
         import(&mut dest, &exported, 9),
-        Reply::Unavailable { .. }
+        Reply::Unavailable {
+            code: grid_proto::Unavailability::HandOverAborted,
+            ..
+        }
     ));
     assert_eq!(read(&mut dest), Reply::NotFound);
 }

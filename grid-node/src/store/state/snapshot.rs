@@ -1,19 +1,15 @@
-//! Snapshots of a partition: what a new or lagging replica installs instead of replaying
-//! the whole log. Versioned, so a node of another build refuses a format it cannot read
-//! instead of misreading it. The deadline indexes are rebuilt on restore, not shipped.
+//! Snapshots of a partition's store: what a new or lagging replica installs instead of
+//! replaying the whole log, in the versioned [`STORE_SNAPSHOT`] format. The deadline
+//! indexes are rebuilt on restore, not shipped.
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 use super::{Entry, Store, StoreConfig, Transfers};
+use crate::format::{FormatError, STORE_SNAPSHOT};
 use grid_proto::ObjKey;
-
-/// The snapshot format this build writes and reads (2: geo roles and transfers).
-const FORMAT: u16 = 2;
 
 #[derive(Serialize)]
 struct SnapshotRef<'a> {
-    format: u16,
     seq: u64,
     objects: Vec<(&'a ObjKey, &'a Entry)>,
     transfers: &'a Transfers,
@@ -21,24 +17,9 @@ struct SnapshotRef<'a> {
 
 #[derive(Deserialize)]
 struct SnapshotOwned {
-    format: u16,
     seq: u64,
     objects: Vec<(ObjKey, Entry)>,
     transfers: Transfers,
-}
-
-/// A snapshot could not be read.
-#[derive(Debug, Error)]
-pub enum SnapshotError {
-    /// The bytes are not a snapshot.
-    #[error("snapshot is corrupt: {0}")]
-    Corrupt(String),
-    /// Written by a build with another format.
-    #[error("snapshot format {got} is not supported (this build reads {FORMAT})")]
-    Format {
-        /// Format found.
-        got: u16,
-    },
 }
 
 impl Store {
@@ -47,30 +28,16 @@ impl Store {
         let mut objects: Vec<_> = self.objects.iter().collect();
         // Sorted, so equal stores give equal bytes.
         objects.sort_by(|a, b| a.0.cmp(b.0));
-        let snap = SnapshotRef {
-            format: FORMAT,
+        STORE_SNAPSHOT.encode(&SnapshotRef {
             seq: self.seq,
             objects,
             transfers: &self.transfers,
-        };
-        // Serializing plain data into a Vec cannot fail.
-        postcard::to_allocvec(&snap).unwrap_or_else(|e| panic!("snapshot encode failed: {e}"))
+        })
     }
 
     /// Rebuilds a store from [`Store::snapshot`] bytes.
-    pub fn restore(config: StoreConfig, bytes: &[u8]) -> Result<Store, SnapshotError> {
-        #[derive(Deserialize)]
-        struct Header {
-            format: u16,
-        }
-        let header: Header =
-            postcard::from_bytes(bytes).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
-        if header.format != FORMAT {
-            return Err(SnapshotError::Format { got: header.format });
-        }
-        let snap: SnapshotOwned =
-            postcard::from_bytes(bytes).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
-        debug_assert_eq!(snap.format, FORMAT);
+    pub fn restore(config: StoreConfig, bytes: &[u8]) -> Result<Store, FormatError> {
+        let snap: SnapshotOwned = STORE_SNAPSHOT.decode(bytes)?;
         let mut store = Store::new(config);
         store.seq = snap.seq;
         store.transfers = snap.transfers;
@@ -138,12 +105,12 @@ mod tests {
     fn garbage_and_other_formats_are_refused() {
         assert!(matches!(
             Store::restore(StoreConfig::default(), &[0xff, 0xff, 0xff]),
-            Err(SnapshotError::Corrupt(_))
+            Err(FormatError::Corrupt { .. })
         ));
         let other = postcard::to_allocvec(&(7u16, 0u64)).unwrap();
         assert!(matches!(
             Store::restore(StoreConfig::default(), &other),
-            Err(SnapshotError::Format { got: 7 })
+            Err(FormatError::Version { got: 7, .. })
         ));
     }
 }
