@@ -1,11 +1,12 @@
 //! One QUIC endpoint per node: it serves other sites' requests and sends this node's,
 //! one bidirectional stream per request, connections kept per peer address.
 
+use grid_proto::sync::lock;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -80,10 +81,6 @@ pub struct GeoLink {
     token: Option<String>,
     site: String,
     conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Compares tokens in time independent of where they differ.

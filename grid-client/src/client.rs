@@ -5,9 +5,10 @@
 //! refreshing the map when a node fails. Each node gets up to `maxPoolSize` connections
 //! and requests are spread over them; each connection carries many requests in flight.
 
+use grid_proto::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use grid_proto::{
@@ -119,10 +120,6 @@ const CLIENT_NAME: &str = concat!("grid-client/", env!("CARGO_PKG_VERSION"));
 
 fn ms(d: Duration) -> Millis {
     d.as_millis().min(u128::from(u64::MAX)) as Millis
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Turns a reply no typed result expects into an error.

@@ -2,9 +2,10 @@
 //! request id. A writer task batches outgoing frames; a reader task routes replies. Both
 //! stop when the connection is dropped or breaks.
 
+use grid_proto::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -73,10 +74,6 @@ impl Drop for Connection {
             task.abort();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// How to open a connection: the credentials and limits it starts with.

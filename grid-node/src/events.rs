@@ -18,8 +18,9 @@
 //! The hub's own state is local and soft: after a failover the new leader starts with
 //! none and delivers the outbox again (at least once; duplicates keep their event id).
 
+use grid_proto::sync::lock;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use grid_proto::{EventId, GridEvent, Millis, Reply};
 
@@ -62,10 +63,6 @@ pub struct EventHub {
     state: Mutex<HubState>,
     ack_timeout_ms: Millis,
     clock: Arc<dyn Clock>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A connection's registration; dropping it unregisters the connection and hands its

@@ -12,11 +12,12 @@
 //! Migration steps on this site go through an internal client of the site's own cluster,
 //! so they reach each partition's leader wherever it is.
 
+use grid_proto::sync::lock;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use geo_replication::{GeoError, GeoHandler, GeoLink, GeoRequest, GeoResponse, GeoTls, TlsFiles};
@@ -67,10 +68,6 @@ pub struct GeoService {
     local_config: ClientConfig,
     clock: Arc<dyn Clock>,
     reach: Mutex<BTreeMap<String, (bool, String)>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// How one remote store answered a pull.

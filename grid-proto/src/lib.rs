@@ -26,6 +26,7 @@ pub mod hash;
 pub mod limits;
 pub mod msg;
 pub mod peer_auth;
+pub mod sync;
 
 pub use frame::{Frame, FrameCodec, FrameError, PROTOCOL_VERSION};
 pub use hash::{key_hash, partition_of};

@@ -11,9 +11,10 @@
 //!                Evict when short of memory, outbox events to clients, AckEvents
 //! ```
 
+use grid_proto::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use grid_proto::{GeoOp, Millis, ObjKey, Op, Reply, Unavailability};
@@ -126,10 +127,6 @@ impl Drop for WaitGuard<'_> {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn not_leader(leader: Option<&Member>) -> Reply {

@@ -19,6 +19,7 @@
 //! voters), `liveness` (pings, marking down, rejoining), `moves` (learners, voter swaps,
 //! leadership hand-over, releasing groups), `memory` (the node's memory limit).
 
+use grid_proto::sync::lock;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
@@ -209,10 +210,6 @@ impl std::fmt::Debug for ClusterNode {
             .field("advertise", &self.config.advertise)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl ClusterNode {
