@@ -1,6 +1,7 @@
 //! One QUIC endpoint per node: it serves other sites' requests and sends this node's,
 //! one bidirectional stream per request, connections kept per peer address.
 
+use grid_proto::secret::token_matches;
 use grid_proto::sync::lock;
 use std::collections::HashMap;
 use std::future::Future;
@@ -81,19 +82,6 @@ pub struct GeoLink {
     token: Option<String>,
     site: String,
     conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
-}
-
-/// Compares tokens in time independent of where they differ.
-fn token_matches(expected: Option<&str>, given: Option<&str>) -> bool {
-    let Some(expected) = expected else {
-        return true;
-    };
-    let (a, b) = (expected.as_bytes(), given.unwrap_or("").as_bytes());
-    let mut diff = u8::from(a.len() != b.len());
-    for (i, x) in a.iter().enumerate() {
-        diff |= x ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
 }
 
 impl GeoLink {

@@ -1,15 +1,14 @@
 //! `gridctl`: the grid from the command line. Lives in the library so test binaries can
 //! run it as a real process.
 
-use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::connstr::Gateway;
 use crate::{ClientError, GridClient, LockOptions, LockResult, RemoteRead, Timeout};
 use clap::{Parser, Subcommand};
-use grid_proto::{NodeStatus, PartitionMap};
+
+mod status;
 
 /// Command-line client of the data grid.
 ///
@@ -37,7 +36,11 @@ enum Command {
     /// Show the cluster: nodes, replicas and leaders per node, objects, the map epoch, and
     /// how replication is doing (nodes down, partitions short of replicas or moving).
     /// Every node is asked at once, each within the connection string's timeouts.
-    Status,
+    Status {
+        /// Also list each node's background jobs: state, rounds, last run and last error.
+        #[arg(long)]
+        workers: bool,
+    },
     /// Store a value (from VALUE, or from stdin when VALUE is omitted or "-").
     Put {
         /// Namespace.
@@ -192,242 +195,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// What one node said when asked for its status.
-type Answer = Result<NodeStatus, String>;
-
-/// Longest one node may take to answer `status`: the connection string's connect plus
-/// request timeouts, so a node that stopped answering costs that once, not once per row.
-fn status_limit(client: &GridClient) -> Duration {
-    client.config().connect_timeout + client.config().request_timeout
-}
-
-/// Asks every address at once, each within `limit`.
-async fn ask_all(
-    client: &GridClient,
-    addrs: impl Iterator<Item = String>,
-    limit: Duration,
-) -> HashMap<String, Answer> {
-    let asks = addrs.map(|addr| async move {
-        let answer = match tokio::time::timeout(limit, client.node_status(&addr)).await {
-            Ok(Ok(status)) => Ok(status),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {limit:?}")),
-        };
-        (addr, answer)
-    });
-    futures_util::future::join_all(asks)
-        .await
-        .into_iter()
-        .collect()
-}
-
-/// The partition map of the node at `addr`, within `limit`.
-async fn map_from(client: &GridClient, addr: &str, limit: Duration) -> Option<PartitionMap> {
-    let (host, port) = addr.rsplit_once(':')?;
-    let mut config = client.config().clone();
-    config.gateways = vec![Gateway {
-        host: host.trim_matches(|c| c == '[' || c == ']').to_string(),
-        port: port.parse().ok()?,
-    }];
-    let fresh = tokio::time::timeout(limit, GridClient::with_config(config))
-        .await
-        .ok()?
-        .ok()?;
-    fresh.partition_map()
-}
-
-/// Prints the cluster: every node with its replicas (from the map), the partitions it
-/// leads and the objects in them, the map epoch, and how replication is doing. Every
-/// node is asked at once, each within [`status_limit`]; the newest map any node has wins
-/// (a node cut off from the cluster keeps an old one).
-async fn print_status(client: &GridClient, out: &mut Out) -> Result<(), Failure> {
-    let mut map = client
-        .partition_map()
-        .ok_or_else(|| Failure::Error("no partition map".into()))?;
-    let limit = status_limit(client);
-    let mut seen = ask_all(client, map.nodes.iter().map(|n| n.addr.clone()), limit).await;
-    let newest = seen
-        .iter()
-        .filter_map(|(addr, a)| a.as_ref().ok().map(|s| (s.map_epoch, addr.clone())))
-        .max();
-    if let Some((epoch, addr)) = newest.filter(|(epoch, _)| *epoch > map.epoch) {
-        if let Some(fresh) = map_from(client, &addr, limit).await {
-            if fresh.epoch >= epoch {
-                map = fresh;
-                let unasked: Vec<String> = map
-                    .nodes
-                    .iter()
-                    .map(|n| n.addr.clone())
-                    .filter(|a| !seen.contains_key(a))
-                    .collect();
-                seen.extend(ask_all(client, unasked.into_iter(), limit).await);
-            }
-        }
-    }
-    print_nodes(&map, &seen, out)?;
-    print_sites(&map, &seen, out)
-}
-
-/// One row per node, then the totals and a line on replication.
-fn print_nodes(
-    map: &PartitionMap,
-    seen: &HashMap<String, Answer>,
-    out: &mut Out,
-) -> Result<(), Failure> {
-    let mut replicas = BTreeMap::<u64, usize>::new();
-    for set in &map.replicas {
-        for id in set {
-            *replicas.entry(*id).or_default() += 1;
-        }
-    }
-    let active = map.nodes.iter().filter(|n| n.active).count();
-    out.line(format_args!(
-        "cluster: map epoch {}, {} partitions, {} nodes ({active} active)",
-        map.epoch,
-        map.partitions,
-        map.nodes.len(),
-    ))?;
-    out.line(format_args!(
-        "{:>4}  {:<22} {:<8} {:>8} {:>6} {:>9} {:>10} {:>7} {:>9}  version",
-        "node", "address", "state", "replicas", "leads", "objects", "bytes", "locked", "unsettled"
-    ))?;
-    let (mut objects, mut bytes, mut unsettled, mut down_alive) = (0u64, 0u64, 0u64, 0usize);
-    for node in &map.nodes {
-        let answer = seen.get(&node.addr);
-        let own = answer
-            .and_then(|a| a.as_ref().ok())
-            .filter(|s| s.node_id == node.id);
-        if !node.active {
-            // Marked down or left: it holds nothing in the map. Alive under its id, it is
-            // out of the cluster and asks to be back by itself.
-            let replaced = map
-                .nodes
-                .iter()
-                .find(|o| o.active && o.id != node.id && o.addr == node.addr);
-            let (state, detail) = match (replaced, own) {
-                (Some(by), _) => ("gone", format!("replaced by node {}", by.id)),
-                (None, Some(s)) => {
-                    down_alive += 1;
-                    (
-                        "down",
-                        format!(
-                            "alive, out of the cluster (its map: epoch {}); rejoins by itself once the control leader reaches it",
-                            s.map_epoch
-                        ),
-                    )
-                }
-                (None, None) => ("gone", String::new()),
-            };
-            out.line(format_args!(
-                "{:>4}  {:<22} {:<8} {:>8}  {detail}",
-                node.id, node.addr, state, 0
-            ))?;
-            continue;
-        }
-        let held = replicas.get(&node.id).copied().unwrap_or(0);
-        match (own, answer) {
-            (Some(s), _) => {
-                objects += s.objects;
-                bytes += s.value_bytes;
-                unsettled += u64::from(s.unsettled);
-                let behind = if s.map_epoch < map.epoch {
-                    format!("  (map epoch {}: catching up)", s.map_epoch)
-                } else {
-                    String::new()
-                };
-                out.line(format_args!(
-                    "{:>4}  {:<22} {:<8} {:>8} {:>6} {:>9} {:>10} {:>7} {:>9}  {}{behind}",
-                    node.id,
-                    node.addr,
-                    "active",
-                    held,
-                    s.partitions_led,
-                    s.objects,
-                    s.value_bytes,
-                    s.locked,
-                    s.unsettled,
-                    s.server_version
-                ))?;
-            }
-            (None, Some(Ok(s))) => out.line(format_args!(
-                "{:>4}  {:<22} {:<8} {:>8}  answers as node {}",
-                node.id, node.addr, "active", held, s.node_id
-            ))?,
-            (None, other) => {
-                let why = match other {
-                    Some(Err(e)) => e.clone(),
-                    _ => "not asked".to_string(),
-                };
-                out.line(format_args!(
-                    "{:>4}  {:<22} {:<8} {:>8}  unreachable: {why}",
-                    node.id, node.addr, "active", held
-                ))?
-            }
-        }
-    }
-    out.line(format_args!("total: {objects} objects, {bytes} bytes"))?;
-    out.line(replication_line(map, unsettled, down_alive))
-}
-
-/// How replication is doing: replicas per partition in the map, nodes down, and groups
-/// whose Raft members do not match the map yet (data moving).
-fn replication_line(map: &PartitionMap, unsettled: u64, down_alive: usize) -> String {
-    let mut sizes = BTreeMap::<usize, usize>::new();
-    for set in &map.replicas {
-        *sizes.entry(set.len()).or_default() += 1;
-    }
-    let sizes: Vec<String> = sizes
-        .iter()
-        .rev()
-        .map(|(replicas, partitions)| format!("{partitions} with {replicas}"))
-        .collect();
-    let mut line = format!("replication: partitions by replicas: {}", sizes.join(", "));
-    let down = map.nodes.iter().filter(|n| !n.active).count();
-    if down > 0 {
-        line += &format!("; {down} nodes not active ({down_alive} alive and rejoining)");
-    }
-    if unsettled > 0 {
-        line += &format!("; moving: {unsettled} replicas not settled yet");
-    } else {
-        line += "; settled";
-    }
-    line
-}
-
-/// The site and its remote stores, as the first answering active node sees them.
-fn print_sites(
-    map: &PartitionMap,
-    seen: &HashMap<String, Answer>,
-    out: &mut Out,
-) -> Result<(), Failure> {
-    let first = map
-        .nodes
-        .iter()
-        .filter(|n| n.active)
-        .find_map(|n| seen.get(&n.addr).and_then(|a| a.as_ref().ok()));
-    let Some(s) = first else {
-        return Ok(());
-    };
-    if s.site.is_empty() {
-        return out.line("site: none (geo replication off)");
-    }
-    out.line(format_args!("site: {}", s.site))?;
-    for r in &s.remote_stores {
-        out.line(format_args!(
-            "remote store {}: {} ({}) [{}]",
-            r.name,
-            if r.reachable {
-                "reachable"
-            } else {
-                "unreachable"
-            },
-            r.detail,
-            r.addrs.join(",")
-        ))?;
-    }
-    Ok(())
-}
-
 fn read_value(value: Option<String>) -> Result<Vec<u8>, Failure> {
     match value.as_deref() {
         Some(v) if v != "-" => Ok(v.as_bytes().to_vec()),
@@ -444,7 +211,7 @@ fn read_value(value: Option<String>) -> Result<Vec<u8>, Failure> {
 async fn run(cli: Cli, out: &mut Out) -> Result<(), Failure> {
     let client = GridClient::connect(&cli.connect).await?;
     match cli.command {
-        Command::Status => print_status(&client, out).await?,
+        Command::Status { workers } => status::print(&client, workers, out).await?,
         Command::Put {
             ns,
             key,

@@ -10,17 +10,20 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use grid_proto::secret::token_matches;
 use tokio::net::TcpListener;
 
-use crate::conn::{token_matches, ConnContext};
+use crate::conn::ConnContext;
+use crate::workers::Round;
 
 /// Serves the admin endpoint until shutdown.
-pub async fn serve(listener: TcpListener, ctx: ConnContext) {
+pub async fn serve(listener: TcpListener, ctx: ConnContext) -> Round {
     let shutdown = ctx.shutdown.clone();
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let mut app = Router::new()
         .route("/metrics", get(metrics))
-        .route("/health", get(|| async { "ok\n" }));
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/workers", get(workers));
     if ctx.node.config().fault_injection {
         if loopback {
             app = app.route("/faults/block", axum::routing::post(block_peers));
@@ -31,11 +34,18 @@ pub async fn serve(listener: TcpListener, ctx: ConnContext) {
     let app = app
         .layer(middleware::from_fn_with_state(ctx.clone(), require_token))
         .with_state(ctx);
-    let served = axum::serve(listener, app)
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(err) = served {
-        tracing::error!(error = %err, "admin endpoint failed");
+        .await
+        .map_err(|e| format!("admin endpoint failed: {e}"))
+}
+
+/// The node's background jobs with their status, as JSON (what `gridctl status
+/// --workers` shows).
+async fn workers(State(ctx): State<ConnContext>) -> Response {
+    match serde_json::to_string_pretty(&ctx.node.workers().status()) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body + "\n").into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

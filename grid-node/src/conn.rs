@@ -44,7 +44,6 @@ use crate::reply_queue::{self, ReplyQueue};
 mod auth;
 mod transport;
 
-pub use auth::token_matches;
 use auth::{Auth, Gate, Outcome};
 use transport::{establish, Refusal, Stream};
 
@@ -379,8 +378,8 @@ fn handle(ctx: &ConnContext, session: &mut Session, frame: Frame, from: SocketAd
             mut op,
             remote_stores,
         } => {
-            if let Err(err) = grid_proto::check_op(&op, node.config().max_value_bytes) {
-                return Step::Reply(id, bad_request(node, err.to_string()));
+            if let Err(reply) = node.check(&op) {
+                return Step::Reply(id, reply);
             }
             let guard = match lock_wait(node, session, &mut op) {
                 Ok(guard) => guard,

@@ -28,8 +28,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::cluster::runtime::every;
-use crate::node::Node;
+use crate::cluster::runtime::ClusterNode;
+use crate::workers::{Round, Workers};
 
 /// How long a source waits on a hand-over before asking the destination about it.
 const RESOLVE_AFTER_MS: u64 = 5_000;
@@ -202,8 +202,8 @@ impl GeoService {
     }
 
     /// A read that pulls a missing object from `stores`, in order.
-    pub async fn pull(&self, node: &Node, op: Op, stores: &[String]) -> Reply {
-        let here = node.execute(op.clone()).await;
+    pub async fn pull(&self, cluster: &ClusterNode, op: Op, stores: &[String]) -> Reply {
+        let here = cluster.execute(op.clone()).await;
         if !matches!(here, Reply::NotFound | Reply::Moved { .. }) {
             return here;
         }
@@ -222,7 +222,7 @@ impl GeoService {
             }
             loop {
                 match self.pull_from(store, &obj).await {
-                    Pulled::Migrated => return node.execute(op).await,
+                    Pulled::Migrated => return cluster.execute(op).await,
                     Pulled::Answer(Reply::Locked { .. }) if tokio::time::Instant::now() < until => {
                         tokio::time::sleep(REMOTE_LOCK_RETRY).await;
                     }
@@ -241,7 +241,8 @@ impl GeoService {
     }
 
     async fn pull_from(&self, store: &str, obj: &ObjKey) -> Pulled {
-        let transfer = transfer_id();
+        // Random, so two sites never pick the same transfer id by accident.
+        let transfer = grid_proto::secret::random_id();
         let export = GeoOp::Export {
             obj: obj.clone(),
             transfer,
@@ -305,9 +306,11 @@ impl GeoService {
     }
 
     /// Resolves hand-overs this site's led partitions have been migrating for too long.
-    async fn resolve_stuck(&self, node: &Node) {
+    /// Its error is the last hand-over it could not resolve.
+    async fn resolve_stuck(&self, cluster: &ClusterNode) -> Round {
+        let mut round = Ok(());
         let before = self.clock.now().saturating_sub(RESOLVE_AFTER_MS);
-        for (obj, to, transfer) in node.cluster().stuck_migrations(before) {
+        for (obj, to, transfer) in cluster.stuck_migrations(before) {
             let resolve = GeoOp::Resolve {
                 obj: obj.clone(),
                 transfer,
@@ -316,11 +319,15 @@ impl GeoService {
                 Ok(Reply::Transfer { committed }) => committed,
                 Ok(other) => {
                     tracing::warn!(site = %to, reply = ?other, "geo resolve: unexpected answer");
+                    round = Err(format!(
+                        "resolving transfer {transfer} with site {to}: {other:?}"
+                    ));
                     continue;
                 }
                 // Unreachable: stay migrating (one primary) and ask again later.
                 Err(e) => {
                     tracing::info!(site = %to, error = %e, "geo resolve: destination unreachable");
+                    round = Err(format!("resolving transfer {transfer} with site {to}: {e}"));
                     continue;
                 }
             };
@@ -332,9 +339,13 @@ impl GeoService {
             tracing::info!(site = %to, transfer, committed, "geo hand-over resolved");
             self.step_here(step).await;
         }
+        round
     }
 
-    async fn probe(&self) {
+    /// Asks every remote store whether it answers. Its error names the last one that
+    /// did not.
+    async fn probe(&self) -> Round {
+        let mut round = Ok(());
         for (name, addrs) in &self.config.remotes {
             let mut seen = (false, String::from("no address"));
             for addr in addrs {
@@ -354,41 +365,52 @@ impl GeoService {
                     Err(e) => seen = (false, e.to_string()),
                 }
             }
+            if !seen.0 {
+                round = Err(format!("remote store {name}: {}", seen.1));
+            }
             lock(&self.reach).insert(name.clone(), seen);
         }
+        round
     }
 
-    /// Serves other sites and runs the resolver and prober until `shutdown`.
-    pub async fn run(self: Arc<Self>, node: Arc<Node>, shutdown: CancellationToken) {
+    /// Serves other sites and runs the resolver and prober (registered in `workers`) until
+    /// `shutdown`.
+    pub async fn run(
+        self: Arc<Self>,
+        cluster: Arc<ClusterNode>,
+        shutdown: CancellationToken,
+        workers: Workers,
+    ) {
         let mut tasks = JoinSet::new();
         let handler = Arc::new(Handler {
             service: Arc::clone(&self),
         });
-        tasks.spawn(Arc::clone(&self.link).serve(handler, shutdown.clone()));
-        let (service, for_node) = (Arc::clone(&self), Arc::clone(&node));
-        tasks.spawn(every(RESOLVE_EVERY, shutdown.clone(), move || {
-            let (service, node) = (Arc::clone(&service), Arc::clone(&for_node));
-            async move { service.resolve_stuck(&node).await }
-        }));
+        let (link, stop) = (Arc::clone(&self.link), shutdown.clone());
+        let serve = async move {
+            link.serve(handler, stop).await;
+            Ok(())
+        };
+        tasks.spawn(workers.add("geo-serve").serve(serve));
+        let (service, for_cluster) = (Arc::clone(&self), Arc::clone(&cluster));
+        tasks.spawn(
+            workers
+                .add("geo-resolve")
+                .every(RESOLVE_EVERY, shutdown.clone(), move || {
+                    let (service, cluster) = (Arc::clone(&service), Arc::clone(&for_cluster));
+                    async move { service.resolve_stuck(&cluster).await }
+                }),
+        );
         let service = Arc::clone(&self);
-        tasks.spawn(every(PROBE_EVERY, shutdown, move || {
-            let service = Arc::clone(&service);
-            async move { service.probe().await }
-        }));
+        tasks.spawn(
+            workers
+                .add("geo-probe")
+                .every(PROBE_EVERY, shutdown, move || {
+                    let service = Arc::clone(&service);
+                    async move { service.probe().await }
+                }),
+        );
         while tasks.join_next().await.is_some() {}
     }
-}
-
-/// A fresh transfer id: random, so two sites never pick the same one by accident.
-fn transfer_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
 }
 
 /// Answers other sites.

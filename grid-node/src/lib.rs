@@ -1,25 +1,39 @@
-//! The grid node: serves the wire protocol over TCP and runs the partitions it holds.
+//! The grid node: serves the wire protocol over TCP (or TLS), runs the Raft groups of the
+//! partitions it holds, and links to other sites.
 //!
-//! - [`store`]: the pure partition state machine (objects, versions, locks, expiry) and
-//!   the FIFO lock wait queue.
-//! - [`partition`]: one partition as its leader runs it (store + waiters + [`outbox`] of
-//!   events owed to clients).
-//! - [`geo`]: geo replication: serving other sites, pulling missed objects, resolving
-//!   hand-overs left half-done.
+//! - [`server`]: starts a node: listeners, the cluster runtime and every background job
+//!   ([`workers`], each named, with a status); [`conn`]: one connection, authenticated
+//!   and bounded ([`limits`], [`reply_queue`]); [`admin`] and [`metrics`]: the admin
+//!   HTTP endpoint.
+//! - [`node`]: the edge every operation passes (limits, memory refusals, remote pulls)
+//!   before the cluster runtime.
+//! - [`cluster`]: placement, the control group, one openraft group per partition, the
+//!   peer transport, and the runtime that hosts and moves groups.
+//! - [`partition`]: a partition's replicated state machine (the pure [`store`] plus lock
+//!   queues and the [`outbox`] of events), applied identically on every replica.
 //! - [`events`]: delivery of outbox events (expiry, low-memory eviction) to the clients
 //!   registered on this node, with acknowledgement and redelivery.
-//! - [`node`]: the partitions of one node and the single entry point for operations.
-//! - [`conn`] and [`server`]: the TCP protocol server, its accept loop and ticker;
-//!   [`admin`] and [`metrics`]: the admin HTTP endpoint.
+//! - [`geo`]: geo replication: serving other sites, pulling missed objects, resolving
+//!   hand-overs left half-done.
+//! - [`format`](mod@format): the versions of every format nodes exchange or snapshot.
 //! - [`config`] and [`cli`]: validated settings and the `grid-node` command line;
-//!   [`limits`]: the bounds of every connection.
+//!   [`tls`]: certificates and keys.
 //! - [`clock`]: the injected time source; [`log_limit`]: rate limits for repeated log lines.
 //!
+//! One write, from socket to reply:
+//!
 //! ```text
-//! client ─frame─▶ conn ─▶ node.execute ─▶ partition[hash(ns,key) % P] ─▶ store.apply
-//!   ▲                                          │ (lock busy: park in queue)  │
-//!   └──────────── frame(reply) ◀── writer ◀────┴──────── reply / events ◀────┘
+//! client ─frame─▶ conn (auth, limits) ─▶ node.execute (check_op, memory) ─▶ cluster.execute
+//!   ─▶ group of partition hash(ns,key) % P, run by its leader (else NotLeader + leader hint)
+//!   ─▶ raft.client_write(GroupCommand) ─▶ append + replicate to a quorum ─▶ commit
+//!   ─▶ every replica: state_machine.apply ─▶ partition.apply ─▶ store.apply ─▶ Outcome
+//!   ─▶ leader: Outcome.reply to the caller, answers to parked lock waiters
+//!   ─▶ conn: reply queue ─▶ writer ─frame(same request id)─▶ client
 //! ```
+//!
+//! A plain read goes `group.read`: the leader confirms it still leads (openraft's
+//! linearizable read), then answers from its own state; the access is recorded later, in
+//! a batch, through the log.
 
 pub mod admin;
 pub mod cli;
@@ -40,6 +54,7 @@ pub mod reply_queue;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod workers;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::NodeConfig;
@@ -49,5 +64,6 @@ pub use server::{start, RunningNode, StartError};
 /// short-lived; glibc's allocator raises its threshold for returning memory to the
 /// system after large frees and keeps a 64 MiB arena per thread, so memory freed by
 /// eviction and log compaction stayed in the process (RSS far past `--max-memory`).
-/// mimalloc gives freed pages back soon after.
+/// jemalloc gives freed pages back soon after (mimalloc, also measured, commits far more
+/// memory at start).
 pub use tikv_jemallocator::Jemalloc as NodeAllocator;

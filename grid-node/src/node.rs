@@ -4,17 +4,17 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use grid_proto::limits::OpError;
 use grid_proto::{check_op, Millis, NodeStatus, Op, PartitionMap, Reply};
 
 use crate::clock::Clock;
 use crate::cluster::runtime::ClusterNode;
 use crate::config::NodeConfig;
 use crate::geo::GeoService;
+use crate::metrics::{inc, Metrics};
+use crate::workers::Workers;
 
 /// Most remote stores one read may name.
 const MAX_REMOTE_STORES: usize = 16;
-use crate::metrics::{inc, Metrics};
 
 /// A running node's shared state.
 #[derive(Debug)]
@@ -26,6 +26,7 @@ pub struct Node {
     /// Counters for the admin endpoint and `status`.
     pub metrics: Metrics,
     geo: Option<Arc<GeoService>>,
+    workers: Workers,
 }
 
 impl Node {
@@ -39,6 +40,7 @@ impl Node {
         Self {
             cluster,
             started: clock.now(),
+            workers: Workers::new(Arc::clone(&clock)),
             clock,
             config,
             metrics: Metrics::default(),
@@ -59,7 +61,9 @@ impl Node {
             };
         }
         match &self.geo {
-            Some(geo) if !remote_stores.is_empty() => geo.pull(self, op, &remote_stores).await,
+            Some(geo) if !remote_stores.is_empty() => {
+                geo.pull(&self.cluster, op, &remote_stores).await
+            }
             None if !remote_stores.is_empty() => match self.execute(op).await {
                 Reply::NotFound => Reply::NotFoundRemote {
                     reasons: vec!["this node has no geo replication (--geo-listen)".into()],
@@ -75,24 +79,28 @@ impl Node {
         &self.config
     }
 
+    /// The node's background jobs.
+    pub fn workers(&self) -> &Workers {
+        &self.workers
+    }
+
     /// The cluster runtime.
     pub fn cluster(&self) -> &Arc<ClusterNode> {
         &self.cluster
     }
 
+    /// The refusal for an operation whose key or value is out of bounds, counted.
+    pub fn check(&self, op: &Op) -> Result<(), Reply> {
+        check_op(op, self.config.max_value_bytes).map_err(|err| {
+            inc(&self.metrics.bad_requests_total);
+            Reply::from(err)
+        })
+    }
+
     /// Checks one operation's limits and runs it on its partition.
     pub async fn execute(&self, op: Op) -> Reply {
-        if let Err(err) = check_op(&op, self.config.max_value_bytes) {
-            inc(&self.metrics.bad_requests_total);
-            return match err {
-                OpError::ValueTooLarge { size, limit } => Reply::TooLarge {
-                    size: size as u64,
-                    limit: limit as u64,
-                },
-                OpError::Key(e) => Reply::BadRequest {
-                    reason: e.to_string(),
-                },
-            };
+        if let Err(reply) = self.check(&op) {
+            return reply;
         }
         if let Some(reply) = self.refuse_for_memory(&op) {
             return reply;
@@ -152,6 +160,7 @@ impl Node {
             map_epoch: r.map_epoch,
             partitions_led: r.led,
             unsettled: r.unsettled,
+            workers: self.workers.status(),
         }
     }
 

@@ -193,19 +193,31 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
         unauthenticated: Arc::default(),
         auth_failures: Arc::new(RateLimit::new(LOG_REPEAT)),
     };
-    tasks.spawn(accept_loop(listener, ctx.clone(), grace));
+    let workers = node.workers().clone();
+    tasks.spawn(workers.add("accept").serve({
+        let ctx = ctx.clone();
+        async move {
+            accept_loop(listener, ctx, grace).await;
+            Ok(())
+        }
+    }));
     // Peers must reach this node while it joins, so the listener is up first.
     if let Err(e) = cluster.start().await {
         shutdown.cancel();
         while tasks.join_next().await.is_some() {}
         return Err(e.into());
     }
-    tasks.spawn(Arc::clone(&cluster).run(tick, shutdown.clone()));
+    let runtime = {
+        let (cluster, shutdown, workers) =
+            (Arc::clone(&cluster), shutdown.clone(), workers.clone());
+        async move { cluster.run(tick, shutdown, &workers).await }
+    };
+    tasks.spawn(runtime);
     if let Some(listener) = admin_listener {
-        tasks.spawn(admin::serve(listener, ctx));
+        tasks.spawn(workers.add("admin").serve(admin::serve(listener, ctx)));
     }
     if let Some(geo) = geo {
-        tasks.spawn(geo.run(Arc::clone(&node), shutdown.clone()));
+        tasks.spawn(geo.run(Arc::clone(&cluster), shutdown.clone(), workers));
     }
     let supervisor = tokio::spawn(async move {
         while let Some(result) = tasks.join_next().await {

@@ -9,7 +9,10 @@
 //!   sites.
 //! - [`hash`]: the stable key hash that places an object in a partition.
 //! - [`limits`]: key, namespace and value bounds shared by client and node.
+//! - [`map`]: the partition map; [`status`]: what a node reports for `gridctl status`.
 //! - [`peer_auth`]: the challenge-response by which nodes prove the cluster secret.
+//! - [`secret`]: constant-time token comparison and random bytes from the OS.
+//! - [`sync`]: a lock that survives a panicked holder.
 //!
 //! The hard path through the system, which these types describe:
 //!
@@ -24,8 +27,11 @@ pub mod frame;
 pub mod geo;
 pub mod hash;
 pub mod limits;
+pub mod map;
 pub mod msg;
 pub mod peer_auth;
+pub mod secret;
+pub mod status;
 pub mod sync;
 
 pub use frame::{Frame, FrameCodec, FrameError, PROTOCOL_VERSION};
@@ -34,5 +40,5 @@ pub use limits::{check_op, validate_object_key, KeyError, OpError};
 pub use msg::{
     decode, encode, DecodeError, EventCause, EventId, GeoOp, GridEvent, MapNode, Millis,
     NodeStatus, ObjKey, ObjectInfo, Op, PartitionMap, RemoteStoreStatus, Reply, Request, Timeout,
-    Unavailability,
+    Unavailability, WorkerState, WorkerStatus,
 };

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::msg::Op;
+use crate::msg::{Op, Reply};
 
 /// Longest namespace name, in bytes.
 pub const MAX_NAMESPACE_BYTES: usize = 256;
@@ -81,6 +81,21 @@ pub enum OpError {
         /// The limit.
         limit: usize,
     },
+}
+
+impl From<OpError> for Reply {
+    /// The reply a node sends for an operation it refuses at the edge.
+    fn from(err: OpError) -> Self {
+        match err {
+            OpError::ValueTooLarge { size, limit } => Reply::TooLarge {
+                size: size as u64,
+                limit: limit as u64,
+            },
+            OpError::Key(e) => Reply::BadRequest {
+                reason: e.to_string(),
+            },
+        }
+    }
 }
 
 /// Checks an operation's key and value against the limits.

@@ -6,6 +6,8 @@
 
 pub use crate::events::{EventCause, EventId, GridEvent};
 pub use crate::geo::{GeoOp, RemoteStoreStatus};
+pub use crate::map::{MapNode, PartitionMap};
+pub use crate::status::{NodeStatus, WorkerState, WorkerStatus};
 use rkyv::rancor::Error as RkyvError;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
@@ -269,55 +271,6 @@ pub enum Request {
     Geo(GeoOp),
 }
 
-/// A node of the cluster, as the map shows it.
-#[derive(
-    Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, SerdeSerialize, SerdeDeserialize,
-)]
-pub struct MapNode {
-    /// Its id.
-    pub id: u64,
-    /// Its client address.
-    pub addr: String,
-    /// False once it is leaving or down.
-    pub active: bool,
-}
-
-/// Where every partition lives.
-#[derive(
-    Archive,
-    Serialize,
-    Deserialize,
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Default,
-    SerdeSerialize,
-    SerdeDeserialize,
-)]
-pub struct PartitionMap {
-    /// Grows on every change.
-    pub epoch: u64,
-    /// Number of partitions.
-    pub partitions: u32,
-    /// The nodes.
-    pub nodes: Vec<MapNode>,
-    /// Each partition's replica set (node ids); the first is the preferred leader.
-    pub replicas: Vec<Vec<u64>>,
-    /// Each partition's leader as known to the answering node, if known.
-    pub leaders: Vec<Option<u64>>,
-}
-
-impl PartitionMap {
-    /// The address of node `id`.
-    pub fn addr_of(&self, id: u64) -> Option<&str> {
-        self.nodes
-            .iter()
-            .find(|n| n.id == id)
-            .map(|n| n.addr.as_str())
-    }
-}
-
 /// Lock and version facts about an object, returned with reads.
 #[derive(
     Archive,
@@ -344,65 +297,6 @@ pub struct ObjectInfo {
     pub uninitialized: bool,
     /// The object's expiry.
     pub timeout: Timeout,
-}
-
-/// Counters a node reports for `gridctl status`.
-#[derive(
-    Archive,
-    Serialize,
-    Deserialize,
-    Debug,
-    Clone,
-    PartialEq,
-    Eq,
-    Default,
-    SerdeSerialize,
-    SerdeDeserialize,
-)]
-pub struct NodeStatus {
-    /// Node software version.
-    pub server_version: String,
-    /// Address the node serves clients on.
-    pub listen: String,
-    /// Partitions this node holds a replica of.
-    pub partitions: u32,
-    /// Objects stored.
-    pub objects: u64,
-    /// Bytes of values stored.
-    pub value_bytes: u64,
-    /// Objects locked right now.
-    pub locked: u64,
-    /// Requests waiting in lock queues right now.
-    pub lock_waiters: u64,
-    /// Open client connections.
-    pub connections: u64,
-    /// Requests served since start.
-    pub requests: u64,
-    /// Objects expired since start.
-    pub expired: u64,
-    /// Time since the node started.
-    pub uptime_ms: Millis,
-    /// The node's id in its cluster (0 before it has joined).
-    pub node_id: u64,
-    /// The partition map epoch this node has.
-    pub map_epoch: u64,
-    /// Partitions this node leads.
-    pub partitions_led: u32,
-    /// Hosted partitions whose Raft voters do not match the map yet (moving, catching up).
-    pub unsettled: u32,
-    /// Objects evicted for low memory since start, in the partitions led.
-    pub evicted: u64,
-    /// Value bytes held over every hosted replica (what `--max-memory` limits).
-    pub memory_used: u64,
-    /// Connections registered for events on this node.
-    pub event_subscribers: u64,
-    /// Events (expiry, eviction) waiting for a client's acknowledgement, in the
-    /// partitions led.
-    pub pending_events: u64,
-    /// The node's site (empty without geo replication).
-    pub site: String,
-    /// The remote sites it can pull from.
-    pub remote_stores: Vec<RemoteStoreStatus>,
 }
 
 /// Why a node could not serve a request: a code that stays the same across releases,

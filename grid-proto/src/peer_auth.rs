@@ -16,7 +16,6 @@
 //! reflected back as a node's proof.
 
 use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
 
 /// Bytes of each side's nonce.
 pub const NONCE_BYTES: usize = 32;
@@ -97,13 +96,7 @@ impl PeerKey {
 
 /// A fresh random nonce from the operating system's generator.
 pub fn nonce() -> [u8; NONCE_BYTES] {
-    let mut out = [0u8; NONCE_BYTES];
-    // The system generator only fails when the OS has no entropy source at all, where
-    // nothing secure can run; refuse loudly rather than use a predictable nonce.
-    SystemRandom::new()
-        .fill(&mut out)
-        .unwrap_or_else(|_| panic!("the operating system's random generator failed"));
-    out
+    crate::secret::random_bytes()
 }
 
 #[cfg(test)]

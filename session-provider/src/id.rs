@@ -9,10 +9,8 @@ pub const ID_LEN: usize = 24;
 
 /// A new random session id.
 pub fn new_id() -> String {
-    let mut bytes = [0u8; 15];
-    // The operating system's generator does not fail on supported platforms; if it ever
-    // did, issuing guessable session ids would be worse than stopping.
-    getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("no secure random source: {e}"));
+    // Panics if the operating system has no generator: guessable ids would be worse.
+    let bytes: [u8; 15] = grid_proto::secret::random_bytes();
     let mut id = String::with_capacity(ID_LEN);
     for chunk in bytes.chunks(5) {
         let n = chunk.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b));

@@ -84,6 +84,99 @@ fn gridctl_follows_its_contract() {
     }
 }
 
+/// The admin endpoint's answer to `GET path`, body only.
+fn admin_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+#[test]
+fn status_workers_names_every_job_with_its_rounds_and_last_error() {
+    // A remote store nobody serves, so the geo prober has an error to show.
+    let node = NodeProcess::start(
+        NODE,
+        &[
+            "--admin",
+            "127.0.0.1:0",
+            "--site",
+            "here",
+            "--geo-listen",
+            "127.0.0.1:0",
+            "--remote-store",
+            "far=127.0.0.1:1",
+            "--geo-timeout",
+            "1s",
+        ],
+    )
+    .unwrap();
+    let cs = node.connection_string("");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        let (code, out, err) = gridctl(&cs, &["status", "--workers"], None);
+        assert_eq!(code, 0, "{err}");
+        let out = String::from_utf8(out).unwrap();
+        let line = |name: &str| {
+            out.lines()
+                .find(|l| l.split_whitespace().next() == Some(name))
+                .map(str::to_string)
+        };
+        let ran = |name: &str| {
+            line(name)
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+                .is_some_and(|runs| runs.parse::<u64>().unwrap() > 0)
+        };
+        let probed = line("geo-probe").is_some_and(|l| l.contains("remote store far"));
+        if ran("reconcile") && ran("liveness") && ran("housekeeping") && probed {
+            break out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jobs never ran:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(out.contains("workers:"), "{out}");
+    for serving in ["accept", "admin", "geo-serve"] {
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(serving))
+            .unwrap_or_else(|| panic!("no {serving} in\n{out}"));
+        assert_eq!(line.split_whitespace().nth(1), Some("serving"), "{line}");
+    }
+    // Without --workers, no job lines.
+    let (_, plain, _) = gridctl(&cs, &["status"], None);
+    assert!(!String::from_utf8(plain).unwrap().contains("workers:"));
+
+    // The admin endpoint has the same, as JSON.
+    let body = admin_get(node.admin_addr().unwrap(), "/workers");
+    let jobs: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = jobs.iter().filter_map(|j| j["name"].as_str()).collect();
+    for name in [
+        "accept",
+        "admin",
+        "geo-probe",
+        "geo-resolve",
+        "geo-serve",
+        "housekeeping",
+        "liveness",
+        "reconcile",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {body}");
+    }
+    let probe = jobs.iter().find(|j| j["name"] == "geo-probe").unwrap();
+    assert!(probe["failures"].as_u64().unwrap() > 0, "{probe}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gridctl_events_prints_one_line_per_event() {
     use std::io::BufRead;

@@ -44,6 +44,7 @@ use crate::events::EventHub;
 use crate::log_limit::RateLimit;
 use crate::partition::{Partition, PartitionConfig};
 use crate::store::StoreStats;
+use crate::workers::Workers;
 use grid_client::conn::Dial;
 
 mod liveness;
@@ -52,8 +53,7 @@ mod memory;
 mod moves;
 mod support;
 pub use memory::MemoryLimit;
-pub(crate) use support::every;
-use support::{ask, bounded, random_id, voters_of, MEMBERSHIP_CHANGE_LIMIT, PEER_CALL_LIMIT};
+use support::{ask, bounded, voters_of, MEMBERSHIP_CHANGE_LIMIT, PEER_CALL_LIMIT};
 
 /// Most voters of the control group.
 const CONTROL_VOTERS: usize = 5;
@@ -493,38 +493,48 @@ impl ClusterNode {
         report
     }
 
-    /// Runs the watch, reconcile and maintenance loops until `shutdown`, then stops every
-    /// group.
-    pub async fn run(self: Arc<Self>, tick: Duration, shutdown: CancellationToken) {
+    /// Runs the liveness, reconcile and housekeeping jobs (registered in `workers`) until
+    /// `shutdown`, then stops every group.
+    pub async fn run(
+        self: Arc<Self>,
+        tick: Duration,
+        shutdown: CancellationToken,
+        workers: &Workers,
+    ) {
         // Separate loops, so a group that cannot commit (no quorum) never holds up moving
         // groups and admitting nodes, and the other way round; and so liveness is watched
         // whatever moves and hand-overs are under way (they may wait on the very node that
         // is unreachable).
-        let watcher = every(WATCH_EVERY, shutdown.clone(), {
-            let node = Arc::clone(&self);
-            move || {
-                let node = Arc::clone(&node);
-                async move { node.watch().await }
-            }
-        });
-        let reconciler = every(RECONCILE_EVERY, shutdown.clone(), {
-            let node = Arc::clone(&self);
-            move || {
-                let node = Arc::clone(&node);
-                async move {
-                    node.reconcile().await;
-                    let mut tasks = node.tasks.lock().await;
-                    while tasks.try_join_next().is_some() {}
+        let watcher = workers
+            .add("liveness")
+            .every(WATCH_EVERY, shutdown.clone(), {
+                let node = Arc::clone(&self);
+                move || {
+                    let node = Arc::clone(&node);
+                    async move { node.watch().await }
                 }
-            }
-        });
+            });
+        let reconciler = workers
+            .add("reconcile")
+            .every(RECONCILE_EVERY, shutdown.clone(), {
+                let node = Arc::clone(&self);
+                move || {
+                    let node = Arc::clone(&node);
+                    async move {
+                        let round = node.reconcile().await;
+                        let mut tasks = node.tasks.lock().await;
+                        while tasks.try_join_next().is_some() {}
+                        round
+                    }
+                }
+            });
         // Each group's housekeeping runs as its own task and is skipped while the last one
         // is still busy (a group without quorum), never cancelled halfway: answers it
         // settles must reach their waiters. The set is dropped, and its tasks aborted, on
         // shutdown.
         let housekeeping = Arc::new(Mutex::new(JoinSet::new()));
         let busy: Arc<Mutex<BTreeSet<GroupId>>> = Arc::default();
-        let maintainer = every(tick, shutdown.clone(), {
+        let maintainer = workers.add("housekeeping").every(tick, shutdown.clone(), {
             let (node, housekeeping, busy) = (
                 Arc::clone(&self),
                 Arc::clone(&housekeeping),
@@ -543,7 +553,7 @@ impl ClusterNode {
                         lock(&busy).remove(&g.id);
                     });
                 }
-                std::future::ready(())
+                std::future::ready(Ok(()))
             }
         });
         tokio::join!(watcher, reconciler, maintainer);

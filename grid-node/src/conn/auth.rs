@@ -83,7 +83,7 @@ impl Auth {
         let refuse = || Some(Outcome::Close(Reply::Unauthorized));
         match (&*self, request) {
             (Auth::Anonymous, Request::Hello { auth_token, .. }) => {
-                if !token_matches(gate.token, auth_token.as_deref()) {
+                if !grid_proto::secret::token_matches(gate.token, auth_token.as_deref()) {
                     return refuse();
                 }
                 *self = Auth::Client;
@@ -130,20 +130,6 @@ impl Auth {
             _ => None,
         }
     }
-}
-
-/// Compares tokens in time independent of where they differ.
-pub fn token_matches(expected: Option<&str>, given: Option<&str>) -> bool {
-    let Some(expected) = expected else {
-        return true;
-    };
-    let given = given.unwrap_or("");
-    let (a, b) = (expected.as_bytes(), given.as_bytes());
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
-    for (i, x) in a.iter().enumerate() {
-        diff |= x ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
 }
 
 #[cfg(test)]

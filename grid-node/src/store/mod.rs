@@ -5,9 +5,10 @@
 //!   locks, expiry). Every decision depends only on its state, the operation and the `now`
 //!   passed in, so replicas applying the same commands agree exactly.
 //! - [`expiry::DeadlineIndex`]: finds due objects and due lock leases without a scan.
-//! - [`waiters::LockQueue`]: the FIFO queue of requests waiting for a lock. It lives with
-//!   the partition leader, not in the replicated state: a waiter is a live connection, which
-//!   a replica could not answer anyway.
+//! - [`waiters::LockQueue`]: the FIFO queue of requests waiting for a lock. It is part
+//!   of the replicated partition state ([`crate::partition`]), so the lock passes to the
+//!   first waiter in the same apply on every replica; only the node that holds a waiter's
+//!   request answers it.
 
 pub mod expiry;
 pub mod state;

@@ -21,6 +21,7 @@ use crate::cluster::control::{ClusterState, ControlCommand, ControlResponse, Nod
 use crate::cluster::group::PartitionGroup;
 use crate::cluster::peer::{PeerRequest, PeerResponse};
 use crate::cluster::raft_types::{GroupCommand, GroupResponse, NodeId};
+use crate::workers::Round;
 use openraft::ServerState;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -39,10 +40,10 @@ const REJOIN_TRIES: usize = 4;
 
 impl ClusterNode {
     /// One liveness round: the control leader watches the others; any other node checks
-    /// its own standing.
-    pub(super) async fn watch(&self) {
+    /// its own standing. Its error says this node is out of touch with the cluster.
+    pub(super) async fn watch(&self) -> Round {
         let Some(state) = self.state() else {
-            return;
+            return Ok(());
         };
         let leads = self
             .control_raft()
@@ -55,7 +56,7 @@ impl ClusterNode {
             // A leader that hears from nobody for that long is as cut off as a node
             // nobody pings: it asks to be back like one.
             if lock(&self.last_pinged).elapsed() <= self.config.down_after {
-                return;
+                return Ok(());
             }
         } else {
             // Liveness seen in an earlier term says nothing now.
@@ -80,7 +81,13 @@ impl ClusterNode {
             // Only a long silence with nobody answering counts: a node slowed down by load
             // may miss pings for a while, and must keep serving.
             self.set_isolated(!reached && unpinged > self.config.down_after * 2);
+            if !reached {
+                return Err(format!(
+                    "not pinged for {unpinged:.1?} and no member answered the request to be back"
+                ));
+            }
         }
+        Ok(())
     }
 
     /// How long a liveness ping may take (see [`PING_LIMIT_MIN`]).

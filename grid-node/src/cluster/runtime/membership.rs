@@ -2,8 +2,8 @@
 //! other nodes' messages, and (on the control leader) keeping the control group's voters.
 
 use super::{
-    ask, bounded, lock, random_id, voters_of, ClusterError, ClusterNode, CONTROL_VOTERS,
-    JOIN_DEADLINE, MEMBERSHIP_CHANGE_LIMIT,
+    ask, bounded, lock, voters_of, ClusterError, ClusterNode, CONTROL_VOTERS, JOIN_DEADLINE,
+    MEMBERSHIP_CHANGE_LIMIT,
 };
 use crate::cluster::control::{ClusterState, ControlCommand, ControlResponse};
 use crate::cluster::peer::{decode_request, encode_response, PeerRequest, PeerResponse, RaftRpc};
@@ -45,7 +45,7 @@ impl ClusterNode {
             .state(ServerState::Leader, "control group leader")
             .await
             .map_err(|e| raft_err(e.to_string()))?;
-        let cluster_id = random_id();
+        let cluster_id = grid_proto::secret::random_id();
         self.peers.set_cluster(cluster_id);
         let init = ControlCommand::Init {
             cluster_id,

@@ -10,6 +10,7 @@ use crate::cluster::control::ClusterState;
 use crate::cluster::group::PartitionGroup;
 use crate::cluster::peer::{PeerRequest, PeerResponse, Peers};
 use crate::cluster::raft_types::{GroupId, NodeId, CONTROL_GROUP};
+use crate::workers::Round;
 use openraft::{BasicNode, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -20,11 +21,13 @@ impl ClusterNode {
     /// One reconcile round: the control leader keeps the control group's members; every
     /// node hosts the groups the map gives it, moves the groups it leads toward the map,
     /// and lets go of replicas the map no longer lists here.
-    pub(super) async fn reconcile(self: &Arc<Self>) {
+    /// Its error is the last partition it could not host.
+    pub(super) async fn reconcile(self: &Arc<Self>) -> Round {
         self.enforce_memory();
         let Some(state) = self.state() else {
-            return;
+            return Ok(());
         };
+        let mut round = Ok(());
         let me = self.id();
         let leads_control = self
             .control_raft()
@@ -43,6 +46,7 @@ impl ClusterNode {
             if hosted.is_none() && target.contains(&me) {
                 if let Err(e) = self.host_group(p).await {
                     tracing::warn!(partition = p, error = %e, "cannot host partition");
+                    round = Err(format!("cannot host partition {p}: {e}"));
                 }
                 continue;
             }
@@ -101,6 +105,7 @@ impl ClusterNode {
                 }
             }
         }
+        round
     }
 
     /// Stops hosting a partition's replica.

@@ -1,10 +1,8 @@
-//! Small pieces the runtime shares: peer calls and membership changes bounded in time, the
-//! periodic-loop helper, and two lookups.
+//! Small pieces the runtime shares: peer calls and membership changes bounded in time,
+//! and a lookup.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
 
 use crate::cluster::peer::{PeerRequest, PeerResponse, Peers};
 use crate::cluster::raft_types::{GroupRaft, NodeId};
@@ -27,27 +25,6 @@ pub(crate) async fn ask(
     }
 }
 
-/// Runs `round` every `period` until `shutdown`; a slow round delays the next one.
-pub(crate) async fn every<F, Fut>(period: Duration, shutdown: CancellationToken, mut round: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut interval = tokio::time::interval(period);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = interval.tick() => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = round() => {}
-                }
-            }
-        }
-    }
-}
-
 /// The voters of a group's current membership, as this node sees it.
 pub(crate) fn voters_of(raft: &GroupRaft) -> BTreeSet<NodeId> {
     raft.metrics()
@@ -56,18 +33,6 @@ pub(crate) fn voters_of(raft: &GroupRaft) -> BTreeSet<NodeId> {
         .membership()
         .voter_ids()
         .collect()
-}
-
-/// A random id, from the standard library's per-process random hash keys and the clock.
-pub(crate) fn random_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish().max(1)
 }
 
 /// Longest a membership change may take before it is retried on a later round.
