@@ -10,6 +10,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use grid_proto::sync::lock;
+
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use session_provider::{ItemResult, ProviderSettings, SessionItems, SessionStateProvider};
@@ -89,21 +91,13 @@ pub async fn hand_off(cs: &str, turns: u64) -> anyhow::Result<(u64, u64, u64)> {
                 };
                 let acquired = Instant::now();
                 // Holding the lock: the other side is queued by now or soon.
-                let since = released
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .take();
+                let since = lock(&released).take();
                 if let Some(since) = since {
                     let us = acquired.duration_since(since).as_micros() as u64;
-                    let _ = histogram
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .record(us.max(1));
+                    let _ = lock(&histogram).record(us.max(1));
                 }
                 tokio::task::yield_now().await;
-                *released
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                *lock(&released) = Some(Instant::now());
                 p.set_and_release_item_exclusive("shared", &items(n)?, item.lock_id, false)
                     .await?;
             }
@@ -113,9 +107,7 @@ pub async fn hand_off(cs: &str, turns: u64) -> anyhow::Result<(u64, u64, u64)> {
     for t in tasks {
         t.await??;
     }
-    let h = histogram
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let h = lock(&histogram);
     Ok((h.len(), h.value_at_quantile(0.5), h.value_at_quantile(0.99)))
 }
 

@@ -1,8 +1,6 @@
 //! One QUIC endpoint per node: it serves other sites' requests and sends this node's,
 //! one bidirectional stream per request, connections kept per peer address.
 
-use grid_proto::secret::token_matches;
-use grid_proto::sync::lock;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,6 +8,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use grid_proto::secret::token_matches;
+use grid_proto::sync::lock;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use thiserror::Error;
 use tokio::task::JoinSet;

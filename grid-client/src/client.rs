@@ -5,12 +5,12 @@
 //! refreshing the map when a node fails. Each node gets up to `maxPoolSize` connections
 //! and requests are spread over them; each connection carries many requests in flight.
 
-use grid_proto::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use grid_proto::sync::lock;
 use grid_proto::{
     check_op, key_hash, partition_of, GeoOp, Millis, NodeStatus, ObjKey, ObjectInfo, Op,
     PartitionMap, Reply, Request, Timeout, Unavailability,

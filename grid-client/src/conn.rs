@@ -2,7 +2,6 @@
 //! request id. A writer task batches outgoing frames; a reader task routes replies. Both
 //! stop when the connection is dropped or breaks.
 
-use grid_proto::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,10 +9,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use grid_proto::batch::Batch;
 use grid_proto::frame::encode_frame;
 use grid_proto::frame::FRAME_HEADER_BYTES;
 use grid_proto::limits::max_frame_for;
 use grid_proto::peer_auth::{self, PeerKey};
+use grid_proto::sync::lock;
 use grid_proto::{decode, encode, FrameCodec, GridEvent, Reply, Request};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -26,7 +27,6 @@ use crate::tls::ClientTls;
 
 /// Replies the client accepts: values up to 1 GiB.
 const MAX_REPLY_VALUE: usize = 1 << 30;
-const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
 
@@ -328,22 +328,19 @@ async fn write_frames(
     mut rx: mpsc::Receiver<Bytes>,
     stats: Option<Arc<WireStats>>,
 ) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut batch = Batch::default();
     while let Some(frame) = rx.recv().await {
-        buf.extend_from_slice(&frame);
-        while buf.len() < WRITE_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(frame) => buf.extend_from_slice(&frame),
-                Err(_) => break,
-            }
+        batch.buf().extend_from_slice(&frame);
+        while !batch.is_full() {
+            let Ok(frame) = rx.try_recv() else { break };
+            batch.buf().extend_from_slice(&frame);
         }
         if let Some(stats) = &stats {
-            stats.sent.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            stats.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
-        if wr.write_all(&buf).await.is_err() {
+        if !batch.write_to(&mut wr, None).await {
             return;
         }
-        buf.clear();
     }
     let _ = wr.shutdown().await;
 }

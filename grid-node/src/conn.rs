@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use grid_proto::batch::Batch;
 use grid_proto::frame::encode_frame;
 use grid_proto::limits::validate_namespace;
 use grid_proto::peer_auth::PeerKey;
@@ -47,10 +47,6 @@ mod transport;
 use auth::{Auth, Gate, Outcome};
 use transport::{establish, Refusal, Stream};
 
-/// Largest batch the writer gathers before writing.
-const WRITE_BATCH_BYTES: usize = 256 * 1024;
-/// Write buffer capacity kept between batches; a larger one is released.
-const KEEP_BUFFER_BYTES: usize = 1024 * 1024;
 /// How long a closing connection may take to flush its last replies.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
 /// Most namespaces one connection may register for.
@@ -486,22 +482,6 @@ fn frame_error_reply(node: &Node, err: FrameError) -> Option<(u64, Reply)> {
     }
 }
 
-/// Writes `buf`, allowing `write_timeout` for each step of progress: a slow reader is
-/// served, one that reads nothing is given up on. False when the client is gone or stuck.
-async fn write_with_progress(
-    wr: &mut WriteHalf<Box<dyn Stream>>,
-    mut buf: &[u8],
-    write_timeout: Duration,
-) -> bool {
-    while !buf.is_empty() {
-        match tokio::time::timeout(write_timeout, wr.write(buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
-            Ok(Ok(n)) => buf = &buf[n..],
-        }
-    }
-    true
-}
-
 /// Writes queued replies in batches. A client that reads nothing for `write_timeout`
 /// ends the connection: dropping the queue wakes the reader, which stops.
 async fn write_replies(
@@ -510,32 +490,22 @@ async fn write_replies(
     write_timeout: Duration,
     node: Arc<Node>,
 ) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut batch = Batch::default();
     while let Some(first) = queue.recv().await {
         // Permits are held until the batch is written, so unread bytes stay bounded.
-        let mut batch = vec![first];
-        encode_frame(&mut buf, batch[0].id, &encode(&batch[0].reply));
-        while buf.len() < WRITE_BATCH_BYTES {
-            match queue.try_recv() {
-                Some(next) => {
-                    encode_frame(&mut buf, next.id, &encode(&next.reply));
-                    batch.push(next);
-                }
-                None => break,
-            }
+        let mut held = vec![first];
+        encode_frame(batch.buf(), held[0].id, &encode(&held[0].reply));
+        while !batch.is_full() {
+            let Some(next) = queue.try_recv() else { break };
+            encode_frame(batch.buf(), next.id, &encode(&next.reply));
+            held.push(next);
         }
-        if !write_with_progress(&mut wr, &buf, write_timeout).await {
+        if !batch.write_to(&mut wr, Some(write_timeout)).await {
             inc(&node.metrics.connections_timed_out_total);
             tracing::info!("closing a connection whose client stopped reading its replies");
             return;
         }
-        drop(batch);
-        // A large reply leaves a large buffer behind; give it back rather than keep it.
-        if buf.capacity() > KEEP_BUFFER_BYTES {
-            buf = BytesMut::with_capacity(64 * 1024);
-        } else {
-            buf.clear();
-        }
+        drop(held);
     }
     let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
 }

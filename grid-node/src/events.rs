@@ -18,10 +18,10 @@
 //! The hub's own state is local and soft: after a failover the new leader starts with
 //! none and delivers the outbox again (at least once; duplicates keep their event id).
 
-use grid_proto::sync::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use grid_proto::sync::lock;
 use grid_proto::{EventId, GridEvent, Millis, Reply};
 
 use crate::clock::Clock;

@@ -12,7 +12,6 @@
 //! Migration steps on this site go through an internal client of the site's own cluster,
 //! so they reach each partition's leader wherever it is.
 
-use grid_proto::sync::lock;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +21,7 @@ use std::time::Duration;
 
 use geo_replication::{GeoError, GeoHandler, GeoLink, GeoRequest, GeoResponse, GeoTls, TlsFiles};
 use grid_client::{ClientConfig, GridClient, NodeCredentials};
+use grid_proto::sync::lock;
 use grid_proto::{GeoOp, ObjKey, Op, RemoteStoreStatus, Reply, Unavailability};
 use tokio::sync::OnceCell;
 use tokio::task::JoinSet;

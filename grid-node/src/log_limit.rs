@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use grid_proto::sync::lock;
 
 use tracing::callsite::Identifier;
 use tracing::subscriber::Interest;
@@ -38,7 +40,7 @@ impl<K: Hash + Eq> RateLimit<K> {
     /// `Some(held back since the last line)` when a line for `key` may be written at
     /// `now`; `None` (and one more held back) when it is a repeat within the period.
     pub fn allow(&self, key: K, now: Instant) -> Option<u64> {
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = lock(&self.last);
         if let Some((at, held)) = last.get_mut(&key) {
             if now.saturating_duration_since(*at) < self.period {
                 *held += 1;
@@ -133,13 +135,6 @@ mod tests {
         let later = t0 + Duration::from_secs(20);
         assert_eq!(limit.allow(MAX_KEYS + 1, later), Some(0));
         assert_eq!(limit.allow(MAX_KEYS + 1, later), None);
-        assert!(
-            limit
-                .last
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .len()
-                < 2
-        );
+        assert!(lock(&limit.last).len() < 2);
     }
 }

@@ -4,7 +4,7 @@
 //!   connection carries many requests in flight. The size limit is checked before any
 //!   allocation.
 //! - [`msg`]: requests ([`Request`], [`Op`]) and replies ([`Reply`]), encoded with rkyv and
-//!   validated on receipt ([`decode`]).
+//!   validated on receipt ([`decode`]); [`batch`]: frames written many to one write.
 //! - [`events`]: events pushed to registered clients; [`geo`]: migration steps between
 //!   sites.
 //! - [`hash`]: the stable key hash that places an object in a partition.
@@ -22,6 +22,7 @@
 //!    └────────────────────frame(Reply, same request id)◀───────────────────┘
 //! ```
 
+pub mod batch;
 pub mod events;
 pub mod frame;
 pub mod geo;

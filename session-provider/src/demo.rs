@@ -13,8 +13,10 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use grid_proto::sync::lock;
 
 use anyhow::Context;
 use axum::extract::{Query, State};
@@ -94,7 +96,7 @@ async fn abandon(session: Session) -> Result<&'static str, (StatusCode, String)>
 }
 
 async fn ended(State(site): State<Site>) -> String {
-    let ended = site.ended.lock().unwrap_or_else(PoisonError::into_inner);
+    let ended = lock(&site.ended);
     ended.iter().map(|line| format!("{line}\n")).collect()
 }
 
@@ -107,7 +109,7 @@ pub async fn router(provider: Arc<SessionStateProvider>) -> anyhow::Result<Route
     provider
         .set_item_expire_callback(Arc::new(move |end: SessionEnded| {
             let counter = end.items.get::<u64>("counter").ok().flatten().unwrap_or(0);
-            let mut ended = record.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut ended = lock(&record);
             if ended.len() == ENDED_KEPT {
                 ended.pop_front();
             }

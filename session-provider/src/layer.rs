@@ -22,8 +22,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+
+use grid_proto::sync::lock;
 
 use axum::response::{IntoResponse, Response};
 use cookie::Cookie;
@@ -215,11 +217,7 @@ struct QueueSlot<'a> {
 
 impl Drop for QueueSlot<'_> {
     fn drop(&mut self) {
-        let mut queued = self
-            .shared
-            .queued
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut queued = lock(&self.shared.queued);
         if let Some(n) = queued.get_mut(&self.id) {
             *n -= 1;
             if *n == 0 {
@@ -231,7 +229,7 @@ impl Drop for QueueSlot<'_> {
 
 fn queue_slot<'a>(shared: &'a Shared, id: &str) -> Result<QueueSlot<'a>, Refusal> {
     let limit = shared.provider.settings().request_queue_limit;
-    let mut queued = shared.queued.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut queued = lock(&shared.queued);
     let n = queued.entry(id.to_string()).or_default();
     if *n >= limit {
         return Err(failure(

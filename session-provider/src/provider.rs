@@ -20,6 +20,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use grid_proto::sync::lock;
+
 use grid_client::{
     ClientError, GridClient, LockOptions, LockResult, RemoteRead, Timeout, UpdateOptions,
 };
@@ -155,9 +157,7 @@ impl SessionStateProvider {
     }
 
     fn lock_end(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<()>>> {
-        self.session_end
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.session_end)
     }
 
     fn sliding(&self) -> Timeout {
@@ -352,11 +352,7 @@ impl SessionStateProvider {
     /// A session was abandoned on this server (and removed): with `handleSessionEnd`,
     /// `Session_End` runs here, once, with its final items.
     pub fn abandoned(&self, id: &str, items: SessionItems) {
-        let callback = self
-            .end_callback
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let callback = lock(&self.end_callback).clone();
         if let Some(callback) = callback {
             callback(SessionEnded {
                 id: id.to_string(),
@@ -401,10 +397,7 @@ impl SessionStateProvider {
         if !self.settings.handle_session_end {
             return Ok(false);
         }
-        *self
-            .end_callback
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&callback));
+        *lock(&self.end_callback) = Some(Arc::clone(&callback));
         let subscription = self.client.subscribe(&self.namespace).await?;
         let task = tokio::spawn(session_end::pump(subscription, Arc::clone(&callback)));
         if let Some(old) = self.lock_end().replace(task) {

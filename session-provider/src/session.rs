@@ -1,7 +1,9 @@
 //! The session as a handler sees it: an axum extractor over the items the layer
 //! acquired for this request.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use grid_proto::sync::lock;
 
 use axum::extract::FromRequestParts;
 use http::request::Parts;
@@ -56,7 +58,7 @@ impl Session {
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, SessionState> {
-        self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.0.state)
     }
 
     /// The session id.

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use grid_proto::sync::lock;
+
 use anyhow::{bail, Context};
 use grid_client::GridClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -325,21 +327,12 @@ pub async fn wait_settled_from(
                 }
             }
             done &= led == map.partitions;
-            *last_seen
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = seen;
+            *lock(last_seen) = seen;
             done.then_some(())
         }
     })
     .await;
-    settled.with_context(|| {
-        format!(
-            "last seen: {}",
-            last_seen
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        )
-    })
+    settled.with_context(|| format!("last seen: {}", lock(&last_seen)))
 }
 
 /// A minimal HTTP POST over loopback, for the admin endpoint.

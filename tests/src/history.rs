@@ -8,8 +8,10 @@
 //! as failures.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use grid_proto::sync::lock;
 
 use grid_client::{ClientError, GridClient, Timeout};
 use grid_proto::{ObjKey, Op, Reply};
@@ -24,17 +26,12 @@ pub type History = Arc<Mutex<Vec<RegisterOp>>>;
 
 /// Operations recorded so far.
 pub fn recorded(history: &History) -> usize {
-    history.lock().unwrap_or_else(PoisonError::into_inner).len()
+    lock(history).len()
 }
 
 /// Operations recorded so far by the clients whose id `pick` selects.
 pub fn recorded_by(history: &History, pick: impl Fn(usize) -> bool) -> usize {
-    history
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-        .filter(|o| pick(o.op.client))
-        .count()
+    lock(history).iter().filter(|o| pick(o.op.client)).count()
 }
 
 /// Sets a stop flag when dropped, so client loops also end when a test fails half-way.
@@ -141,10 +138,7 @@ impl RegisterWorkload {
                 Err(NoOutput::DidNotRun) => continue,
                 Err(NoOutput::Unknown) => Operation::indeterminate(id, call, input),
             };
-            history
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(KeyedOperation { key, op });
+            lock(&history).push(KeyedOperation { key, op });
         }
     }
 }

@@ -11,12 +11,12 @@
 //!                Evict when short of memory, outbox events to clients, AckEvents
 //! ```
 
-use grid_proto::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use grid_proto::sync::lock;
 use grid_proto::{GeoOp, Millis, ObjKey, Op, Reply, Unavailability};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::ServerState;

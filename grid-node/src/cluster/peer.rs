@@ -6,8 +6,10 @@
 //! `Peer` requests.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use grid_proto::sync::lock;
 
 use grid_client::conn::{Connection, Dial};
 use grid_client::ClientError;
@@ -231,17 +233,11 @@ impl Peers {
     /// Fault injection: from now on, messages to `addrs` fail as unreachable (replaces the
     /// previous set; empty heals).
     pub fn block(&self, addrs: HashSet<String>) {
-        *self.blocked.lock().unwrap_or_else(PoisonError::into_inner) = addrs;
+        *lock(&self.blocked) = addrs;
     }
 
     async fn connection(&self, addr: &str) -> Result<Arc<Connection>, PeerError> {
-        let slot = Arc::clone(
-            self.slots
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(addr.to_string())
-                .or_default(),
-        );
+        let slot = Arc::clone(lock(&self.slots).entry(addr.to_string()).or_default());
         let mut slot = slot.lock().await;
         if let Some(conn) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(Arc::clone(conn));
@@ -269,12 +265,7 @@ impl Peers {
             addr: addr.to_string(),
             reason,
         };
-        if self
-            .blocked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(addr)
-        {
+        if lock(&self.blocked).contains(addr) {
             return Err(PeerError::Unreachable {
                 addr: addr.to_string(),
                 reason: "blocked by fault injection".into(),

@@ -19,12 +19,12 @@
 //! voters), `liveness` (pings, marking down, rejoining), `moves` (learners, voter swaps,
 //! leadership hand-over, releasing groups), `memory` (the node's memory limit).
 
-use grid_proto::sync::lock;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+use grid_proto::sync::{lock, read, write};
 use grid_proto::{
     key_hash, partition_of, GeoOp, MapNode, Millis, ObjKey, Op, PartitionMap, Reply, Unavailability,
 };
@@ -330,25 +330,16 @@ impl ClusterNode {
             Arc::clone(&self.clock),
             Arc::clone(&self.events),
         ));
-        let mut groups = self.groups.write().unwrap_or_else(PoisonError::into_inner);
+        let mut groups = write(&self.groups);
         Ok(Arc::clone(groups.entry(p).or_insert(group)))
     }
 
     fn group(&self, p: GroupId) -> Option<Arc<PartitionGroup>> {
-        self.groups
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&p)
-            .cloned()
+        read(&self.groups).get(&p).cloned()
     }
 
     fn all_groups(&self) -> Vec<Arc<PartitionGroup>> {
-        self.groups
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
+        read(&self.groups).values().cloned().collect()
     }
 
     fn control_raft(&self) -> Option<&GroupRaft> {

@@ -11,7 +11,9 @@
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use grid_proto::sync::{read, write};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{Entry, EntryPayload, LogId, StorageError, StorageIOError, StoredMembership};
@@ -85,11 +87,11 @@ impl GroupSm {
 
     /// Reads the state. Do not hold across an `.await`.
     pub fn read(&self) -> RwLockReadGuard<'_, SmState> {
-        self.0.state.read().unwrap_or_else(PoisonError::into_inner)
+        read(&self.0.state)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, SmState> {
-        self.0.state.write().unwrap_or_else(PoisonError::into_inner)
+        write(&self.0.state)
     }
 
     fn encode(state: &SmState) -> Vec<u8> {

@@ -14,8 +14,10 @@ use crate::workers::Round;
 use openraft::{BasicNode, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use grid_proto::sync::write;
 
 impl ClusterNode {
     /// One reconcile round: the control leader keeps the control group's members; every
@@ -110,11 +112,7 @@ impl ClusterNode {
 
     /// Stops hosting a partition's replica.
     pub(super) async fn release_group(&self, p: GroupId) {
-        let removed = self
-            .groups
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&p);
+        let removed = write(&self.groups).remove(&p);
         lock(&self.unlisted_since).remove(&p);
         lock(&self.leaderless_since).remove(&p);
         if let Some(g) = removed {
