@@ -56,8 +56,7 @@ async fn block_peers(State(ctx): State<ConnContext>, body: String) -> &'static s
         .split(',')
         .map(str::trim)
         .filter(|a| !a.is_empty())
-        .map(str::to_string)
-        .collect();
+        .map(str::to_string);
     ctx.node.cluster().block_peers(addrs);
     "ok\n"
 }

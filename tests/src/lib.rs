@@ -5,6 +5,8 @@
 //! - [`process::NodeProcess`]: a `grid-node` process, killed by process id when dropped.
 //! - [`cluster::TestCluster`]: several node processes forming one cluster, with kills and
 //!   network partitions.
+//! - [`in_process::InProcessCluster`]: several nodes in the test's own process, with
+//!   filters (drop, delay) on their links by peer and message kind.
 //! - [`netns::Lab`]: hosts made of Linux network namespaces on one bridge, with links to
 //!   cut; [`netns::cluster::HostCluster`]: one node per host, clients on a host of their own.
 //! - [`linearizability`]: a checker for recorded histories; [`history`]: the register
@@ -18,6 +20,7 @@ pub mod certs;
 pub mod cluster;
 pub mod history;
 pub mod http;
+pub mod in_process;
 pub mod linearizability;
 pub mod netns;
 pub mod process;

@@ -5,7 +5,7 @@
 //! ([`grid_proto::peer_auth`]) instead of a hello, and only such a connection may send
 //! `Peer` requests.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::filter::{Action, Filters, MessageKind};
 use super::raft_types::{GroupId, Member, NodeId, TypeConfig};
 use crate::format::{FormatError, PEER};
 
@@ -204,8 +205,8 @@ pub struct Peers {
     slots: Mutex<HashMap<String, Slot>>,
     /// This node's cluster id, stamped on every request (0 until known).
     cluster: std::sync::atomic::AtomicU64,
-    /// Fault injection: peers this node cannot reach (tests only).
-    blocked: Mutex<HashSet<String>>,
+    /// Fault injection: what happens to messages by peer and kind (tests only).
+    filters: Mutex<Filters>,
 }
 
 impl Peers {
@@ -215,7 +216,7 @@ impl Peers {
             dial,
             slots: Mutex::new(HashMap::new()),
             cluster: std::sync::atomic::AtomicU64::new(0),
-            blocked: Mutex::new(HashSet::new()),
+            filters: Mutex::default(),
         }
     }
 
@@ -230,10 +231,10 @@ impl Peers {
         self.cluster.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Fault injection: from now on, messages to `addrs` fail as unreachable (replaces the
-    /// previous set; empty heals).
-    pub fn block(&self, addrs: HashSet<String>) {
-        *lock(&self.blocked) = addrs;
+    /// Fault injection: from now on, messages go through `filters` (replacing the
+    /// previous ones; empty filters heal).
+    pub fn set_filters(&self, filters: Filters) {
+        *lock(&self.filters) = filters;
     }
 
     async fn connection(&self, addr: &str) -> Result<Arc<Connection>, PeerError> {
@@ -265,11 +266,16 @@ impl Peers {
             addr: addr.to_string(),
             reason,
         };
-        if lock(&self.blocked).contains(addr) {
-            return Err(PeerError::Unreachable {
-                addr: addr.to_string(),
-                reason: "blocked by fault injection".into(),
-            });
+        let decided = lock(&self.filters).decide(addr, MessageKind::of(request));
+        match decided {
+            Some(Action::Drop) => {
+                return Err(PeerError::Unreachable {
+                    addr: addr.to_string(),
+                    reason: "dropped by a fault-injection filter".into(),
+                })
+            }
+            Some(Action::Delay(by)) => tokio::time::sleep(by).await,
+            None => {}
         }
         let conn = self.connection(addr).await?;
         let reply = conn

@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::control::{ClusterState, NodeState};
+use super::filter::{Filters, Rule};
 use super::group::PartitionGroup;
 use super::log_store::MemLog;
 use super::peer::{NetworkFactory, Peers, PEER_CLIENT_NAME};
@@ -273,10 +274,18 @@ impl ClusterNode {
         &self.events
     }
 
-    /// Fault injection: drop this node's messages to the peers at `addrs`.
-    pub fn block_peers(&self, addrs: std::collections::HashSet<String>) {
-        tracing::warn!(?addrs, "fault injection: blocking peers");
-        self.peers.block(addrs);
+    /// Fault injection: drop every message this node sends to the peers at `addrs`
+    /// (replacing earlier filters; none heals).
+    pub fn block_peers(&self, addrs: impl IntoIterator<Item = String>) {
+        let rules: Vec<Rule> = addrs.into_iter().map(Rule::cut).collect();
+        self.filter_peers(Filters::new(rules));
+    }
+
+    /// Fault injection: from now on, what this node sends its peers goes through
+    /// `filters` (replacing earlier ones; empty filters heal).
+    pub fn filter_peers(&self, filters: Filters) {
+        tracing::warn!(?filters, "fault injection: peer filters set");
+        self.peers.set_filters(filters);
     }
 
     /// This node's id; 0 until it has joined.
