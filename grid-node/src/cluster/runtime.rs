@@ -52,6 +52,7 @@ mod liveness;
 mod membership;
 mod memory;
 mod moves;
+mod plan;
 mod support;
 pub use memory::MemoryLimit;
 use support::{ask, bounded, voters_of, MEMBERSHIP_CHANGE_LIMIT, PEER_CALL_LIMIT};

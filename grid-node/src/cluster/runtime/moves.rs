@@ -1,7 +1,7 @@
 //! Moving groups toward the map: adding learners, swapping voters once they caught up,
 //! handing leadership over, and letting go of groups this node no longer holds.
 
-use super::liveness::{release_unlisted, Unlisted};
+use super::plan::{plan, NodeView, PartitionView, ReplicaView, Step};
 use super::{
     ask, bounded, lock, ClusterNode, CAUGHT_UP_ENTRIES, DRAIN_LIMIT, HAND_OVER_COOLDOWN,
     MAX_HAND_OVERS, PEER_CALL_LIMIT,
@@ -22,40 +22,44 @@ use grid_proto::sync::write;
 impl ClusterNode {
     /// One reconcile round: the control leader keeps the control group's members; every
     /// node hosts the groups the map gives it, moves the groups it leads toward the map,
-    /// and lets go of replicas the map no longer lists here.
-    /// Its error is the last partition it could not host.
+    /// and lets go of replicas the map no longer lists here. What to do is decided by
+    /// [`plan`] from this node's view; this carries it out. Its error is the last
+    /// partition it could not host.
     pub(super) async fn reconcile(self: &Arc<Self>) -> Round {
         self.enforce_memory();
         let Some(state) = self.state() else {
             return Ok(());
         };
+        let node = NodeView {
+            me: self.id(),
+            was_away: self.was_away.load(Ordering::Relaxed),
+            leads_control: self
+                .control_raft()
+                .is_some_and(|r| r.metrics().borrow().state == ServerState::Leader),
+            control_busy: lock(&self.changing).contains(&CONTROL_GROUP),
+            hand_over_room: MAX_HAND_OVERS.saturating_sub(self.hand_overs.load(Ordering::Acquire)),
+        };
+        let views: Vec<PartitionView> = (0..state.partitions)
+            .map(|p| self.view_of(p, &state))
+            .collect();
         let mut round = Ok(());
-        let me = self.id();
-        let leads_control = self
-            .control_raft()
-            .is_some_and(|r| r.metrics().borrow().state == ServerState::Leader);
-        if leads_control && lock(&self.changing).insert(CONTROL_GROUP) {
-            let (node, state) = (Arc::clone(self), state.clone());
-            self.spawn(async move {
-                node.manage_control_members(&state).await;
-                lock(&node.changing).remove(&CONTROL_GROUP);
-            })
-            .await;
-        }
-        for p in 0..state.partitions {
-            let target: BTreeSet<NodeId> = state.assignment[p as usize].iter().copied().collect();
-            let hosted = self.group(p);
-            if hosted.is_none() && target.contains(&me) {
-                if let Err(e) = self.host_group(p).await {
-                    tracing::warn!(partition = p, error = %e, "cannot host partition");
-                    round = Err(format!("cannot host partition {p}: {e}"));
-                }
-                continue;
+        for step in plan(node, &views) {
+            if let Err(e) = self.take(step, &state).await {
+                round = Err(e);
             }
-            let Some(group) = hosted else { continue };
+        }
+        round
+    }
+
+    /// Partition `p` as the planner sees it from here. Records when the map stopped
+    /// listing this node for it.
+    fn view_of(&self, p: GroupId, state: &ClusterState) -> PartitionView {
+        let assignment = &state.assignment[p as usize];
+        let target: BTreeSet<NodeId> = assignment.iter().copied().collect();
+        let preferred = assignment.first().copied();
+        let replica = self.group(p).map(|group| {
             let membership = group.raft.metrics().borrow().membership_config.clone();
-            let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
-            let leaderless = self.leaderless_for(&group);
+            let me = self.id();
             let unlisted = if target.contains(&me) {
                 lock(&self.unlisted_since).remove(&p);
                 Duration::ZERO
@@ -65,49 +69,79 @@ impl ClusterNode {
                     .or_insert_with(Instant::now)
                     .elapsed()
             };
-            let release = release_unlisted(Unlisted {
-                listed: target.contains(&me),
-                member: membership.membership().nodes().any(|(id, _)| *id == me),
-                voter: voters.contains(&me),
+            let member = membership.membership().nodes().any(|(id, _)| *id == me);
+            ReplicaView {
+                voters: membership.membership().voter_ids().collect(),
+                member,
                 leading: group.is_leader(),
-                was_away: self.was_away.load(Ordering::Relaxed),
                 unlisted,
-                leaderless,
-            });
-            if release {
-                self.release_group(p).await;
-                continue;
+                leaderless: self.leaderless_for(&group),
+                busy: lock(&self.changing).contains(&p),
+                hand_over_cooling: lock(&self.hand_over_after)
+                    .get(&p)
+                    .is_some_and(|at| Instant::now() < *at),
+                preferred_caught_up: preferred.is_some_and(|to| caught_up(&group, [to].iter())),
             }
-            if group.is_leader() {
-                // A leader that has already committed a membership without itself keeps
-                // leading until it steps down; openraft 0.9 must not be asked for another
-                // membership change then (it asserts), so only a voting leader moves groups.
-                let may_change = voters.contains(&me) && voters != target && !target.is_empty();
-                if may_change && lock(&self.changing).insert(p) {
-                    let members: BTreeMap<NodeId, String> = target
-                        .iter()
-                        .filter_map(|id| state.addr_of(*id).map(|a| (*id, a.to_string())))
-                        .collect();
-                    let removed_addrs: BTreeMap<NodeId, String> = voters
-                        .difference(&target)
-                        .filter_map(|id| state.addr_of(*id).map(|a| (*id, a.to_string())))
-                        .collect();
-                    let node = Arc::clone(self);
+        });
+        PartitionView {
+            partition: p,
+            target,
+            preferred,
+            replica,
+        }
+    }
+
+    /// Carries out one planned step; changes that take a while run as tasks of their own.
+    async fn take(self: &Arc<Self>, step: Step, state: &ClusterState) -> Round {
+        match step {
+            Step::ManageControl => {
+                if lock(&self.changing).insert(CONTROL_GROUP) {
+                    let (node, state) = (Arc::clone(self), state.clone());
                     self.spawn(async move {
-                        node.move_group(&group, voters, members, removed_addrs)
-                            .await;
-                        lock(&node.changing).remove(&p);
+                        node.manage_control_members(&state).await;
+                        lock(&node.changing).remove(&CONTROL_GROUP);
                     })
                     .await;
-                } else if voters == target {
-                    let preferred = state.assignment[p as usize].first().copied();
-                    if let Some(to) = preferred.filter(|to| *to != me) {
-                        self.maybe_hand_over(&group, to, &state).await;
-                    }
+                }
+            }
+            Step::Host(p) => {
+                if let Err(e) = self.host_group(p).await {
+                    tracing::warn!(partition = p, error = %e, "cannot host partition");
+                    return Err(format!("cannot host partition {p}: {e}"));
+                }
+            }
+            Step::Release(p) => self.release_group(p).await,
+            Step::Move {
+                partition,
+                voters,
+                target,
+            } => {
+                let Some(group) = self.group(partition) else {
+                    return Ok(());
+                };
+                if !lock(&self.changing).insert(partition) {
+                    return Ok(());
+                }
+                let addrs = |ids: &mut dyn Iterator<Item = &NodeId>| -> BTreeMap<NodeId, String> {
+                    ids.filter_map(|id| state.addr_of(*id).map(|a| (*id, a.to_string())))
+                        .collect()
+                };
+                let members = addrs(&mut target.iter());
+                let removed = addrs(&mut voters.difference(&target));
+                let node = Arc::clone(self);
+                self.spawn(async move {
+                    node.move_group(&group, voters, members, removed).await;
+                    lock(&node.changing).remove(&partition);
+                })
+                .await;
+            }
+            Step::HandOver { partition, to } => {
+                if let Some(group) = self.group(partition) {
+                    self.start_hand_over(&group, to, state).await;
                 }
             }
         }
-        round
+        Ok(())
     }
 
     /// Stops hosting a partition's replica.
@@ -122,33 +156,22 @@ impl ClusterNode {
     }
 
     /// Starts handing a group's leadership to its preferred leader (the map's first
-    /// replica), so leaders spread as the placement planned. Bounded: a few at a time, and
-    /// a group whose hand-over failed waits before the next try.
-    pub(super) async fn maybe_hand_over(
+    /// replica), so leaders spread as the placement planned; the planner has checked that
+    /// it caught up, that none cools down and that there is room. A group whose hand-over
+    /// failed waits before the next try.
+    async fn start_hand_over(
         self: &Arc<Self>,
         group: &Arc<PartitionGroup>,
         to: NodeId,
         state: &ClusterState,
     ) {
         let p = group.id;
-        if !caught_up(group, [to].iter()) {
-            return;
-        }
-        if lock(&self.hand_over_after)
-            .get(&p)
-            .is_some_and(|at| Instant::now() < *at)
-        {
-            return;
-        }
-        if self.hand_overs.load(Ordering::Acquire) >= MAX_HAND_OVERS
-            || !lock(&self.changing).insert(p)
-        {
-            return;
-        }
         let Some(addr) = state.addr_of(to).map(str::to_string) else {
-            lock(&self.changing).remove(&p);
             return;
         };
+        if !lock(&self.changing).insert(p) {
+            return;
+        }
         self.hand_overs.fetch_add(1, Ordering::AcqRel);
         let (node, group) = (Arc::clone(self), Arc::clone(group));
         let lease = self.config.election_timeout * 2;
