@@ -6,36 +6,49 @@
 //! execute(op) ─▶ client_write(now, Op) ─▶ every replica applies ─▶ Outcome
 //!                                                                   ├─ reply ─▶ caller
 //!                                                                   └─ answers ─▶ parked callers here
-//! read(op)    ─▶ ensure_linearizable ─▶ peek the local state ─▶ caller (access batched as Touch)
-//! maintain()  ─▶ (leader) AdoptWaiters on a new term, CancelWait, Touch, Tick when due,
-//!                Evict when short of memory, outbox events to clients, AckEvents
+//! read(op)    ─▶ ensure_linearizable (shared by concurrent reads) ─▶ peek the local state
+//!                ─▶ caller (the access recorded later, batched as Touch)
+//! maintain()  ─▶ housekeeping::chores(what is waiting) ─▶ AdoptWaiters on a new term,
+//!                Touch, Tick when due, CancelWait, Evict when short of memory, events
+//!                to clients and AckEvents; a follower abandons the requests parked here
 //! ```
+//!
+//! Parts: `parked` (requests parked here), `reads` (shared read confirmations), `drain`
+//! (the hand-over gate), `housekeeping` (the leader's chores, planned).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use grid_proto::sync::lock;
 use grid_proto::{GeoOp, Millis, ObjKey, Op, Reply, Unavailability};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::ServerState;
-use tokio::sync::{mpsc, oneshot, watch};
 
 use super::raft_types::{GroupCommand, GroupId, GroupRaft, GroupResponse, Member, NodeId};
 use super::state_machine::{GroupSm, Machine};
 use crate::clock::Clock;
 use crate::events::EventHub;
-use crate::partition::{Command, Outcome, WaiterId};
+use crate::partition::{Command, Outcome};
+
+mod drain;
+mod housekeeping;
+mod parked;
+mod reads;
+
+use drain::DrainGate;
+use housekeeping::{chores, Chore, Waiting};
+use parked::{Delivery, Parked, WaitGuard};
+use reads::ReadConfirmations;
 
 /// Longest a write may take to commit before it is reported as of unknown outcome.
 const WRITE_LIMIT: Duration = Duration::from_secs(10);
 /// How much longer than its own wait a parked request waits for its answer.
 const PARKED_SLACK: Duration = Duration::from_secs(5);
-/// Longest a request waits for a leadership hand-over before it proceeds anyway.
-const DRAIN_WAIT_LIMIT: Duration = Duration::from_secs(5);
 
-/// A partition group hosted on this node.
+/// A partition group hosted on this node. Its parts, one concern each: the requests
+/// parked here ([`Parked`]), shared read confirmations ([`ReadConfirmations`]), the
+/// hand-over gate ([`DrainGate`]), and the leader's housekeeping (`housekeeping`).
 pub struct PartitionGroup {
     /// The partition number.
     pub id: GroupId,
@@ -46,31 +59,11 @@ pub struct PartitionGroup {
     log_bytes: Arc<AtomicU64>,
     me: NodeId,
     clock: Arc<dyn Clock>,
-    /// Parked requests of this node: waiter seq -> (object, answer channel).
-    waiters: Mutex<HashMap<u64, (ObjKey, oneshot::Sender<Reply>)>>,
-    /// Parked requests whose caller went away: waiter seq -> object, so a lock granted to
-    /// one is released rather than held by nobody.
-    cancelled: Mutex<HashMap<u64, ObjKey>>,
-    next_waiter: AtomicU64,
-    cancelled_tx: mpsc::UnboundedSender<WaiterId>,
-    cancelled_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<WaiterId>>,
+    parked: Parked,
+    reads: ReadConfirmations,
+    gate: DrainGate,
+    /// Reads served since the last housekeeping, to record as accesses.
     touches: Mutex<Vec<(ObjKey, Millis)>>,
-    /// Reads that asked for a leadership confirmation, numbered in arrival order.
-    reads_arrived: AtomicU64,
-    /// Every read numbered up to this is covered by a completed confirmation.
-    reads_confirmed: AtomicU64,
-    /// One confirmation in flight at a time; reads arriving meanwhile share the next.
-    read_barrier: tokio::sync::Mutex<()>,
-    /// The term in which this node last adopted the group's waiters as leader.
-    adopted_term: AtomicU64,
-    /// Waiter numbers below this were failed when this node last saw itself not leading;
-    /// its next adoption drops them from the queue.
-    failed_below: AtomicU64,
-    /// True while the leader hands the group over: new requests wait, then go to the new
-    /// leader (or proceed here if the hand-over did not happen).
-    draining: watch::Sender<bool>,
-    /// Proposals handed to Raft and not yet answered.
-    in_flight: AtomicUsize,
     expired_total: AtomicU64,
     evicted_total: AtomicU64,
     /// Value bytes to evict at the next housekeeping, set by the memory check.
@@ -85,47 +78,6 @@ impl std::fmt::Debug for PartitionGroup {
             .field("id", &self.id)
             .field("me", &self.me)
             .finish_non_exhaustive()
-    }
-}
-
-/// Counts a proposal out when it finishes, however it finishes.
-struct InFlight<'a>(&'a AtomicUsize);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Removes a parked request's registration if its caller goes away, and asks the leader
-/// to drop it from the queue.
-struct WaitGuard<'a> {
-    group: &'a PartitionGroup,
-    seq: Option<u64>,
-}
-
-impl WaitGuard<'_> {
-    /// The request was never parked: drop its registration, nothing to cancel.
-    fn forget(&mut self) {
-        if let Some(seq) = self.seq.take() {
-            lock(&self.group.waiters).remove(&seq);
-        }
-    }
-}
-
-impl Drop for WaitGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(seq) = self.seq {
-            let removed = lock(&self.group.waiters).remove(&seq);
-            if let Some((obj, _)) = removed {
-                // A grant may still come for it; it is then released (see `settle`).
-                lock(&self.group.cancelled).insert(seq, obj);
-                let _ = self.group.cancelled_tx.send(WaiterId {
-                    owner: self.group.me,
-                    seq,
-                });
-            }
-        }
     }
 }
 
@@ -173,7 +125,6 @@ impl PartitionGroup {
         clock: Arc<dyn Clock>,
         events: Arc<EventHub>,
     ) -> Self {
-        let (cancelled_tx, cancelled_rx) = mpsc::unbounded_channel();
         Self {
             id,
             raft,
@@ -181,19 +132,10 @@ impl PartitionGroup {
             log_bytes,
             me,
             clock,
-            waiters: Mutex::new(HashMap::new()),
-            cancelled: Mutex::new(HashMap::new()),
-            next_waiter: AtomicU64::new(1),
-            cancelled_tx,
-            cancelled_rx: tokio::sync::Mutex::new(cancelled_rx),
+            parked: Parked::new(me),
+            reads: ReadConfirmations::default(),
+            gate: DrainGate::default(),
             touches: Mutex::new(Vec::new()),
-            reads_arrived: AtomicU64::new(0),
-            reads_confirmed: AtomicU64::new(0),
-            read_barrier: tokio::sync::Mutex::new(()),
-            adopted_term: AtomicU64::new(0),
-            failed_below: AtomicU64::new(0),
-            draining: watch::Sender::new(false),
-            in_flight: AtomicUsize::new(0),
             expired_total: AtomicU64::new(0),
             evicted_total: AtomicU64::new(0),
             evict_bytes: AtomicU64::new(0),
@@ -241,31 +183,17 @@ impl PartitionGroup {
         self.evicted_total.load(Ordering::Relaxed)
     }
 
-    /// Before this leader votes itself out of the group: refuse new proposals (as not
-    /// run, so clients retry them at the next leader) and wait up to `limit` for those in
-    /// flight, so none ends with an unknown outcome. Returns false if some are still out.
+    /// Before this leader votes itself out of the group or hands it over: refuse new
+    /// proposals (as not run, so clients retry them at the next leader) and wait up to
+    /// `limit` for those in flight, so none ends with an unknown outcome. Returns false if
+    /// some are still out.
     pub async fn drain(&self, limit: Duration) -> bool {
-        self.draining.send_replace(true);
-        let started = Instant::now();
-        while self.in_flight.load(Ordering::Acquire) > 0 {
-            if started.elapsed() > limit {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        true
-    }
-
-    /// Holds a request while a hand-over is under way (bounded): afterwards it either runs
-    /// here or is redirected, as not run, to the new leader.
-    async fn wait_while_draining(&self) {
-        let mut rx = self.draining.subscribe();
-        let _ = tokio::time::timeout(DRAIN_WAIT_LIMIT, rx.wait_for(|draining| !*draining)).await;
+        self.gate.drain(limit).await
     }
 
     /// Accepts proposals again (the hand-over is over, done or not).
     pub fn undrain(&self) {
-        self.draining.send_replace(false);
+        self.gate.undrain();
     }
 
     /// This node's id.
@@ -315,17 +243,7 @@ impl PartitionGroup {
     /// Proposes one command stamped with this node's clock and waits for its outcome.
     /// `NotLeader` means it did not run; `OutcomeUnknown` that it may have.
     async fn propose(&self, cmd: Command) -> Result<Outcome, Reply> {
-        // Counted in flight before the drain flag is looked at, so a hand-over that starts
-        // meanwhile either waits for this proposal or is seen by it.
-        let _done = loop {
-            self.in_flight.fetch_add(1, Ordering::AcqRel);
-            let counted = InFlight(&self.in_flight);
-            if !*self.draining.borrow() {
-                break counted;
-            }
-            drop(counted);
-            self.wait_while_draining().await;
-        };
+        let _pass = self.gate.enter().await;
         self.check_leader()?;
         let entry = GroupCommand::Partition {
             now: self.clock.now(),
@@ -369,25 +287,22 @@ impl PartitionGroup {
                 },
             };
         }
-        let mut guard = WaitGuard {
-            group: self,
-            seq: None,
-        };
+        // A read-and-lock that may wait is registered before it is proposed: the apply
+        // may park it and a later one answer it.
         let mut parked = None;
         let mut waiter = None;
         if let Op::ReadAndLock { obj, wait_ms, .. } = &op {
             if *wait_ms > 0 {
-                let seq = self.next_waiter.fetch_add(1, Ordering::Relaxed);
-                let (tx, rx) = oneshot::channel();
-                lock(&self.waiters).insert(seq, (obj.clone(), tx));
-                guard.seq = Some(seq);
-                parked = Some(rx);
-                waiter = Some(WaiterId {
-                    owner: self.me,
-                    seq,
-                });
+                let (id, guard, rx) = self.parked.park(obj);
+                waiter = Some(id);
+                parked = Some((guard, rx));
             }
         }
+        let forget = |parked: &mut Option<(WaitGuard<'_>, _)>| {
+            if let Some((guard, _)) = parked {
+                guard.forget();
+            }
+        };
         let wait_limit = match &op {
             Op::ReadAndLock { wait_ms, .. } => Duration::from_millis(*wait_ms) + PARKED_SLACK,
             _ => PARKED_SLACK,
@@ -397,7 +312,7 @@ impl PartitionGroup {
             Err(reply) => {
                 if matches!(reply, Reply::NotLeader { .. }) {
                     // It did not run, so it was not parked: nothing to cancel.
-                    guard.forget();
+                    forget(&mut parked);
                 }
                 return reply;
             }
@@ -405,24 +320,23 @@ impl PartitionGroup {
         let reply = outcome.reply.clone();
         if reply.is_some() {
             // Answered at once, never parked.
-            guard.forget();
+            forget(&mut parked);
         }
         self.settle(outcome).await;
         match (reply, parked) {
             (Some(reply), _) => reply,
-            (None, Some(rx)) => {
+            (None, Some((mut guard, rx))) => {
                 // Bounded: an answer owed by a leader that changed meanwhile never comes.
-                let reply = match tokio::time::timeout(wait_limit, rx).await {
+                match tokio::time::timeout(wait_limit, rx).await {
                     Ok(Ok(reply)) => {
-                        guard.seq = None;
+                        guard.answered();
                         reply
                     }
                     _ => Reply::Unavailable {
                         code: Unavailability::LeaderChanged,
                         reason: "the lock wait was interrupted (leadership changed); retry".into(),
                     },
-                };
-                reply
+                }
             }
             (None, None) => Reply::Unavailable {
                 code: Unavailability::Internal,
@@ -449,9 +363,10 @@ impl PartitionGroup {
     async fn read(&self, obj: &ObjKey, cached_version: Option<u64>) -> Reply {
         // A read confirms leadership with a heartbeat round, which would hold the
         // followers to this leader during a hand-over: wait for it to finish.
-        self.wait_while_draining().await;
-        if let Err(reply) = self.confirm_leadership().await {
-            return reply;
+        self.gate.wait_while_draining().await;
+        let confirm = || async { self.raft.ensure_linearizable().await.map(drop) };
+        if let Err(e) = self.reads.confirm(confirm).await {
+            return read_error(e);
         }
         let now = self.clock.now();
         let reply = self
@@ -461,22 +376,6 @@ impl PartitionGroup {
             lock(&self.touches).push((obj.clone(), now));
         }
         reply
-    }
-
-    /// Makes a read linearizable: confirms with a quorum that this node still leads and
-    /// waits until the state machine has applied everything committed before. Concurrent
-    /// reads share one confirmation, which serves every read that arrived before it
-    /// started (a later confirmation is as good as one of its own).
-    async fn confirm_leadership(&self) -> Result<(), Reply> {
-        let ticket = self.reads_arrived.fetch_add(1, Ordering::AcqRel) + 1;
-        let _one_at_a_time = self.read_barrier.lock().await;
-        if self.reads_confirmed.load(Ordering::Acquire) >= ticket {
-            return Ok(());
-        }
-        let covers = self.reads_arrived.load(Ordering::Acquire);
-        self.raft.ensure_linearizable().await.map_err(read_error)?;
-        self.reads_confirmed.fetch_max(covers, Ordering::AcqRel);
-        Ok(())
     }
 
     /// Delivers answers to this node's parked requests and counts expirations. A lock
@@ -492,16 +391,12 @@ impl PartitionGroup {
                 Reply::Retrieved { info, .. } | Reply::NotModified { info } => Some(info.lock_id),
                 _ => None,
             };
-            let entry = lock(&self.waiters).remove(&waiter.seq);
-            let (obj, delivered) = match entry {
-                Some((obj, tx)) => {
-                    let ok = tx.send(reply).is_ok();
-                    (Some(obj), ok)
-                }
-                // Its caller went away after it was parked: release what it was given.
-                None => (lock(&self.cancelled).remove(&waiter.seq), false),
+            // Its caller went away after it was parked: release what it was given.
+            let gone = match self.parked.deliver(waiter.seq, reply) {
+                Delivery::Delivered => None,
+                Delivery::Gone(obj) => obj,
             };
-            if let (false, Some(Some(lock_id)), Some(obj)) = (delivered, grant, obj) {
+            if let (Some(Some(lock_id)), Some(obj)) = (grant, gone) {
                 let unlock = Op::Unlock { obj, lock_id };
                 if let Ok(outcome) = self
                     .propose(Command::Op {
@@ -529,93 +424,92 @@ impl PartitionGroup {
     /// Once per term as leader: forget the waiters of other nodes and this node's own
     /// from before it last lost the leadership. Idempotent, so racing callers are fine.
     async fn adopt_waiters(&self, term: u64) -> Result<(), Reply> {
-        if self.adopted_term.load(Ordering::Relaxed) == term {
+        let Some(min_seq) = self.parked.adoption_due(term) else {
             return Ok(());
-        }
+        };
+        self.adopt(term, min_seq).await
+    }
+
+    async fn adopt(&self, term: u64, min_seq: u64) -> Result<(), Reply> {
         self.propose(Command::AdoptWaiters {
             owner: self.me,
-            min_seq: self.failed_below.load(Ordering::Relaxed),
+            min_seq,
         })
         .await?;
-        self.adopted_term.store(term, Ordering::Relaxed);
+        self.parked.adopted(term);
         Ok(())
     }
 
-    /// Leader housekeeping, called often: adopt waiters in a new term, drop cancelled
-    /// waits, record batched read accesses, and tick when something is due.
+    /// Leader housekeeping, called often: what [`housekeeping::chores`] plans from what
+    /// is waiting, proposed in that order. A round whose adoption fails ends there.
     pub async fn maintain(&self) {
         let (state, term) = {
             let m = self.raft.metrics();
             let m = m.borrow();
             (m.state, m.current_term)
         };
-        if state != ServerState::Leader {
-            // Waits parked here are gone with the leadership (the next leader drops
-            // them): their requests fail now, to be retried at the new leader, rather
-            // than wait out their whole wait for an answer that cannot come. Their
-            // cancellations have nothing left to do.
-            // Only waiters numbered before the cut-off: one registered meanwhile (this
-            // node leads again) is kept, and so is its place in the next adoption.
-            let cutoff = self.next_waiter.load(Ordering::Relaxed);
-            self.failed_below.fetch_max(cutoff, Ordering::Relaxed);
-            lock(&self.waiters).retain(|seq, _| *seq >= cutoff);
-            let mut rx = self.cancelled_rx.lock().await;
-            while rx.try_recv().is_ok() {}
-            lock(&self.cancelled).clear();
-            self.events.forget_partition(self.id);
-            self.evict_bytes.store(0, Ordering::Relaxed);
-            return;
-        }
-        if self.adopt_waiters(term).await.is_err() {
-            return;
-        }
-        // Reads' accesses first: a Tick must not expire an object read before it.
-        let accesses = std::mem::take(&mut *lock(&self.touches));
-        if !accesses.is_empty() {
-            let _ = self.propose(Command::Touch { accesses }).await;
-        }
         let now = self.clock.now();
-        let due = self
-            .with_partition(|p| p.next_deadline().is_some_and(|at| at <= now))
-            .unwrap_or(false);
-        if due {
-            if let Ok(outcome) = self.propose(Command::Tick).await {
-                self.settle(outcome).await;
-            }
-        }
-        let cancelled: Vec<WaiterId> = {
-            let mut rx = self.cancelled_rx.lock().await;
-            std::iter::from_fn(|| rx.try_recv().ok()).collect()
+        let mut cancelled = self.parked.take_cancelled();
+        let mut accesses = std::mem::take(&mut *lock(&self.touches));
+        let waiting = Waiting {
+            leading: state == ServerState::Leader,
+            adoption_due: self.parked.adoption_due(term),
+            accesses: accesses.len(),
+            deadline_due: self
+                .with_partition(|p| p.next_deadline().is_some_and(|at| at <= now))
+                .unwrap_or(false),
+            cancelled: cancelled.len(),
+            evict_bytes: self.evict_bytes.swap(0, Ordering::Relaxed),
+            events: self
+                .with_partition(|p| !p.outbox().is_empty())
+                .unwrap_or(false),
         };
-        for waiter in cancelled {
-            if self.propose(Command::CancelWait { waiter }).await.is_ok() {
-                // Out of the queue now: no grant can come for it any more.
-                lock(&self.cancelled).remove(&waiter.seq);
-            }
-        }
-        let bytes = self.evict_bytes.swap(0, Ordering::Relaxed);
-        if bytes > 0 {
-            if let Ok(outcome) = self.propose(Command::Evict { bytes }).await {
-                self.settle(outcome).await;
-            }
-        }
-        // Most rounds have no events: nothing to look at then.
-        let pending = self
-            .with_partition(|p| {
-                let pending = !p.outbox().is_empty();
-                if pending {
-                    self.events.deliver(self.id, p.outbox());
+        for chore in chores(waiting) {
+            match chore {
+                Chore::Abandon => {
+                    // Their requests fail now, to be retried at the new leader; their
+                    // cancellations have nothing left to do.
+                    self.parked.abandon();
+                    self.events.forget_partition(self.id);
                 }
-                pending
-            })
-            .unwrap_or(false);
-        let seqs = if pending {
-            self.events.acked(self.id)
-        } else {
-            Vec::new()
-        };
+                Chore::Adopt { min_seq } => {
+                    if self.adopt(term, min_seq).await.is_err() {
+                        return;
+                    }
+                }
+                Chore::Touch => {
+                    let accesses = std::mem::take(&mut accesses);
+                    let _ = self.propose(Command::Touch { accesses }).await;
+                }
+                Chore::Tick => {
+                    if let Ok(outcome) = self.propose(Command::Tick).await {
+                        self.settle(outcome).await;
+                    }
+                }
+                Chore::Cancel => {
+                    for waiter in std::mem::take(&mut cancelled) {
+                        if self.propose(Command::CancelWait { waiter }).await.is_ok() {
+                            // Out of the queue now: no grant can come for it any more.
+                            self.parked.cancel_done(waiter.seq);
+                        }
+                    }
+                }
+                Chore::Evict { bytes } => {
+                    if let Ok(outcome) = self.propose(Command::Evict { bytes }).await {
+                        self.settle(outcome).await;
+                    }
+                }
+                Chore::Events => self.deliver_events().await,
+            }
+        }
+    }
+
+    /// Hands the outbox's events to clients and proposes those they acknowledged. On
+    /// failure they stay acknowledged here and go again next round.
+    async fn deliver_events(&self) {
+        self.with_partition(|p| self.events.deliver(self.id, p.outbox()));
+        let seqs = self.events.acked(self.id);
         if !seqs.is_empty() {
-            // On failure they stay acknowledged here and go again next round.
             let _ = self.propose(Command::AckEvents { seqs }).await;
         }
     }
