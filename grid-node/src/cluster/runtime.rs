@@ -174,6 +174,8 @@ pub struct ClusterNode {
     compacting: Mutex<BTreeSet<GroupId>>,
     /// Leadership hand-overs under way.
     hand_overs: AtomicUsize,
+    /// Notified whenever this node stops hosting a group (a leave waits on it).
+    released: tokio::sync::Notify,
     /// Hosted groups the map no longer lists here, since when.
     unlisted_since: Mutex<HashMap<GroupId, Instant>>,
     /// Groups whose hand-over failed, and when to try again.
@@ -249,6 +251,7 @@ impl ClusterNode {
             changing: Arc::default(),
             compacting: Mutex::default(),
             hand_overs: AtomicUsize::new(0),
+            released: tokio::sync::Notify::new(),
             unlisted_since: Mutex::new(HashMap::new()),
             hand_over_after: Mutex::new(HashMap::new()),
             last_seen: Mutex::new(HashMap::new()),

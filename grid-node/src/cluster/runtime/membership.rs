@@ -158,16 +158,18 @@ impl ClusterNode {
             }
         }
         tracing::info!("leaving: moving replicas and leadership away");
-        while self.report().hosted > 0 {
-            if started.elapsed() > deadline {
-                return Err(fail(format!(
-                    "{} partitions still hosted here",
-                    self.report().hosted
-                )));
+        loop {
+            // Registered before the count is read, so no release in between is missed.
+            let released = self.released.notified();
+            let hosted = self.report().hosted;
+            if hosted == 0 {
+                return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let left = deadline.saturating_sub(started.elapsed());
+            if tokio::time::timeout(left, released).await.is_err() {
+                return Err(fail(format!("{hosted} partitions still hosted here")));
+            }
         }
-        Ok(())
     }
 
     /// Answers a peer message.

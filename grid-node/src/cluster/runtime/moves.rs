@@ -153,6 +153,7 @@ impl ClusterNode {
             let _ = g.raft.shutdown().await;
             tracing::info!(partition = p, "partition moved away");
         }
+        self.released.notify_waiters();
     }
 
     /// Starts handing a group's leadership to its preferred leader (the map's first
@@ -206,14 +207,13 @@ pub(super) fn caught_up<'a>(
 
 /// Waits (up to `limit`) until another node is known to lead the group.
 pub(super) async fn successor_known(group: &PartitionGroup, limit: Duration) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if !group.is_leader() && group.leader().is_some_and(|l| l != group.me()) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
+    let me = group.me();
+    let mut metrics = group.raft.metrics();
+    let known = metrics.wait_for(|m| {
+        m.state != ServerState::Leader && m.current_leader.is_some_and(|l| l != me)
+    });
+    let known = matches!(tokio::time::timeout(limit, known).await, Ok(Ok(_)));
+    known
 }
 
 /// Hands a group's leadership to `to` (openraft 0.9 has no transfer): drain, stop
