@@ -209,9 +209,8 @@ pub(super) fn caught_up<'a>(
 pub(super) async fn successor_known(group: &PartitionGroup, limit: Duration) -> bool {
     let me = group.me();
     let mut metrics = group.raft.metrics();
-    let known = metrics.wait_for(|m| {
-        m.state != ServerState::Leader && m.current_leader.is_some_and(|l| l != me)
-    });
+    let known = metrics
+        .wait_for(|m| m.state != ServerState::Leader && m.current_leader.is_some_and(|l| l != me));
     let known = matches!(tokio::time::timeout(limit, known).await, Ok(Ok(_)));
     known
 }
