@@ -1,0 +1,127 @@
+//! Golden bytes of every format: a fixed value of each, encoded, must give the bytes
+//! written here. A change to any type inside a format (a node-owned one, a wire type it
+//! carries, an openraft type in a log entry) fails this test: bump that format's version
+//! in `format.rs`, then replace the bytes with the ones the failure prints.
+
+use grid_proto::{ObjKey, Op, Timeout};
+use openraft::{Entry, EntryPayload, LogId};
+
+use super::{CONTROL_SNAPSHOT, PEER};
+use crate::cluster::control::{ClusterState, ControlCommand};
+use crate::cluster::raft_types::{GroupCommand, TypeConfig};
+use crate::partition::{Command, Partition, PartitionConfig, WaiterId};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn assert_golden(what: &str, bytes: &[u8], golden: &str) {
+    assert_eq!(
+        hex(bytes),
+        golden,
+        "the {what} encoding changed: bump its format version in format.rs, then put the \
+         new bytes (left) here"
+    );
+}
+
+fn obj(key: &str) -> ObjKey {
+    ObjKey::new("sessions", key)
+}
+
+/// A partition with an object, a lock, a parked waiter and an expiry event.
+fn partition() -> Partition {
+    let mut p = Partition::new(PartitionConfig::default());
+    let ops = [
+        Op::Put {
+            obj: obj("a"),
+            value: b"one".to_vec(),
+            timeout: Timeout::Sliding { ms: 60_000 },
+            lock_id: None,
+        },
+        Op::Create {
+            obj: obj("gone"),
+            value: b"x".to_vec(),
+            timeout: Timeout::Absolute { ms: 500 },
+            uninitialized: false,
+        },
+        Op::ReadAndLock {
+            obj: obj("a"),
+            cached_version: None,
+            lease_ms: Some(30_000),
+            wait_ms: 0,
+            take_over_after_ms: None,
+        },
+    ];
+    for op in ops {
+        p.apply(&Command::Op { op, waiter: None }, 1_000);
+    }
+    let wait = Op::ReadAndLock {
+        obj: obj("a"),
+        cached_version: Some(1),
+        lease_ms: None,
+        wait_ms: 10_000,
+        take_over_after_ms: None,
+    };
+    let waiter = Some(WaiterId { owner: 2, seq: 7 });
+    p.apply(&Command::Op { op: wait, waiter }, 1_100);
+    p.apply(&Command::Tick, 2_000);
+    p
+}
+
+#[test]
+fn a_log_entry_in_a_peer_message() {
+    let cmd = GroupCommand::Partition {
+        now: 1_700_000_000_000,
+        cmd: Command::Op {
+            op: Op::Update {
+                obj: obj("a"),
+                value: b"two".to_vec(),
+                timeout: None,
+                expected_version: Some(3),
+                lock_id: Some(9),
+                unlock: true,
+            },
+            waiter: None,
+        },
+    };
+    let entry: Entry<TypeConfig> = Entry {
+        log_id: LogId::new(openraft::CommittedLeaderId::new(4, 2), 17),
+        payload: EntryPayload::Normal(cmd),
+    };
+    assert_golden(
+        "peer (log entry)",
+        &PEER.encode(&entry),
+        "01040211010080d095ffbc3100020873657373696f6e7301610374776f00010301090100",
+    );
+}
+
+#[test]
+fn a_partition_snapshot() {
+    assert_golden(
+        "partition snapshot",
+        &partition().snapshot(),
+        "012c0303010873657373696f6e730161036f6e650101e0d403cc08e8070103e807b0ea0198f2010001\
+         acdd030000010873657373696f6e730161010101010000dc56020701dc56010873657373696f6e7301\
+         610101dc560180080101000873657373696f6e7304676f6e65017802d00f0100",
+    );
+}
+
+#[test]
+fn a_control_snapshot() {
+    let mut state = ClusterState::default();
+    state.apply(ControlCommand::Init {
+        cluster_id: 7,
+        partitions: 4,
+        replicas: 3,
+        addr: "10.0.0.1:7210".into(),
+    });
+    state.apply(ControlCommand::Join {
+        addr: "10.0.0.2:7210".into(),
+    });
+    assert_golden(
+        "control snapshot",
+        &CONTROL_SNAPSHOT.encode(&state),
+        "01070204030302010d31302e302e302e313a3732313000020d31302e302e302e323a373231300004\
+         020201020201020102020102",
+    );
+}
