@@ -1,8 +1,9 @@
 //! Membership: bootstrapping or joining the cluster, leaving it gracefully, answering
 //! other nodes' messages, and (on the control leader) keeping the control group's voters.
 
+use super::plan::plan_control;
 use super::{
-    ask, bounded, lock, voters_of, ClusterError, ClusterNode, CONTROL_VOTERS, JOIN_DEADLINE,
+    ask, bounded, lock, ClusterError, ClusterNode, CONTROL_VOTERS, JOIN_DEADLINE,
     MEMBERSHIP_CHANGE_LIMIT,
 };
 use crate::cluster::control::{ClusterState, ControlCommand, ControlResponse};
@@ -320,48 +321,30 @@ impl ClusterNode {
         let members: BTreeSet<NodeId> =
             membership.membership().nodes().map(|(id, _)| *id).collect();
         let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
-        if !voters.contains(&self.id()) {
-            // A leader on its way out (see `reconcile`): leave changes to its successor.
-            return;
-        }
         let active = state.active_nodes();
+        let Some(plan) = plan_control(self.id(), &active, &members, &voters, CONTROL_VOTERS) else {
+            return;
+        };
         let result: Result<(), String> = async {
-            for id in active.difference(&members) {
-                if self.say("adding node to the control group", *id) {
+            for id in plan.learners {
+                if self.say("adding node to the control group", id) {
                     tracing::info!(node = id, "adding node to the control group");
                 }
-                if let Some(addr) = state.addr_of(*id) {
+                if let Some(addr) = state.addr_of(id) {
                     bounded(
                         "add control learner",
-                        raft.add_learner(*id, BasicNode::new(addr), false),
+                        raft.add_learner(id, BasicNode::new(addr), false),
                     )
                     .await?;
                 }
             }
-            let mut want: BTreeSet<NodeId> = voters.intersection(&active).copied().collect();
-            for id in &active {
-                if want.len() >= CONTROL_VOTERS.min(active.len()) {
-                    break;
-                }
-                want.insert(*id);
-            }
-            if want != voters && !want.is_empty() {
+            if let Some(want) = plan.voters {
                 tracing::info!(?want, ?voters, "changing control voters");
                 bounded("change control voters", raft.change_membership(want, false)).await?;
             }
-            let gone: BTreeSet<NodeId> = members
-                .iter()
-                .filter(|id| !active.contains(id))
-                .copied()
-                .collect();
-            if !gone.is_empty() {
-                let now = voters_of(raft);
-                let removable: BTreeSet<NodeId> = gone.difference(&now).copied().collect();
-                if !removable.is_empty() {
-                    let remove =
-                        raft.change_membership(ChangeMembers::RemoveNodes(removable), false);
-                    bounded("remove control members", remove).await?;
-                }
+            if !plan.remove.is_empty() {
+                let remove = raft.change_membership(ChangeMembers::RemoveNodes(plan.remove), false);
+                bounded("remove control members", remove).await?;
             }
             Ok(())
         }

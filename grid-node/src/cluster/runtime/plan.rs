@@ -12,7 +12,8 @@
 //!   most [`NodeView::hand_over_room`] at a time.
 //!
 //! And once per round, on the control leader: keep the control group's members, unless
-//! that is under way already.
+//! that is under way already ([`plan_control`]: every active node a member, up to five
+//! voters, inactive members removed once they no longer vote).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -150,6 +151,52 @@ pub(super) fn plan(node: NodeView, partitions: &[PartitionView]) -> Vec<Step> {
         }
     }
     steps
+}
+
+/// What the control leader changes in the control group's membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct ControlPlan {
+    /// Active nodes to add as learners (not members yet).
+    pub learners: Vec<NodeId>,
+    /// The voters to change to, when they differ from now.
+    pub voters: Option<BTreeSet<NodeId>>,
+    /// Members no longer active and no longer voters, to remove.
+    pub remove: BTreeSet<NodeId>,
+}
+
+/// The control group's membership as the map wants it: every active node a member,
+/// up to `max_voters` voters (the active voters kept, others added in id order), and
+/// members that are not active removed once they are not voters. `None` when this leader
+/// is not a voter itself (on its way out: its successor decides).
+pub(super) fn plan_control(
+    me: NodeId,
+    active: &BTreeSet<NodeId>,
+    members: &BTreeSet<NodeId>,
+    voters: &BTreeSet<NodeId>,
+    max_voters: usize,
+) -> Option<ControlPlan> {
+    if !voters.contains(&me) {
+        return None;
+    }
+    let learners = active.difference(members).copied().collect();
+    let mut want: BTreeSet<NodeId> = voters.intersection(active).copied().collect();
+    for id in active {
+        if want.len() >= max_voters.min(active.len()) {
+            break;
+        }
+        want.insert(*id);
+    }
+    let remove = members
+        .iter()
+        .filter(|id| !active.contains(id) && !want.contains(id))
+        .copied()
+        .collect();
+    let voters = (want != *voters && !want.is_empty()).then_some(want);
+    Some(ControlPlan {
+        learners,
+        voters,
+        remove,
+    })
 }
 
 #[cfg(test)]

@@ -227,3 +227,40 @@ fn a_node_back_from_away_lets_go_of_stale_unlisted_voters() {
     );
     assert_eq!(plan(node(), &[view]), vec![]);
 }
+
+#[test]
+fn the_control_group_follows_the_active_nodes() {
+    let plan = |active: &[NodeId], members: &[NodeId], voters: &[NodeId]| {
+        plan_control(ME, &ids(active), &ids(members), &ids(voters), 5)
+    };
+    // A new node joins: a learner, then a voter (fewer than five so far).
+    assert_eq!(
+        plan(&[1, 2, 3, 4], &[1, 2, 3], &[1, 2, 3]),
+        Some(ControlPlan {
+            learners: vec![4],
+            voters: Some(ids(&[1, 2, 3, 4])),
+            remove: ids(&[]),
+        })
+    );
+    // Five voters already: the sixth node stays a learner.
+    assert_eq!(
+        plan(&[1, 2, 3, 4, 5, 6], &[1, 2, 3, 4, 5, 6], &[1, 2, 3, 4, 5]),
+        Some(ControlPlan::default())
+    );
+    // A voter is down: the spare node takes its place, and it leaves the group.
+    assert_eq!(
+        plan(&[1, 2, 3, 4, 6], &[1, 2, 3, 4, 5, 6], &[1, 2, 3, 4, 5]),
+        Some(ControlPlan {
+            learners: vec![],
+            voters: Some(ids(&[1, 2, 3, 4, 6])),
+            remove: ids(&[5]),
+        })
+    );
+    // Settled: nothing to do.
+    assert_eq!(
+        plan(&[1, 2, 3], &[1, 2, 3], &[1, 2, 3]),
+        Some(ControlPlan::default())
+    );
+    // A leader that voted itself out leaves it to its successor.
+    assert_eq!(plan(&[2, 3, 4], &[1, 2, 3, 4], &[2, 3, 4]), None);
+}
