@@ -23,4 +23,4 @@ pub mod wire;
 
 pub use link::{GeoError, GeoHandler, GeoLink};
 pub use tls::{GeoTls, TlsFiles};
-pub use wire::{GeoRequest, GeoResponse, GEO_VERSION};
+pub use wire::{GeoRequest, GeoResponse, StepAnswer, GEO_VERSION};

@@ -3,12 +3,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grid_proto::{GeoOp, ObjKey, Reply};
+use grid_proto::{GeoOp, ObjKey};
 use tokio_util::sync::CancellationToken;
 
 use super::{GeoError, GeoHandler, GeoLink};
 use crate::tls::{GeoTls, TlsFiles};
-use crate::wire::{GeoRequest, GeoResponse};
+use crate::wire::{GeoRequest, GeoResponse, StepAnswer};
 
 /// Answers pings with its site and steps with `NotFound`.
 struct Echo(String);
@@ -24,7 +24,7 @@ impl GeoHandler for Echo {
                 GeoRequest::Ping => GeoResponse::Pong {
                     site: self.0.clone(),
                 },
-                GeoRequest::Step(_) => GeoResponse::Reply(Reply::NotFound),
+                GeoRequest::Step(_) => GeoResponse::Step(StepAnswer::NotFound),
             }
         })
     }
@@ -73,7 +73,7 @@ async fn sites_talk_over_quic_with_a_shared_token() {
     });
     assert_eq!(
         west.request(&east_addr, step, WAIT).await.unwrap(),
-        GeoResponse::Reply(Reply::NotFound)
+        GeoResponse::Step(StepAnswer::NotFound)
     );
     // A node with another token is refused, and says so.
     let stranger = link("north", Some("guess"));

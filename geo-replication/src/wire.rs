@@ -1,12 +1,13 @@
 //! What crosses between sites: postcard-encoded, versioned messages. A node of another
 //! version is refused with a message naming both versions, never misread.
 
-use grid_proto::{GeoOp, Reply};
+use grid_proto::{GeoOp, Millis, Timeout};
 use serde::{Deserialize, Serialize};
 
 /// The geo protocol version this build speaks.
-/// (2: the token travels in a header read before the request.)
-pub const GEO_VERSION: u8 = 2;
+/// (2: the token travels in a header read before the request; 3: steps are answered in
+/// [`StepAnswer`], not in client replies.)
+pub const GEO_VERSION: u8 = 3;
 /// Largest message accepted from another site (an object and its envelope).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
@@ -27,10 +28,54 @@ pub enum GeoResponse {
         /// The answering site.
         site: String,
     },
-    /// The partition leader's reply to a step.
-    Reply(Reply),
+    /// The partition leader's answer to a step.
+    Step(StepAnswer),
     /// Refused: wrong token, other version, undecodable.
     Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A site's answer to a migration step: what the other site acts on, in the site link's
+/// own format, apart from the client protocol's replies (sites may run releases whose
+/// client protocols differ).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepAnswer {
+    /// `Export`: the object's data; it is migrating now.
+    Exported {
+        /// Its bytes.
+        value: Vec<u8>,
+        /// Its version.
+        version: u64,
+        /// Its expiry.
+        timeout: Timeout,
+        /// Its uninitialized mark.
+        uninitialized: bool,
+    },
+    /// `Export`: the object is locked at the answering site.
+    Locked {
+        /// The holder's lock id.
+        lock_id: u64,
+        /// How long it has been held.
+        lock_age_ms: Millis,
+    },
+    /// `Export`: no such object.
+    NotFound,
+    /// `Export`: the object has moved on to `site`.
+    Moved {
+        /// Where it is primary now.
+        site: String,
+    },
+    /// `Resolve`: whether the import of the transfer happened (if not, it never will).
+    Resolved {
+        /// True if it did.
+        committed: bool,
+    },
+    /// `Import`, `Commit`, `Abort`: applied.
+    Applied,
+    /// Not served now (no leader, a hand-over, a refusal), with the reason.
+    Unavailable {
         /// Why.
         reason: String,
     },

@@ -19,7 +19,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use geo_replication::{GeoError, GeoHandler, GeoLink, GeoRequest, GeoResponse, GeoTls, TlsFiles};
+use geo_replication::{
+    GeoError, GeoHandler, GeoLink, GeoRequest, GeoResponse, GeoTls, StepAnswer, TlsFiles,
+};
 use grid_client::{ClientConfig, GridClient, NodeCredentials};
 use grid_proto::sync::lock;
 use grid_proto::{GeoOp, ObjKey, Op, RemoteStoreStatus, Reply, Unavailability};
@@ -171,7 +173,7 @@ impl GeoService {
     }
 
     /// Sends a step to a remote store, trying its nodes in order within the timeout.
-    async fn step_there(&self, store: &str, op: GeoOp) -> Result<Reply, String> {
+    async fn step_there(&self, store: &str, op: GeoOp) -> Result<StepAnswer, String> {
         let addrs = self
             .config
             .remotes
@@ -189,8 +191,8 @@ impl GeoService {
                 .request(addr, GeoRequest::Step(op.clone()), left)
                 .await
             {
-                Ok(GeoResponse::Reply(Reply::Unavailable { reason, .. })) => last = reason,
-                Ok(GeoResponse::Reply(reply)) => return Ok(reply),
+                Ok(GeoResponse::Step(StepAnswer::Unavailable { reason })) => last = reason,
+                Ok(GeoResponse::Step(answer)) => return Ok(answer),
                 Ok(other) => last = format!("unexpected answer {other:?}"),
                 Err(e) => last = e.to_string(),
             }
@@ -248,21 +250,35 @@ impl GeoService {
             transfer,
             to_site: self.config.site.clone(),
         };
-        let (value, info) = match self.step_there(store, export).await {
-            Ok(Reply::Retrieved { value, info }) => (value, info),
-            Ok(reply @ Reply::Locked { .. }) => return Pulled::Answer(reply),
-            Ok(Reply::NotFound) => return Pulled::Missing("not found".into()),
-            Ok(Reply::Moved { site }) => return Pulled::Missing(format!("moved to site {site}")),
+        let import = match self.step_there(store, export).await {
+            Ok(StepAnswer::Exported {
+                value,
+                version,
+                timeout,
+                uninitialized,
+            }) => GeoOp::Import {
+                obj: obj.clone(),
+                value,
+                version,
+                timeout,
+                uninitialized,
+                transfer,
+            },
+            Ok(StepAnswer::Locked {
+                lock_id,
+                lock_age_ms,
+            }) => {
+                return Pulled::Answer(Reply::Locked {
+                    lock_id,
+                    lock_age_ms,
+                })
+            }
+            Ok(StepAnswer::NotFound) => return Pulled::Missing("not found".into()),
+            Ok(StepAnswer::Moved { site }) => {
+                return Pulled::Missing(format!("moved to site {site}"))
+            }
             Ok(other) => return Pulled::Missing(format!("{other:?}")),
             Err(why) => return Pulled::Missing(why),
-        };
-        let import = GeoOp::Import {
-            obj: obj.clone(),
-            value,
-            version: info.version,
-            timeout: info.timeout,
-            uninitialized: info.uninitialized,
-            transfer,
         };
         let imported = match self.step_here(import).await {
             Reply::Added { .. } => true,
@@ -316,7 +332,7 @@ impl GeoService {
                 transfer,
             };
             let committed = match self.step_there(&to, resolve).await {
-                Ok(Reply::Transfer { committed }) => committed,
+                Ok(StepAnswer::Resolved { committed }) => committed,
                 Ok(other) => {
                     tracing::warn!(site = %to, reply = ?other, "geo resolve: unexpected answer");
                     round = Err(format!(
@@ -435,9 +451,36 @@ impl GeoHandler for Handler {
                 },
                 GeoRequest::Step(op) => {
                     tracing::debug!(%from_site, ?op, "geo step");
-                    GeoResponse::Reply(self.service.step_here(op).await)
+                    GeoResponse::Step(answer_of(self.service.step_here(op).await))
                 }
             }
         })
+    }
+}
+
+/// The site link's answer for a local partition leader's reply to a step.
+fn answer_of(reply: Reply) -> StepAnswer {
+    match reply {
+        Reply::Retrieved { value, info } => StepAnswer::Exported {
+            value,
+            version: info.version,
+            timeout: info.timeout,
+            uninitialized: info.uninitialized,
+        },
+        Reply::Locked {
+            lock_id,
+            lock_age_ms,
+        } => StepAnswer::Locked {
+            lock_id,
+            lock_age_ms,
+        },
+        Reply::NotFound => StepAnswer::NotFound,
+        Reply::Moved { site } => StepAnswer::Moved { site },
+        Reply::Transfer { committed } => StepAnswer::Resolved { committed },
+        Reply::Added { .. } | Reply::Updated { .. } => StepAnswer::Applied,
+        Reply::Unavailable { reason, .. } => StepAnswer::Unavailable { reason },
+        other => StepAnswer::Unavailable {
+            reason: format!("unexpected answer to a migration step: {other:?}"),
+        },
     }
 }
