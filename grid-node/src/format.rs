@@ -5,7 +5,7 @@
 //!
 //! | format | carries | version |
 //! |---|---|---|
-//! | [`PEER`] | node-to-node requests and answers, Raft log entries included | 1 |
+//! | [`PEER`] | node-to-node requests and answers, Raft log entries included (their operations in the log's own encoding, `partition/log_format.rs`) | 1 |
 //! | [`GROUP_SNAPSHOT`] | a group's snapshot: Raft's bookkeeping and its state | 1 |
 //! | [`PARTITION_SNAPSHOT`] | a partition's objects, lock waiters and events owed | 1 |
 //! | [`CONTROL_SNAPSHOT`] | the cluster's membership and partition map | 1 |

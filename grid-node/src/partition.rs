@@ -23,6 +23,8 @@ use grid_proto::{EventCause, GeoOp, Millis, ObjKey, Op, Reply};
 use serde::{Deserialize, Serialize};
 
 use crate::format::{FormatError, PARTITION_SNAPSHOT};
+
+mod log_format;
 use crate::outbox::{Outbox, PendingEvent};
 use crate::store::{LockQueue, LockWait, Store, StoreConfig, StoreEvent, StoreStats};
 
@@ -44,7 +46,8 @@ pub struct WaiterId {
 pub enum Command {
     /// A client operation. A read-and-lock that must wait is parked under `waiter`.
     Op {
-        /// The operation.
+        /// The operation, in the log's own encoding.
+        #[serde(with = "log_format::op")]
         op: Op,
         /// Where a later answer goes, if it waits.
         waiter: Option<WaiterId>,
@@ -79,8 +82,8 @@ pub enum Command {
         /// Value bytes to free.
         bytes: u64,
     },
-    /// A step of a migration between sites.
-    Geo(GeoOp),
+    /// A step of a migration between sites, in the log's own encoding.
+    Geo(#[serde(with = "log_format::geo_op")] GeoOp),
 }
 
 impl Command {
