@@ -361,9 +361,15 @@ impl ClusterNode {
 
     /// The replicated cluster state, once this node has it.
     pub fn state(&self) -> Option<ClusterState> {
+        self.with_state(ClusterState::clone)
+    }
+
+    /// Runs `f` on the cluster state in place (none before this node has joined). Do not
+    /// hold across an `.await`: it reads under the control state machine's lock.
+    fn with_state<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> Option<T> {
         let (_, sm) = self.control.get()?;
         match &sm.read().machine {
-            Machine::Control(state) if state.partitions > 0 => Some(state.clone()),
+            Machine::Control(state) if state.partitions > 0 => Some(f(state)),
             _ => None,
         }
     }
@@ -388,20 +394,23 @@ impl ClusterNode {
         }
     }
 
-    /// The hosted group of `obj`'s partition, or where to go instead.
+    /// The hosted group of `obj`'s partition, or where to go instead. Reads the cluster
+    /// state in place (under its lock, briefly), never a copy of it per request.
     fn group_of(&self, obj: &ObjKey) -> Result<Arc<PartitionGroup>, Reply> {
-        let Some(state) = self.state() else {
-            return Err(Reply::Unavailable {
+        let routed = self.with_state(|state| {
+            let p = partition_of(key_hash(&obj.namespace, &obj.key), state.partitions);
+            self.group(p).ok_or_else(|| Reply::NotLeader {
+                leader_hint: state.assignment[p as usize]
+                    .first()
+                    .and_then(|id| state.addr_of(*id))
+                    .map(str::to_string),
+            })
+        });
+        let group = routed.unwrap_or_else(|| {
+            Err(Reply::Unavailable {
                 code: Unavailability::NotJoined,
                 reason: "this node has not joined a cluster yet".into(),
-            });
-        };
-        let p = partition_of(key_hash(&obj.namespace, &obj.key), state.partitions);
-        let group = self.group(p).ok_or_else(|| Reply::NotLeader {
-            leader_hint: state.assignment[p as usize]
-                .first()
-                .and_then(|id| state.addr_of(*id))
-                .map(str::to_string),
+            })
         })?;
         // Cut off, a replica could only wait for a quorum it cannot reach (a write until
         // its time limit); "unavailable" sends the client to the others now. A group whose
