@@ -90,6 +90,10 @@ enum Command {
         /// Measured time per client count.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// An extra argument for every node, repeatable (e.g. `--node-arg=--lease-reads=false`
+        /// to measure against a setting).
+        #[arg(long = "node-arg", allow_hyphen_values = true)]
+        node_args: Vec<String>,
     },
 }
 
@@ -121,11 +125,13 @@ async fn main() -> anyhow::Result<()> {
             value_bytes,
             warmup,
             duration,
+            node_args,
         } => {
             load_run(
                 workload,
                 &clients,
                 partitions,
+                &node_args,
                 value_bytes,
                 warmup,
                 duration,
@@ -208,11 +214,14 @@ async fn load_run(
     workload: Workload,
     clients: &[usize],
     partitions: u32,
+    node_args: &[String],
     value_bytes: usize,
     warmup: Duration,
     duration: Duration,
 ) -> anyhow::Result<()> {
-    let nodes = start_cluster(3, &["--partitions".into(), partitions.to_string()]).await?;
+    let mut args = vec!["--partitions".to_string(), partitions.to_string()];
+    args.extend(node_args.iter().cloned());
+    let nodes = start_cluster(3, &args).await?;
     // Plain reads and writes carry the bytes every time; cached reads keep every key of
     // a client in its near cache.
     let cache = match workload {

@@ -147,6 +147,12 @@ struct ServeArgs {
     /// Raft election timeout (lower bound; the upper is twice this), e.g. 1s.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     raft_election_timeout: Duration,
+    /// Answer reads on a partition leader from its own state while its leader lease holds
+    /// (40% of twice the election timeout after a quorum last confirmed it), instead of
+    /// confirming leadership with a heartbeat round per read; reads fall back to that round
+    /// when the lease has lapsed. "false" confirms every read.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    lease_reads: bool,
     /// Raft log entries between snapshots of a group (a replica further behind catches up
     /// from a snapshot).
     #[arg(long, default_value_t = 5_000)]
@@ -303,6 +309,7 @@ impl ServeArgs {
             advertise: self.advertise.clone(),
             down_after: self.down_after,
             raft_election_timeout: self.raft_election_timeout,
+            lease_reads: self.lease_reads,
             fault_injection: self.fault_injection,
             raft_snapshot_logs: self.raft_snapshot_logs,
             event_ack_timeout: self.event_ack_timeout,

@@ -63,6 +63,9 @@ pub struct NodeConfig {
     pub raft_heartbeat: Duration,
     /// Raft election timeout, lower bound (the upper is twice this). Default 1 s.
     pub raft_election_timeout: Duration,
+    /// Answer reads from the leader's state while its leader lease holds (see
+    /// `cluster/group/reads.rs`), else after a heartbeat round. Default true.
+    pub lease_reads: bool,
     /// Log entries between snapshots of a group; a lagging or new replica beyond the
     /// kept log catches up from a snapshot. Default 5000.
     pub raft_snapshot_logs: u64,
@@ -105,6 +108,7 @@ impl Default for NodeConfig {
             raft_heartbeat: Duration::from_millis(100),
             raft_election_timeout: Duration::from_secs(1),
             fault_injection: false,
+            lease_reads: true,
             raft_snapshot_logs: 5_000,
             event_ack_timeout: Duration::from_secs(30),
             max_memory: None,

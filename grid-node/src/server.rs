@@ -147,6 +147,7 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
             down_after: config.down_after,
             heartbeat: config.raft_heartbeat,
             election_timeout: config.raft_election_timeout,
+            lease_reads: config.lease_reads,
             peer_key: peer_key.clone(),
             peer_tls: peer_tls.clone(),
             snapshot_logs: config.raft_snapshot_logs,

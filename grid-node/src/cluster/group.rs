@@ -39,6 +39,7 @@ mod reads;
 use drain::DrainGate;
 use housekeeping::{chores, Chore, Waiting};
 use parked::{Delivery, Parked, WaitGuard};
+pub(crate) use reads::lease_for;
 use reads::ReadConfirmations;
 
 /// Longest a write may take to commit before it is reported as of unknown outcome.
@@ -124,6 +125,7 @@ impl PartitionGroup {
         me: NodeId,
         clock: Arc<dyn Clock>,
         events: Arc<EventHub>,
+        read_lease: Duration,
     ) -> Self {
         Self {
             id,
@@ -133,7 +135,7 @@ impl PartitionGroup {
             me,
             clock,
             parked: Parked::new(me),
-            reads: ReadConfirmations::default(),
+            reads: ReadConfirmations::new(read_lease),
             gate: DrainGate::default(),
             touches: Mutex::new(Vec::new()),
             expired_total: AtomicU64::new(0),
@@ -364,9 +366,16 @@ impl PartitionGroup {
         // A read confirms leadership with a heartbeat round, which would hold the
         // followers to this leader during a hand-over: wait for it to finish.
         self.gate.wait_while_draining().await;
-        let confirm = || async { self.raft.ensure_linearizable().await.map(drop) };
-        if let Err(e) = self.reads.confirm(confirm).await {
-            return read_error(e);
+        let (leading, term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.state == ServerState::Leader, m.current_term)
+        };
+        if !(leading && self.reads.leased(term)) {
+            let confirm = || async { self.raft.ensure_linearizable().await.map(drop) };
+            if let Err(e) = self.reads.confirm(term, confirm).await {
+                return read_error(e);
+            }
         }
         let now = self.clock.now();
         let reply = self

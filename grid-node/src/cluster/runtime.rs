@@ -96,6 +96,8 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// Raft election timeout (the lower bound; the upper is twice this).
     pub election_timeout: Duration,
+    /// Leaders answer reads under a lease (see `group/reads.rs`).
+    pub lease_reads: bool,
     /// The cluster secret this node proves to its peers.
     pub peer_key: grid_proto::peer_auth::PeerKey,
     /// TLS to the peers' ports, when the client port is TLS.
@@ -342,6 +344,7 @@ impl ClusterNode {
             self.id(),
             Arc::clone(&self.clock),
             Arc::clone(&self.events),
+            self.read_lease(),
         ));
         let mut groups = write(&self.groups);
         Ok(Arc::clone(groups.entry(p).or_insert(group)))
@@ -371,6 +374,17 @@ impl ClusterNode {
         match &sm.read().machine {
             Machine::Control(state) if state.partitions > 0 => Some(f(state)),
             _ => None,
+        }
+    }
+
+    /// How long a leader answers reads after a confirmation: a fraction of how long
+    /// followers refuse to vote after hearing from it (`election_timeout_max`, twice the
+    /// election timeout); zero without lease reads.
+    fn read_lease(&self) -> Duration {
+        if self.config.lease_reads {
+            crate::cluster::group::lease_for(self.config.election_timeout * 2)
+        } else {
+            Duration::ZERO
         }
     }
 

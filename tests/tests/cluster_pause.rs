@@ -1,0 +1,152 @@
+//! Lease reads under pauses: a node leading partitions is stopped (SIGSTOP), twice, for
+//! far longer than its read lease and the followers' vote lease, the others elect new
+//! leaders and accept writes, then it resumes with reads of its clients still queued.
+//! The history checker must accept every read: a resumed leader answers nothing from its
+//! old lease (its monotonic clock ran on while it was stopped) and fails its read
+//! confirmation once it hears of the new term.
+#![allow(clippy::unwrap_used)] // reason: integration tests; a panic is a failed test
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use grid_client::GridClient;
+use grid_tests::cluster::TestCluster;
+use grid_tests::history::{recorded, History, RegisterWorkload, StopOnDrop};
+use grid_tests::linearizability::{
+    check_per_key, KeyedCheckResult, RegisterInput, RegisterOutput, VersionedRegister,
+};
+use grid_tests::{wait_until, DEADLINE};
+
+const BIN: &str = env!("CARGO_BIN_EXE_test-node");
+/// Clients that give up on a stopped node and move to the new leaders, writing there.
+const MOVING: &str = ";maxRequestRetries=8;requestTimeout=2s;connectTimeout=1s";
+/// Clients that wait out the pause: their requests sit at the stopped leader, and once it
+/// resumes they go on asking it, as their map still says it leads. Reads they send then
+/// come after the writes the others made meanwhile; answered from an old lease, they
+/// would be stale.
+const WAITING: &str = ";maxRequestRetries=8;requestTimeout=20s;connectTimeout=1s";
+const KEYS: usize = 4;
+const WORKLOAD: RegisterWorkload = RegisterWorkload {
+    namespace: "pause",
+    keys: KEYS,
+    max_ops: 20_000,
+};
+
+/// Successful writes recorded that were called after `after` (ns since the epoch).
+fn writes_after(history: &History, after: u64) -> usize {
+    history
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|o| o.op.call > after)
+        .filter(|o| {
+            matches!(
+                o.op.input,
+                RegisterInput::Write(_) | RegisterInput::Cas { .. }
+            )
+        })
+        .filter(|o| matches!(o.op.output, Some(RegisterOutput::Written(_))))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_stay_linearizable_when_a_leader_is_paused_past_its_lease() {
+    // Bootstrapped by one node, the first leads every partition at first: wait until
+    // leadership has spread, then pause the busiest.
+    let cluster = TestCluster::start(BIN, 3, &["--partitions", "4"])
+        .await
+        .unwrap();
+    cluster.wait_leaders_spread().await.unwrap();
+    let history: History = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_drop = StopOnDrop(stop.clone());
+    let epoch = Instant::now();
+    let mut clients = Vec::new();
+    for id in 0..8 {
+        let opts = if id % 2 == 0 { MOVING } else { WAITING };
+        let client = GridClient::connect(&cluster.connection_string(opts))
+            .await
+            .unwrap();
+        clients.push(tokio::spawn(WORKLOAD.client_loop(
+            client,
+            id,
+            epoch,
+            history.clone(),
+            stop.clone(),
+        )));
+    }
+    wait_until("ops before the pause", DEADLINE, || async {
+        (recorded(&history) >= 300).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Two pauses, each of the node leading most partitions then: each resume is a chance
+    // for a stale read, should a lease outlive a pause.
+    let mut stopped_for = Vec::new();
+    for _ in 0..2 {
+        let victim = cluster.busiest_leader().await.unwrap();
+        let paused_at = epoch.elapsed().as_nanos() as u64;
+        cluster.node(victim).unwrap().signal("STOP").unwrap();
+        // The others take over and accept writes: past the read lease (0.8 s) and the
+        // followers' vote lease (2 s) by the time 50 writes have succeeded without it;
+        // and at least 5 s in all.
+        let waited = wait_until(
+            "writes while the leader is stopped",
+            DEADLINE * 2,
+            || async {
+                let stopped = epoch.elapsed().as_nanos() as u64 - paused_at;
+                (writes_after(&history, paused_at) >= 50 && stopped > 5_000_000_000).then_some(())
+            },
+        )
+        .await;
+        cluster.node(victim).unwrap().signal("CONT").unwrap();
+        waited.unwrap();
+        stopped_for.push(Duration::from_nanos(
+            epoch.elapsed().as_nanos() as u64 - paused_at,
+        ));
+        let at_resume = recorded(&history);
+        wait_until("ops after the resume", DEADLINE * 2, || async {
+            (recorded(&history) >= at_resume + 300).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        tokio::time::timeout(DEADLINE, c).await.unwrap().unwrap();
+    }
+
+    let history = history.lock().unwrap().clone();
+    let reads = history
+        .iter()
+        .filter(|o| matches!(o.op.output, Some(RegisterOutput::ReadOk(_))))
+        .count();
+    let verdict = check_per_key(&VersionedRegister, &history, Duration::from_secs(120));
+    eprintln!(
+        "leaders stopped for {stopped_for:?}; {} ops ({reads} reads answered) checked: {verdict:?}",
+        history.len()
+    );
+    assert!(
+        stopped_for.iter().all(|d| *d > Duration::from_secs(5)),
+        "{stopped_for:?}"
+    );
+    assert_eq!(verdict, KeyedCheckResult::Linearizable);
+
+    // The check has teeth: a read changed to a value nobody wrote is rejected.
+    let mut corrupted = history.clone();
+    let read = corrupted
+        .iter_mut()
+        .rev()
+        .find(|o| matches!(o.op.output, Some(RegisterOutput::ReadOk(Some(_)))))
+        .expect("the run recorded a successful read");
+    if let Some(RegisterOutput::ReadOk(Some((value, _)))) = &mut read.op.output {
+        *value = "never written".into();
+    }
+    let verdict = check_per_key(&VersionedRegister, &corrupted, Duration::from_secs(120));
+    assert!(
+        matches!(verdict, KeyedCheckResult::NotLinearizable { .. }),
+        "{verdict:?}"
+    );
+}
