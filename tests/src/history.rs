@@ -9,14 +9,17 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use grid_proto::sync::lock;
 
 use grid_client::{ClientError, GridClient, Timeout};
 use grid_proto::{ObjKey, Op, Reply};
 
-use crate::linearizability::{KeyedOperation, Operation, RegisterInput, RegisterOutput};
+use crate::linearizability::{
+    check_per_key, KeyedCheckResult, KeyedOperation, Operation, RegisterInput, RegisterOutput,
+    VersionedRegister,
+};
 
 /// One recorded operation on a named key.
 pub type RegisterOp = KeyedOperation<RegisterInput, RegisterOutput>;
@@ -69,6 +72,30 @@ pub struct RegisterWorkload {
 }
 
 impl RegisterWorkload {
+    /// Starts `clients` client loops, client `id` connecting with `connection(id)`, all
+    /// recording into `history` timed from `epoch` until `stop` is set.
+    pub async fn start_clients(
+        self,
+        clients: usize,
+        connection: impl Fn(usize) -> String,
+        epoch: Instant,
+        history: &History,
+        stop: &Arc<AtomicBool>,
+    ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+        let mut loops = Vec::new();
+        for id in 0..clients {
+            let client = GridClient::connect(&connection(id)).await?;
+            loops.push(tokio::spawn(self.client_loop(
+                client,
+                id,
+                epoch,
+                history.clone(),
+                stop.clone(),
+            )));
+        }
+        Ok(loops)
+    }
+
     /// Runs operations through `client` until `stop` is set or `max_ops` ran, recording
     /// them in `history` as client `id`, timed from `epoch`.
     pub async fn client_loop(
@@ -184,4 +211,25 @@ async fn run_op(
         (_, Reply::OutcomeUnknown { .. }) => return Err(NoOutput::Unknown),
         (input, other) => panic!("unexpected reply {other:?} to {input:?}"),
     })
+}
+
+/// Checks `history` and returns the verdict, after showing that the check can fail: the
+/// same history with its last successful read changed to a value nobody wrote must be
+/// rejected (panics otherwise, or if no read succeeded).
+pub fn check_with_teeth(history: &[RegisterOp], budget: Duration) -> KeyedCheckResult {
+    let mut corrupted = history.to_vec();
+    let read = corrupted
+        .iter_mut()
+        .rev()
+        .find(|o| matches!(o.op.output, Some(RegisterOutput::ReadOk(Some(_)))))
+        .expect("the run recorded a successful read");
+    if let Some(RegisterOutput::ReadOk(Some((value, _)))) = &mut read.op.output {
+        *value = "never written".into();
+    }
+    let rejected = check_per_key(&VersionedRegister, &corrupted, budget);
+    assert!(
+        matches!(rejected, KeyedCheckResult::NotLinearizable { .. }),
+        "a corrupted history was not rejected: {rejected:?}"
+    );
+    check_per_key(&VersionedRegister, history, budget)
 }
