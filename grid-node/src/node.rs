@@ -161,6 +161,7 @@ impl Node {
             partitions_led: r.led,
             unsettled: r.unsettled,
             workers: self.workers.status(),
+            control_voter: r.control_voter,
         }
     }
 

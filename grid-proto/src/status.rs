@@ -66,6 +66,9 @@ pub struct NodeStatus {
     pub remote_stores: Vec<RemoteStoreStatus>,
     /// The node's background jobs, by name.
     pub workers: Vec<WorkerStatus>,
+    /// The node votes in the control group, which holds the map (a node back from being
+    /// marked down votes again once the control leader has re-added it).
+    pub control_voter: bool,
 }
 
 /// What a background job is doing.

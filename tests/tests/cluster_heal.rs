@@ -156,8 +156,9 @@ async fn wait_marked_down_and_re_replicated(
     done.map_err(|e| anyhow::anyhow!("{e}; last seen: {}", last.lock().unwrap()))
 }
 
-/// Waits until node `victim` is active again at `addr` under its old id, every partition
-/// has three replicas including it, and the whole cluster has settled.
+/// Waits until node `victim` is active again at `addr` under its old id, votes in the
+/// control group, every partition has three replicas including it, and the whole
+/// cluster has settled.
 async fn wait_back(cluster: &TestCluster, victim: u64, addr: &str, deadline: Duration) {
     let client = GridClient::connect(&cluster.connection_string(CLIENT_OPTS))
         .await
@@ -178,8 +179,10 @@ async fn wait_back(cluster: &TestCluster, victim: u64, addr: &str, deadline: Dur
                 .iter()
                 .all(|r| r.len() == 3 && r.contains(&victim));
             let hosts = client.node_status(addr).await.ok()?;
-            (node_back && full && hosts.node_id == victim && hosts.partitions == map.partitions)
-                .then_some(())
+            // Voting in the control group again too: the test kills another node next,
+            // and the control group needs it for a quorum then.
+            let back = node_back && full && hosts.node_id == victim && hosts.control_voter;
+            (back && hosts.partitions == map.partitions).then_some(())
         },
     )
     .await;

@@ -160,6 +160,8 @@ pub struct NodeReport {
     pub evicted: u64,
     /// Events not yet acknowledged in the groups led.
     pub pending_events: u64,
+    /// This node votes in the control group (it keeps the control group's quorum).
+    pub control_voter: bool,
 }
 
 /// One node's part in the cluster.
@@ -490,6 +492,9 @@ impl ClusterNode {
         let state = self.state();
         report.map_epoch = state.as_ref().map_or(0, |s| s.epoch);
         let me = self.id();
+        report.control_voter = self
+            .control_raft()
+            .is_some_and(|r| voters_of(r).contains(&me));
         for g in self.all_groups() {
             report.hosted += 1;
             report.expired += g.expired_total();
