@@ -460,18 +460,21 @@ impl PartitionGroup {
         let now = self.clock.now();
         let mut cancelled = self.parked.take_cancelled();
         let mut accesses = std::mem::take(&mut *lock(&self.touches));
+        // One look at the state for both: this runs every tick for every group.
+        let (deadline_due, events) = self
+            .with_partition(|p| {
+                let due = p.next_deadline().is_some_and(|at| at <= now);
+                (due, !p.outbox().is_empty())
+            })
+            .unwrap_or((false, false));
         let waiting = Waiting {
             leading: state == ServerState::Leader,
             adoption_due: self.parked.adoption_due(term),
             accesses: accesses.len(),
-            deadline_due: self
-                .with_partition(|p| p.next_deadline().is_some_and(|at| at <= now))
-                .unwrap_or(false),
+            deadline_due,
             cancelled: cancelled.len(),
             evict_bytes: self.evict_bytes.swap(0, Ordering::Relaxed),
-            events: self
-                .with_partition(|p| !p.outbox().is_empty())
-                .unwrap_or(false),
+            events,
         };
         for chore in chores(waiting) {
             match chore {

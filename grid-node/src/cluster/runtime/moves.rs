@@ -122,12 +122,8 @@ impl ClusterNode {
                 if !lock(&self.changing).insert(partition) {
                     return Ok(());
                 }
-                let addrs = |ids: &mut dyn Iterator<Item = &NodeId>| -> BTreeMap<NodeId, String> {
-                    ids.filter_map(|id| state.addr_of(*id).map(|a| (*id, a.to_string())))
-                        .collect()
-                };
-                let members = addrs(&mut target.iter());
-                let removed = addrs(&mut voters.difference(&target));
+                let members = addrs_of(state, target.iter());
+                let removed = addrs_of(state, voters.difference(&target));
                 let node = Arc::clone(self);
                 self.spawn(async move {
                     node.move_group(&group, voters, members, removed).await;
@@ -187,6 +183,15 @@ impl ClusterNode {
         })
         .await;
     }
+}
+
+/// The addresses of `ids`, as the map lists them.
+fn addrs_of<'a>(
+    state: &ClusterState,
+    ids: impl Iterator<Item = &'a NodeId>,
+) -> BTreeMap<NodeId, String> {
+    ids.filter_map(|id| state.addr_of(*id).map(|a| (*id, a.to_string())))
+        .collect()
 }
 
 /// True when the leader sees the logs of `members` close to its own.
