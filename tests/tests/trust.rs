@@ -431,6 +431,7 @@ async fn the_admin_port_needs_the_admin_token() {
     for (path, method) in [
         ("/metrics", "GET"),
         ("/health", "GET"),
+        ("/workers", "GET"),
         ("/faults/block", "POST"),
     ] {
         for headers in [
