@@ -3,14 +3,19 @@
 //! (grid, redis, etcd, grid, redis, etcd, ...) so machine drift hits all alike; each cell
 //! reports the median over rounds.
 //!
-//! Workloads (4 KB values, `KEYS_PER_CLIENT` keys per client, preloaded):
+//! Workloads (4 KB and 1 KB values, `KEYS_PER_CLIENT` keys per client, preloaded):
 //! - `read`: grid linearizable `get`; Redis `GET`; etcd linearizable range.
-//! - `write`: grid replicated `put` (R=3); Redis `SET` (unreplicated); etcd put (3 members).
-//! - `session`: grid read-and-lock + write-and-unlock (exclusive); Redis and etcd the
-//!   closest equivalent without a lock, read + write.
-//! - `nearcache`: grid `get` through the client's near cache holding the key: it sends
-//!   the cached version and gets `NotModified` (strict coherence); no equivalent on the
-//!   others. Every other grid workload runs with the near cache off.
+//! - `write`: grid replicated `put` (R=3); Redis `SET` (unreplicated); `redis-repl`
+//!   `SET` then `WAIT 2 1000` (a primary and 2 replicas); etcd put (3 members).
+//! - `session`: grid read-and-lock + write-and-unlock (exclusive); the others the
+//!   closest equivalent without a lock, read + write (`redis-repl`: + `WAIT`).
+//! - `nearcache` (4 KB only): grid `get` through the client's near cache holding the key:
+//!   it sends the cached version and gets `NotModified` (strict coherence); no equivalent
+//!   on the others. Every other grid workload runs with the near cache off.
+//!
+//! Then, on fresh processes, one at a time: `memory` (bytes per object per replica,
+//! [`crate::memory`]), `idle` (CPU of an idle grid, [`crate::idle`]) and `failover`
+//! (write gaps after kill -9, [`crate::failover`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,13 +33,25 @@ use crate::etcd_peer::{EtcdClient, EtcdCluster};
 use crate::floor;
 use crate::load::{self, LoadResult};
 use crate::nodes::{connection_string, start_cluster};
-use crate::redis_peer::{RedisClient, RedisServer};
+use crate::redis_peer::{RedisClient, RedisReplicated, RedisServer, REPLICAS};
 use crate::report::Row;
 
 /// Keys each client works on.
 pub const KEYS_PER_CLIENT: usize = 50;
-/// Value size.
+/// Value size of the main rows (and the floor).
 pub const VALUE_BYTES: usize = 4096;
+/// The throughput cells: workload and value size.
+const CELLS: [(&str, usize); 7] = [
+    ("read", 4096),
+    ("write", 4096),
+    ("session", 4096),
+    ("nearcache", 4096),
+    ("read", 1024),
+    ("write", 1024),
+    ("session", 1024),
+];
+/// Objects written for the memory rows, as issue 15 measures them.
+const MEMORY_OBJECTS: usize = 50_000;
 /// Namespace of the grid's keys.
 const NS: &str = "bench";
 
@@ -49,6 +66,12 @@ pub struct Plan {
     pub duration: Duration,
     /// Rounds of the whole matrix.
     pub rounds: usize,
+    /// Objects of the memory rows.
+    pub memory_objects: usize,
+    /// Kills of the failover row.
+    pub kills: usize,
+    /// Measured time of the idle row.
+    pub idle: Duration,
 }
 
 impl Plan {
@@ -59,6 +82,9 @@ impl Plan {
             warmup: Duration::from_millis(300),
             duration: Duration::from_millis(1500),
             rounds: 1,
+            memory_objects: MEMORY_OBJECTS / 10,
+            kills: 2,
+            idle: Duration::from_secs(3),
         }
     }
 
@@ -69,6 +95,9 @@ impl Plan {
             warmup: Duration::from_secs(1),
             duration: Duration::from_secs(4),
             rounds: 3,
+            memory_objects: MEMORY_OBJECTS,
+            kills: 5,
+            idle: Duration::from_secs(10),
         }
     }
 }
@@ -77,17 +106,23 @@ impl Plan {
 enum Backend {
     Grid,
     Redis,
+    RedisRepl,
     Etcd,
 }
 
-const BACKENDS: [Backend; 3] = [Backend::Grid, Backend::Redis, Backend::Etcd];
-const WORKLOADS: [&str; 4] = ["read", "write", "session", "nearcache"];
+const BACKENDS: [Backend; 4] = [
+    Backend::Grid,
+    Backend::Redis,
+    Backend::RedisRepl,
+    Backend::Etcd,
+];
 
 impl Backend {
     fn name(self) -> &'static str {
         match self {
             Backend::Grid => "grid",
             Backend::Redis => "redis",
+            Backend::RedisRepl => "redis-repl",
             Backend::Etcd => "etcd",
         }
     }
@@ -97,11 +132,25 @@ impl Backend {
 enum Conn {
     Grid(GridClient),
     Redis(RedisClient),
+    /// To the primary of the replicated Redis: every write waits for both replicas.
+    RedisRepl(RedisClient),
     Etcd(EtcdClient),
 }
 
-fn key(client: usize, seq: u64) -> String {
-    format!("k{client}-{}", seq % KEYS_PER_CLIENT as u64)
+/// Key `seq` (modulo the keys per client) of `client`, among the keys of `value_bytes`.
+fn key(client: usize, seq: u64, value_bytes: usize) -> String {
+    format!("k{value_bytes}-{client}-{}", seq % KEYS_PER_CLIENT as u64)
+}
+
+/// `SET` then `WAIT` for every replica: a write acknowledged by all three copies.
+async fn replicated_set(c: &mut RedisClient, key: &str, value: &[u8]) -> anyhow::Result<()> {
+    c.set(key, value).await?;
+    let acked = c.wait(REPLICAS, 1_000).await?;
+    anyhow::ensure!(
+        acked == REPLICAS,
+        "WAIT: {acked} of {REPLICAS} replicas acknowledged"
+    );
+    Ok(())
 }
 
 impl Conn {
@@ -136,6 +185,11 @@ impl Conn {
                 c.get(key).await?.context("missing key")?;
                 c.set(key, value).await?;
             }
+            (Conn::RedisRepl(c), "write") => replicated_set(c, key, value).await?,
+            (Conn::RedisRepl(c), "session") => {
+                c.get(key).await?.context("missing key")?;
+                replicated_set(c, key, value).await?;
+            }
             (Conn::Etcd(c), "read") => {
                 c.get(key).await?.context("missing key")?;
             }
@@ -150,11 +204,12 @@ impl Conn {
     }
 }
 
-/// The three backends, running.
+/// The backends, running.
 struct Backends {
     grid_cs: String,
     _grid: Vec<crate::nodes::BenchNode>,
     redis: RedisServer,
+    redis_repl: RedisReplicated,
     etcd: EtcdCluster,
 }
 
@@ -165,7 +220,7 @@ impl Backends {
         &self,
         backend: Backend,
         client: usize,
-        workload: &str,
+        (workload, value_bytes): (&str, usize),
         via: Option<&str>,
     ) -> anyhow::Result<Conn> {
         Ok(match backend {
@@ -178,7 +233,7 @@ impl Backends {
                 let client_handle = GridClient::connect(&cs).await?;
                 if workload == "nearcache" {
                     for k in 0..KEYS_PER_CLIENT as u64 {
-                        client_handle.get(NS, key(client, k)).await?;
+                        client_handle.get(NS, key(client, k, value_bytes)).await?;
                     }
                 }
                 Conn::Grid(client_handle)
@@ -186,6 +241,9 @@ impl Backends {
             Backend::Redis => {
                 Conn::Redis(RedisClient::connect(via.unwrap_or(&self.redis.addr())).await?)
             }
+            Backend::RedisRepl => Conn::RedisRepl(
+                RedisClient::connect(via.unwrap_or(&self.redis_repl.primary.addr())).await?,
+            ),
             Backend::Etcd => {
                 let endpoints = self.etcd.endpoints();
                 let endpoint = via
@@ -196,16 +254,23 @@ impl Backends {
         })
     }
 
-    /// Writes every key once, so reads find them.
-    async fn preload(&self, backend: Backend, clients: usize) -> anyhow::Result<()> {
-        let value = vec![0x5a_u8; VALUE_BYTES];
+    /// Writes every key of `value_bytes` once, so reads find them.
+    async fn preload(
+        &self,
+        backend: Backend,
+        clients: usize,
+        value_bytes: usize,
+    ) -> anyhow::Result<()> {
+        let value = vec![0x5a_u8; value_bytes];
         let mut tasks = Vec::new();
         for c in 0..clients {
-            let mut conn = self.connect(backend, c, "write", None).await?;
+            let mut conn = self
+                .connect(backend, c, ("write", value_bytes), None)
+                .await?;
             let value = value.clone();
             tasks.push(tokio::spawn(async move {
                 for k in 0..KEYS_PER_CLIENT as u64 {
-                    conn.op("write", &key(c, k), &value).await?;
+                    conn.op("write", &key(c, k, value_bytes), &value).await?;
                 }
                 anyhow::Ok(())
             }));
@@ -218,24 +283,30 @@ impl Backends {
 }
 
 fn applies(backend: Backend, workload: &str) -> bool {
-    workload != "nearcache" || backend == Backend::Grid
+    match backend {
+        Backend::Grid => true,
+        Backend::RedisRepl => matches!(workload, "write" | "session"),
+        Backend::Redis | Backend::Etcd => workload != "nearcache",
+    }
 }
 
 async fn measure(
     backends: &Backends,
     backend: Backend,
-    workload: &'static str,
+    (workload, value_bytes): (&'static str, usize),
     clients: usize,
     plan: &Plan,
 ) -> anyhow::Result<LoadResult> {
     let mut conns = Vec::new();
     for c in 0..clients {
         conns.push(Mutex::new(
-            backends.connect(backend, c, workload, None).await?,
+            backends
+                .connect(backend, c, (workload, value_bytes), None)
+                .await?,
         ));
     }
     let conns = Arc::new(conns);
-    let value: Arc<[u8]> = vec![0xa5_u8; VALUE_BYTES].into();
+    let value: Arc<[u8]> = vec![0xa5_u8; value_bytes].into();
     Ok(
         load::run(clients, plan.warmup, plan.duration, move |c, seq| {
             let (conns, value) = (Arc::clone(&conns), Arc::clone(&value));
@@ -243,7 +314,7 @@ async fn measure(
                 conns[c]
                     .lock()
                     .await
-                    .op(workload, &key(c, seq), &value)
+                    .op(workload, &key(c, seq, value_bytes), &value)
                     .await
             }
         })
@@ -257,32 +328,88 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let mut rows = vec![Row {
         backend: "floor".into(),
         workload: "pingpong".into(),
+        value_bytes: VALUE_BYTES,
         clients: 1,
         ops_per_sec: floor.ops_per_sec,
         p50_us: floor.p50_us,
         p99_us: floor.p99_us,
         bytes_per_op: 2 * VALUE_BYTES as u64,
+        ..Row::default()
     }];
-    eprintln!("starting the grid (3 nodes, R=3), Redis and etcd (3 members on tmpfs)");
+    rows.extend(throughput(plan).await?);
+    rows.extend(memory(plan.memory_objects).await?);
+    eprintln!("idle: a fresh grid, 64 partitions, {:?}", plan.idle);
+    let cpu = crate::idle::cpu_percent(64, plan.idle).await?;
+    rows.push(Row {
+        backend: "grid".into(),
+        workload: "idle".into(),
+        cpu_percent: Some(cpu.iter().sum::<f64>() / cpu.len() as f64),
+        ..Row::default()
+    });
+    eprintln!("failover: a fresh grid, {} kills", plan.kills);
+    let mut gaps = crate::failover::run(plan.kills).await?;
+    gaps.sort_by(f64::total_cmp);
+    rows.push(Row {
+        backend: "grid".into(),
+        workload: "failover".into(),
+        value_bytes: 1024,
+        p50_ms: gaps.get(gaps.len() / 2).copied(),
+        max_ms: gaps.last().copied(),
+        ..Row::default()
+    });
+    Ok(rows)
+}
+
+/// The memory rows: grid, Redis and etcd, each fresh, one after the other.
+async fn memory(objects: usize) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for backend in [Backend::Grid, Backend::Redis, Backend::Etcd] {
+        eprintln!(
+            "memory: {} with {objects} x {VALUE_BYTES} B",
+            backend.name()
+        );
+        let per_object = match backend {
+            Backend::Grid => crate::memory::grid(objects, VALUE_BYTES).await?,
+            Backend::Redis => crate::memory::redis(objects, VALUE_BYTES).await?,
+            _ => crate::memory::etcd(objects, VALUE_BYTES).await?,
+        };
+        rows.push(Row {
+            backend: backend.name().into(),
+            workload: "memory".into(),
+            value_bytes: VALUE_BYTES,
+            bytes_per_object: Some(per_object),
+            ..Row::default()
+        });
+    }
+    Ok(rows)
+}
+
+/// The throughput matrix, every backend running at once, in interleaved rounds.
+async fn throughput(plan: &Plan) -> anyhow::Result<Vec<Row>> {
+    eprintln!("starting the grid (3 nodes, R=3), Redis, Redis with 2 replicas and etcd (3 members on tmpfs)");
     let grid = start_cluster(3, &["--partitions".into(), "64".into()]).await?;
     let backends = Backends {
         grid_cs: connection_string(&grid),
         _grid: grid,
         redis: RedisServer::start().await?,
+        redis_repl: RedisReplicated::start().await?,
         etcd: EtcdCluster::start().await?,
     };
     let max_clients = plan.clients.iter().copied().max().unwrap_or(1);
     for backend in BACKENDS {
-        backends.preload(backend, max_clients).await?;
+        for value_bytes in [4096, 1024] {
+            backends.preload(backend, max_clients, value_bytes).await?;
+        }
     }
-    let mut results: BTreeMap<(Backend, &str, usize), Vec<LoadResult>> = BTreeMap::new();
+    let mut results: BTreeMap<(Backend, &str, usize, usize), Vec<LoadResult>> = BTreeMap::new();
     for round in 0..plan.rounds {
-        for workload in WORKLOADS {
+        for cell in CELLS {
+            let (workload, value_bytes) = cell;
             for &clients in &plan.clients {
                 for backend in BACKENDS.into_iter().filter(|b| applies(*b, workload)) {
-                    let r = measure(&backends, backend, workload, clients, plan).await?;
+                    let r = measure(&backends, backend, cell, clients, plan).await?;
                     eprintln!(
-                        "round {} {} {workload} x{clients}: {:.0} ops/s p50 {} µs p99 {} µs ({} errors)",
+                        "round {} {} {workload} {value_bytes} B x{clients}: {:.0} ops/s p50 {} µs p99 {} µs ({} errors)",
                         round + 1,
                         backend.name(),
                         r.ops_per_sec,
@@ -291,14 +418,15 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
                         r.errors
                     );
                     results
-                        .entry((backend, workload, clients))
+                        .entry((backend, workload, value_bytes, clients))
                         .or_default()
                         .push(r);
                 }
             }
         }
     }
-    for ((backend, workload, clients), runs) in results {
+    let mut rows = Vec::new();
+    for ((backend, workload, value_bytes, clients), runs) in results {
         let median = |f: &dyn Fn(&LoadResult) -> f64| {
             let mut v: Vec<f64> = runs.iter().map(f).collect();
             v.sort_by(f64::total_cmp);
@@ -307,11 +435,13 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
         rows.push(Row {
             backend: backend.name().into(),
             workload: workload.into(),
+            value_bytes,
             clients,
             ops_per_sec: median(&|r| r.ops_per_sec),
             p50_us: median(&|r| r.p50_us as f64) as u64,
             p99_us: median(&|r| r.p99_us as f64) as u64,
-            bytes_per_op: bytes_per_op(&backends, backend, workload).await?,
+            bytes_per_op: bytes_per_op(&backends, backend, (workload, value_bytes)).await?,
+            ..Row::default()
         });
     }
     Ok(rows)
@@ -322,13 +452,15 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
 async fn bytes_per_op(
     backends: &Backends,
     backend: Backend,
-    workload: &str,
+    cell: (&str, usize),
 ) -> anyhow::Result<u64> {
+    let (workload, value_bytes) = cell;
     match backend {
-        Backend::Grid => Ok(grid_bytes(workload)),
-        Backend::Redis | Backend::Etcd => {
+        Backend::Grid => Ok(grid_bytes(workload, value_bytes)),
+        Backend::Redis | Backend::RedisRepl | Backend::Etcd => {
             let target = match backend {
                 Backend::Redis => backends.redis.addr(),
+                Backend::RedisRepl => backends.redis_repl.primary.addr(),
                 _ => backends.etcd.endpoints()[0].clone(),
             };
             let target = target.trim_start_matches("http://").to_string();
@@ -337,13 +469,14 @@ async fn bytes_per_op(
                 Backend::Etcd => format!("http://{addr}"),
                 _ => addr.to_string(),
             };
-            let mut conn = backends.connect(backend, 0, workload, Some(&via)).await?;
-            let value = vec![0xa5_u8; VALUE_BYTES];
-            conn.op(workload, &key(0, 0), &value).await?; // connection set-up, not counted
+            let mut conn = backends.connect(backend, 0, cell, Some(&via)).await?;
+            let value = vec![0xa5_u8; value_bytes];
+            // Connection set-up, not counted.
+            conn.op(workload, &key(0, 0, value_bytes), &value).await?;
             let before = counted.load(Ordering::Relaxed);
             const N: u64 = 50;
             for seq in 0..N {
-                conn.op(workload, &key(0, seq), &value).await?;
+                conn.op(workload, &key(0, seq, value_bytes), &value).await?;
             }
             Ok((counted.load(Ordering::Relaxed) - before) / N)
         }
@@ -364,9 +497,9 @@ where
     13 + grid_proto::encode(msg).len() as u64
 }
 
-fn grid_bytes(workload: &str) -> u64 {
-    let obj = ObjKey::new(NS, key(0, 7).into_bytes());
-    let value = vec![0u8; VALUE_BYTES];
+fn grid_bytes(workload: &str, value_bytes: usize) -> u64 {
+    let obj = ObjKey::new(NS, key(0, 7, value_bytes).into_bytes());
+    let value = vec![0u8; value_bytes];
     let info = ObjectInfo {
         version: 1_000,
         lock_id: None,

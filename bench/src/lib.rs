@@ -1,11 +1,14 @@
 //! Benchmarks of the grid: real node processes on loopback, a load generator with HDR
 //! latency histograms, and CPU accounting from `/proc`.
 //!
-//! - [`nodes`]: start and stop `grid-node` release processes, read their CPU time.
+//! - [`nodes`]: start, kill and settle `grid-node` release processes; [`procfs`]: their
+//!   RSS and CPU time.
 //! - [`load`]: fixed-duration closed-loop load with warm-up, reporting ops/s and
 //!   percentiles.
 //! - [`compare`]: the grid, Redis and etcd side by side in interleaved rounds;
 //!   [`floor`]: the raw loopback round trip; [`report`]: JSON, markdown and SVG.
+//! - [`memory`]: bytes per object per replica; [`failover`]: write gaps after kill -9;
+//!   [`idle`]: CPU of an idle cluster.
 //! - [`geo`]: pull-on-miss between two sites against a local read; QUIC against TCP.
 //! - [`session`]: the session provider's request cycle and lock hand-off latency.
 //! - [`redis_peer`] and [`etcd_peer`]: the peers, started from their Debian packages on
@@ -13,10 +16,14 @@
 
 pub mod compare;
 pub mod etcd_peer;
+pub mod failover;
 pub mod floor;
 pub mod geo;
+pub mod idle;
 pub mod load;
+pub mod memory;
 pub mod nodes;
+pub mod procfs;
 pub mod redis_peer;
 pub mod report;
 pub mod session;

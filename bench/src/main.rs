@@ -49,6 +49,19 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// Resident memory per object per replica of the grid, Redis and etcd, each fresh,
+    /// after writing `--objects` values of 4 KB.
+    Memory {
+        /// Objects written.
+        #[arg(long, default_value_t = 50_000)]
+        objects: usize,
+    },
+    /// Write gaps after kill -9 of a node of a 3-node grid, one line per kill.
+    Failover {
+        /// Nodes killed, one after the other (a fresh node replaces each).
+        #[arg(long, default_value_t = 5)]
+        kills: usize,
+    },
     /// Two sites on loopback: pull-on-miss of a 4 KB object against a local read, and a
     /// ping over the QUIC geo link against one over TCP.
     Geo {
@@ -118,6 +131,22 @@ async fn main() -> anyhow::Result<()> {
             duration,
         } => bench::session::run(&clients, warmup, duration).await,
         Command::Geo { count } => bench::geo::run(count).await,
+        Command::Memory { objects } => {
+            println!("| backend | bytes per 4 KB object per replica |\n|---|---:|");
+            let grid = bench::memory::grid(objects, 4096).await?;
+            println!("| grid | {grid:.0} |");
+            let redis = bench::memory::redis(objects, 4096).await?;
+            println!("| redis | {redis:.0} |");
+            let etcd = bench::memory::etcd(objects, 4096).await?;
+            println!("| etcd | {etcd:.0} |");
+            println!("\ngrid / redis: {:.2}", grid / redis);
+            Ok(())
+        }
+        Command::Failover { kills } => {
+            let gaps = bench::failover::run(kills).await?;
+            println!("longest write gap per kill, ms: {gaps:.0?}");
+            Ok(())
+        }
         Command::Load {
             workload,
             clients,
@@ -169,23 +198,7 @@ async fn idle(partitions: &[u32], duration: Duration) -> anyhow::Result<()> {
     println!("| partitions | node 1 CPU | node 2 CPU | node 3 CPU | mean |");
     println!("|---:|---:|---:|---:|---:|");
     for &p in partitions {
-        let nodes = start_cluster(3, &["--partitions".into(), p.to_string()]).await?;
-        // Let elections and moves finish their after-effects.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let before: Vec<Duration> = nodes
-            .iter()
-            .map(|n| n.cpu_time())
-            .collect::<Result<_, _>>()?;
-        tokio::time::sleep(duration).await;
-        let after: Vec<Duration> = nodes
-            .iter()
-            .map(|n| n.cpu_time())
-            .collect::<Result<_, _>>()?;
-        let pct: Vec<f64> = before
-            .iter()
-            .zip(&after)
-            .map(|(b, a)| 100.0 * (*a - *b).as_secs_f64() / duration.as_secs_f64())
-            .collect();
+        let pct = bench::idle::cpu_percent(p, duration).await?;
         let mean = pct.iter().sum::<f64>() / pct.len() as f64;
         println!(
             "| {p} | {:.1}% | {:.1}% | {:.1}% | {mean:.1}% |",

@@ -44,7 +44,11 @@ impl BenchNode {
         let mut child = Command::new(node_binary()?)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .env("GRID_LOG", "error")
+            // Errors only, unless the caller's environment asks for more.
+            .env(
+                "GRID_LOG",
+                std::env::var("GRID_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -69,14 +73,19 @@ impl BenchNode {
 
     /// CPU time (user + system) the process has used.
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the command name (which may hold spaces) start after the last ')'.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-        // The kernel reports clock ticks; 100 per second on Linux.
-        Ok(Duration::from_millis(ticks * 10))
+        crate::procfs::cpu_time(self.pid())
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process with SIGKILL (no shutdown) and reaps it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
     }
 }
 
@@ -89,7 +98,6 @@ pub async fn start_cluster(n: usize, args: &[String]) -> anyhow::Result<Vec<Benc
 
 /// Like [`start_cluster`], node `i` with `per_node[i]` as its arguments.
 pub async fn start_cluster_each(per_node: Vec<Vec<String>>) -> anyhow::Result<Vec<BenchNode>> {
-    let n = per_node.len();
     let mut nodes: Vec<BenchNode> = Vec::new();
     for args in per_node {
         let mut node_args = args;
@@ -98,13 +106,21 @@ pub async fn start_cluster_each(per_node: Vec<Vec<String>>) -> anyhow::Result<Ve
         }
         nodes.push(BenchNode::start(&node_args)?);
     }
-    let client = GridClient::connect(&connection_string(&nodes)).await?;
+    wait_settled(&nodes).await?;
+    Ok(nodes)
+}
+
+/// Waits (up to 120 s) until `nodes` are the cluster's active members, every partition is
+/// fully replicated, and every node leads the partitions the placement prefers it for.
+pub async fn wait_settled(nodes: &[BenchNode]) -> anyhow::Result<()> {
+    let n = nodes.len();
+    let client = GridClient::connect(&connection_string(nodes)).await?;
     let started = Instant::now();
     loop {
         client.refresh().await?;
         let map = client.partition_map().context("no map")?;
         let mut settled = map.nodes.iter().filter(|n| n.active).count() == n;
-        for node in &nodes {
+        for node in nodes {
             let status = client.node_status(&node.addr).await?;
             let id = map.nodes.iter().find(|m| m.addr == node.addr).map(|m| m.id);
             let preferred = map
@@ -117,7 +133,7 @@ pub async fn start_cluster_each(per_node: Vec<Vec<String>>) -> anyhow::Result<Ve
                 && status.partitions_led as usize == preferred;
         }
         if settled {
-            return Ok(nodes);
+            return Ok(());
         }
         if started.elapsed() > Duration::from_secs(120) {
             bail!("cluster did not settle within 120 s");

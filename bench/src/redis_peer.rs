@@ -52,6 +52,12 @@ impl RedisServer {
     /// Its process title carries `redis-bench-<our pid>-<port>`, so a wrapper script
     /// (`bench/run.sh`) can find and kill it if this process dies without running `Drop`.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`RedisServer::start`], with `extra` arguments for `redis-server` (e.g.
+    /// `--replicaof 127.0.0.1 <port>`).
+    pub async fn start_with(extra: &[String]) -> anyhow::Result<Self> {
         let binary = find_binary("redis-server")
             .context("redis-server not found on PATH (apt-get install redis-server)")?;
         let mut last_err = anyhow!("redis-server was not started");
@@ -61,11 +67,15 @@ impl RedisServer {
             cmd.args(["--port", &port.to_string()])
                 .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .args(["--daemonize", "no", "--loglevel", "warning"])
+                // A replica's full sync writes an RDB file: not into the caller's directory.
+                .arg("--dir")
+                .arg(std::env::temp_dir())
                 .arg("--proc-title-template")
                 .arg(format!(
                     "{{title}} {{listen-addr}} redis-bench-{}-{port}",
                     std::process::id()
-                ));
+                ))
+                .args(extra);
             let (child, output) = spawn_captured(cmd, "redis")?;
             let mut server = Self {
                 child,
@@ -115,6 +125,11 @@ impl RedisServer {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The server's process id, e.g. to read its CPU time from `/proc`.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -138,6 +153,53 @@ impl Drop for RedisServer {
     }
 }
 
+/// A replicated Redis: a primary and `REPLICAS` replicas (`--replicaof`) on loopback, for
+/// writes acknowledged by every replica (`SET` then `WAIT 2 1000`).
+#[derive(Debug)]
+pub struct RedisReplicated {
+    /// Takes the writes.
+    pub primary: RedisServer,
+    /// Follow the primary.
+    pub replicas: Vec<RedisServer>,
+}
+
+/// Replicas of [`RedisReplicated`], as the grid keeps R = 3 copies.
+pub const REPLICAS: u32 = 2;
+
+impl RedisReplicated {
+    /// Starts the primary and its replicas and returns once every replica's link is up
+    /// (bounded by 20 s).
+    pub async fn start() -> anyhow::Result<Self> {
+        let primary = RedisServer::start().await?;
+        let follow = [
+            "--replicaof".to_string(),
+            "127.0.0.1".to_string(),
+            primary.port().to_string(),
+        ];
+        let mut replicas = Vec::new();
+        for _ in 0..REPLICAS {
+            replicas.push(RedisServer::start_with(&follow).await?);
+        }
+        let started = Instant::now();
+        let mut client = RedisClient::connect(&primary.addr()).await?;
+        loop {
+            let mut up =
+                client.info_field("replication", "connected_slaves").await? == REPLICAS.to_string();
+            for replica in &replicas {
+                let mut c = RedisClient::connect(&replica.addr()).await?;
+                up &= c.info_field("replication", "master_link_status").await? == "up";
+            }
+            if up {
+                return Ok(Self { primary, replicas });
+            }
+            if started.elapsed() > START_TIMEOUT {
+                bail!("redis replicas did not link to the primary within {START_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// One RESP2 connection to a Redis server. Requests are sent one at a time (no
 /// pipelining), like the closed-loop clients of the other backends.
 #[derive(Debug)]
@@ -149,10 +211,11 @@ pub struct RedisClient {
     line: Vec<u8>,
 }
 
-/// A reply that is not an error (GET and SET get no integers or arrays).
+/// A reply that is not an error (none of our commands gets an array).
 enum Reply {
     Simple(Vec<u8>),
     Bulk(Option<Vec<u8>>),
+    Integer(i64),
 }
 
 impl RedisClient {
@@ -184,6 +247,28 @@ impl RedisClient {
             Reply::Simple(s) if s == b"OK" => Ok(()),
             _ => bail!("redis SET: unexpected reply"),
         }
+    }
+
+    /// `WAIT replicas timeout_ms`: how many replicas acknowledged every write of this
+    /// connection so far, once `replicas` have or the timeout passed.
+    pub async fn wait(&mut self, replicas: u32, timeout_ms: u64) -> anyhow::Result<u32> {
+        let (n, t) = (replicas.to_string(), timeout_ms.to_string());
+        match self.call(&[b"WAIT", n.as_bytes(), t.as_bytes()]).await? {
+            Reply::Integer(acked) => Ok(u32::try_from(acked)?),
+            _ => bail!("redis WAIT: unexpected reply type"),
+        }
+    }
+
+    /// One field of `INFO <section>` (e.g. `used_memory_rss` of `memory`).
+    pub async fn info_field(&mut self, section: &str, field: &str) -> anyhow::Result<String> {
+        let Reply::Bulk(Some(text)) = self.call(&[b"INFO", section.as_bytes()]).await? else {
+            bail!("redis INFO: unexpected reply type");
+        };
+        let text = String::from_utf8(text)?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+            .with_context(|| format!("redis INFO {section}: no {field}"))
     }
 
     /// `PING`: succeeds once the server serves commands (not while it is loading).
@@ -238,6 +323,7 @@ async fn read_reply<R: AsyncBufRead + Unpin>(
     match kind {
         b'+' => Ok(Reply::Simple(rest.to_vec())),
         b'-' => bail!("redis: {}", String::from_utf8_lossy(rest)),
+        b':' => Ok(Reply::Integer(number()?)),
         b'$' => {
             let len = number()?;
             if len < 0 {

@@ -165,6 +165,12 @@ struct Inner {
     dial: Dial,
     /// The partition map, with leaders learned from the nodes' answers.
     map: Mutex<Option<PartitionMap>>,
+    /// When the map was last fetched; one request refreshes it once it is older than
+    /// [`MAP_MAX_AGE`], so the client knows the nodes that joined since and can still
+    /// reach the cluster after every node it knew of is gone.
+    map_fetched: Mutex<Option<std::time::Instant>>,
+    /// Set while one request refreshes the aged map (the others do not wait for it).
+    refreshing_aged_map: std::sync::atomic::AtomicBool,
     /// Up to `max_pool_size` connections per node address, opened on demand.
     pools: Mutex<HashMap<String, Vec<Option<Arc<Connection>>>>>,
     next_slot: AtomicUsize,
@@ -187,6 +193,8 @@ pub struct WireBytes {
 
 /// Redirects to another leader a request may follow without counting as a retry.
 const MAX_REDIRECTS: u32 = 8;
+/// Age at which the partition map is fetched again, though nothing failed.
+pub const MAP_MAX_AGE: Duration = Duration::from_secs(5);
 
 impl GridClient {
     /// Parses a connection string, reaches a gateway and fetches the partition map.
@@ -217,6 +225,8 @@ impl GridClient {
                 cache: NearCache::new(config.near_cache),
                 config,
                 map: Mutex::new(None),
+                map_fetched: Mutex::new(None),
+                refreshing_aged_map: std::sync::atomic::AtomicBool::new(false),
                 pools: Mutex::new(HashMap::new()),
                 next_slot: AtomicUsize::new(0),
                 max_value_bytes: AtomicU64::new(u64::MAX),
@@ -312,6 +322,26 @@ impl GridClient {
         sources
     }
 
+    /// Fetches the map again if it is older than [`MAP_MAX_AGE`] and no other request is
+    /// doing so; a failure leaves the map as it was (the request goes on with it).
+    async fn refresh_aged_map(&self) {
+        let aged = lock(&self.inner.map_fetched).is_some_and(|at| at.elapsed() > MAP_MAX_AGE);
+        if !aged || self.inner.refreshing_aged_map.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        /// Clears the flag however the refresh ends (a dropped request included).
+        struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _done = Done(&self.inner.refreshing_aged_map);
+        let _ = self.refresh_map().await;
+        // Failed or not, not again before another MAP_MAX_AGE.
+        *lock(&self.inner.map_fetched) = Some(std::time::Instant::now());
+    }
+
     /// Fetches the partition map from the first node that answers.
     async fn refresh_map(&self) -> Result<(), ClientError> {
         let mut last_err = None;
@@ -330,6 +360,7 @@ impl GridClient {
                     // never trade a newer one for it.
                     if known.as_ref().is_none_or(|k| map.epoch >= k.epoch) {
                         *known = Some(*map);
+                        *lock(&self.inner.map_fetched) = Some(std::time::Instant::now());
                         return Ok(());
                     }
                     last_err = Some(ClientError::Unavailable {
@@ -416,6 +447,7 @@ impl GridClient {
                     ..
                 }
         );
+        self.refresh_aged_map().await;
         let timeout = self.inner.config.request_timeout + extra_wait;
         let (mut attempt, mut redirects) = (0u32, 0u32);
         loop {

@@ -144,8 +144,12 @@ struct ServeArgs {
     /// elsewhere, e.g. 10s.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     down_after: Duration,
-    /// Raft election timeout (lower bound; the upper is twice this), e.g. 1s.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    /// Raft election timeout (lower bound; the upper is twice this, and is also the
+    /// leader lease: a follower grants no other candidate its vote until that long after
+    /// its leader was last heard). A leader whose process is gone (its port refuses
+    /// connections) is succeeded after the lease; one that is cut off or paused, after the
+    /// lease plus this timeout. E.g. 500ms.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     raft_election_timeout: Duration,
     /// Answer reads on a partition leader from its own state while its leader lease holds
     /// (40% of twice the election timeout after a quorum last confirmed it), instead of
@@ -153,9 +157,12 @@ struct ServeArgs {
     /// when the lease has lapsed. "false" confirms every read.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     lease_reads: bool,
-    /// Raft log entries between snapshots of a group (a replica further behind catches up
-    /// from a snapshot).
-    #[arg(long, default_value_t = 5_000)]
+    /// Raft log entries between snapshots of a group. A snapshot costs nothing to take
+    /// (it is the live state, encoded only when a follower needs it); after one, the
+    /// entries it covers are released but the last 2 x N, so the log holds about 3 x N
+    /// entries per group beside the values. A replica further behind catches up from a
+    /// snapshot.
+    #[arg(long, default_value_t = 64)]
     raft_snapshot_logs: u64,
     /// Testing only: serve POST /faults/block on the admin port to cut this node off from
     /// the listed peers. Never enable in production.

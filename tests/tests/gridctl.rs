@@ -170,6 +170,7 @@ fn status_workers_names_every_job_with_its_rounds_and_last_error() {
         "housekeeping",
         "liveness",
         "reconcile",
+        "successor",
     ] {
         assert!(names.contains(&name), "{name} missing from {body}");
     }

@@ -8,9 +8,10 @@
 //!                                                                   └─ answers ─▶ parked callers here
 //! read(op)    ─▶ ensure_linearizable (shared by concurrent reads) ─▶ peek the local state
 //!                ─▶ caller (the access recorded later, batched as Touch)
-//! maintain()  ─▶ housekeeping::chores(what is waiting) ─▶ AdoptWaiters on a new term,
-//!                Touch, Tick when due, CancelWait, Evict when short of memory, events
-//!                to clients and AckEvents; a follower abandons the requests parked here
+//! housekeeping_due() ─▶ housekeeping::chores(what is waiting); a follower abandons the
+//!                requests parked here; nothing to do ⇒ no task
+//!   └─ run_housekeeping(due) ─▶ AdoptWaiters on a new term, Touch, Tick when due,
+//!                CancelWait, Evict when short of memory, events to clients and AckEvents
 //! ```
 //!
 //! Parts: `parked` (requests parked here), `reads` (shared read confirmations), `drain`
@@ -38,6 +39,16 @@ mod reads;
 
 use drain::DrainGate;
 use housekeeping::{chores, Chore, Waiting};
+
+/// What one round of a group's housekeeping has to propose, and what it took from the
+/// group to do so (from [`PartitionGroup::housekeeping_due`]).
+#[derive(Debug)]
+pub struct Due {
+    term: u64,
+    chores: Vec<Chore>,
+    cancelled: Vec<crate::partition::WaiterId>,
+    accesses: Vec<(ObjKey, Millis)>,
+}
 use parked::{Delivery, Parked, WaitGuard};
 pub(crate) use reads::lease_for;
 use reads::ReadConfirmations;
@@ -449,17 +460,19 @@ impl PartitionGroup {
         Ok(())
     }
 
-    /// Leader housekeeping, called often: what [`housekeeping::chores`] plans from what
-    /// is waiting, proposed in that order. A round whose adoption fails ends there.
-    pub async fn maintain(&self) {
+    /// Leader housekeeping, called often, first half: what [`housekeeping::chores`] plans
+    /// from what is waiting, with what it needs taken from the group; `None` when there
+    /// is nothing to propose, so an idle group costs a look and no task. A group this
+    /// node does not lead abandons its parked requests here and now.
+    pub fn housekeeping_due(&self) -> Option<Due> {
         let (state, term) = {
             let m = self.raft.metrics();
             let m = m.borrow();
             (m.state, m.current_term)
         };
         let now = self.clock.now();
-        let mut cancelled = self.parked.take_cancelled();
-        let mut accesses = std::mem::take(&mut *lock(&self.touches));
+        let cancelled = self.parked.take_cancelled();
+        let accesses = std::mem::take(&mut *lock(&self.touches));
         // One look at the state for both: this runs every tick for every group.
         let (deadline_due, events) = self
             .with_partition(|p| {
@@ -476,14 +489,35 @@ impl PartitionGroup {
             evict_bytes: self.evict_bytes.swap(0, Ordering::Relaxed),
             events,
         };
-        for chore in chores(waiting) {
+        let chores = chores(waiting);
+        if chores == [Chore::Abandon] {
+            // Their requests fail now, to be retried at the new leader; their
+            // cancellations have nothing left to do.
+            self.parked.abandon();
+            self.events.forget_partition(self.id);
+            return None;
+        }
+        (!chores.is_empty()).then_some(Due {
+            term,
+            chores,
+            cancelled,
+            accesses,
+        })
+    }
+
+    /// Leader housekeeping, second half: proposes what [`Self::housekeeping_due`] found,
+    /// in order. A round whose adoption fails ends there.
+    pub async fn run_housekeeping(&self, due: Due) {
+        let Due {
+            term,
+            chores,
+            mut cancelled,
+            mut accesses,
+        } = due;
+        for chore in chores {
             match chore {
-                Chore::Abandon => {
-                    // Their requests fail now, to be retried at the new leader; their
-                    // cancellations have nothing left to do.
-                    self.parked.abandon();
-                    self.events.forget_partition(self.id);
-                }
+                // Planned only alone, and done in `housekeeping_due`.
+                Chore::Abandon => {}
                 Chore::Adopt { min_seq } => {
                     if self.adopt(term, min_seq).await.is_err() {
                         return;

@@ -237,6 +237,27 @@ impl Peers {
         *lock(&self.filters) = filters;
     }
 
+    /// Peers whose connection was open and has closed (the peer hung up or died), and is
+    /// not being reopened right now.
+    pub fn closed_addrs(&self) -> Vec<String> {
+        lock(&self.slots)
+            .iter()
+            .filter(|(_, slot)| {
+                slot.try_lock()
+                    .is_ok_and(|conn| conn.as_ref().is_some_and(|c| c.is_closed()))
+            })
+            .map(|(addr, _)| addr.clone())
+            .collect()
+    }
+
+    /// Whether the connection to `addr` is open now.
+    pub fn is_open(&self, addr: &str) -> bool {
+        lock(&self.slots).get(addr).is_some_and(|slot| {
+            slot.try_lock()
+                .is_ok_and(|conn| conn.as_ref().is_some_and(|c| !c.is_closed()))
+        })
+    }
+
     async fn connection(&self, addr: &str) -> Result<Arc<Connection>, PeerError> {
         let slot = Arc::clone(lock(&self.slots).entry(addr.to_string()).or_default());
         let mut slot = slot.lock().await;

@@ -53,6 +53,7 @@ mod membership;
 mod memory;
 mod moves;
 mod plan;
+mod successor;
 mod support;
 pub use memory::MemoryLimit;
 use support::{ask, bounded, voters_of, MEMBERSHIP_CHANGE_LIMIT, PEER_CALL_LIMIT};
@@ -209,6 +210,8 @@ pub struct ClusterNode {
     events: Arc<EventHub>,
     /// Value bytes over the hosted replicas, as last measured.
     memory_used: AtomicU64,
+    /// Peers found gone, for fast failover.
+    successions: tokio::sync::Mutex<successor::Successions>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -234,8 +237,10 @@ impl ClusterNode {
             snapshot_max_chunk_size: 1024 * 1024,
             max_payload_entries: 64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
-            max_in_snapshot_log_to_keep: (config.snapshot_logs / 5).max(1),
-            purge_batch_size: (config.snapshot_logs / 20).max(1),
+            // Applied entries stay a little while for followers a few entries behind (a
+            // follower further behind gets a snapshot), then go: the state holds the values.
+            max_in_snapshot_log_to_keep: config.snapshot_logs * 2,
+            purge_batch_size: (config.snapshot_logs / 2).max(1),
             ..Default::default()
         }
         .validate()
@@ -272,6 +277,7 @@ impl ClusterNode {
                 Arc::clone(&clock),
             )),
             memory_used: AtomicU64::new(0),
+            successions: tokio::sync::Mutex::default(),
             config,
             clock,
         })
@@ -382,9 +388,15 @@ impl ClusterNode {
     /// How long a leader answers reads after a confirmation: a fraction of how long
     /// followers refuse to vote after hearing from it (`election_timeout_max`, twice the
     /// election timeout); zero without lease reads.
+    /// How long a group's follower refuses to vote for another candidate after it last
+    /// heard from its leader: openraft's leader lease, the longest election timeout.
+    fn leader_lease(&self) -> Duration {
+        self.config.election_timeout * 2
+    }
+
     fn read_lease(&self) -> Duration {
         if self.config.lease_reads {
-            crate::cluster::group::lease_for(self.config.election_timeout * 2)
+            crate::cluster::group::lease_for(self.leader_lease())
         } else {
             Duration::ZERO
         }
@@ -560,9 +572,10 @@ impl ClusterNode {
                     }
                 }
             });
-        // Each group's housekeeping runs as its own task and is skipped while the last one
-        // is still busy (a group without quorum), never cancelled halfway: answers it
-        // settles must reach their waiters. The set is dropped, and its tasks aborted, on
+        // Each group's housekeeping, when it has something to propose, runs as its own
+        // task and is skipped while the last one is still busy (a group without quorum),
+        // never cancelled halfway: answers it settles must reach their waiters. An idle
+        // group costs a look and no task. The set is dropped, and its tasks aborted, on
         // shutdown.
         let housekeeping = Arc::new(Mutex::new(JoinSet::new()));
         let busy: Arc<Mutex<BTreeSet<GroupId>>> = Arc::default();
@@ -576,19 +589,33 @@ impl ClusterNode {
                 let mut tasks = lock(&housekeeping);
                 while tasks.try_join_next().is_some() {}
                 for g in node.all_groups() {
-                    if !lock(&busy).insert(g.id) {
+                    if lock(&busy).contains(&g.id) {
                         continue;
                     }
+                    let Some(due) = g.housekeeping_due() else {
+                        continue;
+                    };
+                    lock(&busy).insert(g.id);
                     let busy = Arc::clone(&busy);
                     tasks.spawn(async move {
-                        g.maintain().await;
+                        g.run_housekeeping(due).await;
                         lock(&busy).remove(&g.id);
                     });
                 }
                 std::future::ready(Ok(()))
             }
         });
-        tokio::join!(watcher, reconciler, maintainer);
+        let successor =
+            workers
+                .add("successor")
+                .every(successor::SUCCESSOR_EVERY, shutdown.clone(), {
+                    let node = Arc::clone(&self);
+                    move || {
+                        let node = Arc::clone(&node);
+                        async move { node.succeed_gone_leaders().await }
+                    }
+                });
+        tokio::join!(watcher, reconciler, maintainer, successor);
         lock(&housekeeping).abort_all();
         self.tasks.lock().await.abort_all();
         for g in self.all_groups() {

@@ -2,9 +2,11 @@
 //! needs around it (last applied log id, membership, whether a snapshot exists).
 //!
 //! A snapshot is not kept as bytes beside the state: that would hold every value twice.
-//! The state itself is the snapshot; its bytes are encoded when one is asked for (to
-//! build one, or to send one to a follower), from the state as applied at that moment,
-//! which is a snapshot at least as new as the last one built.
+//! The state itself is the snapshot. Building one only records where it stands (Raft
+//! keeps nothing of a built snapshot but its metadata, and purges the log it covers), so
+//! it costs nothing and can happen every few dozen entries; its bytes are encoded only
+//! when a follower needs them, from the state as applied at that moment, which is a
+//! snapshot at least as new as the last one built.
 //!
 //! The state sits behind a `std` read-write lock that is never held across an `.await`,
 //! so the leader's lock-free reads and the ticker can look at it directly.
@@ -129,12 +131,16 @@ impl GroupSm {
 }
 
 impl GroupSm {
-    /// A snapshot of the state as applied now.
-    fn snapshot_now(&self) -> Snapshot<TypeConfig> {
+    /// A snapshot of the state as applied now, its bytes encoded if `with_bytes`.
+    fn snapshot_now(&self, with_bytes: bool) -> Snapshot<TypeConfig> {
         let (bytes, last_log_id, last_membership) = {
             let state = self.read();
             (
-                Self::encode(&state),
+                if with_bytes {
+                    Self::encode(&state)
+                } else {
+                    Vec::new()
+                },
                 state.last_applied,
                 state.last_membership.clone(),
             )
@@ -152,8 +158,11 @@ impl GroupSm {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for GroupSm {
+    /// Raft takes only the metadata of a built snapshot (the bytes would be dropped), so
+    /// none are encoded: [`RaftStateMachine::get_current_snapshot`] encodes them when a
+    /// follower needs them.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let snapshot = self.snapshot_now();
+        let snapshot = self.snapshot_now(false);
         self.0.has_snapshot.store(true, Ordering::Release);
         Ok(snapshot)
     }
@@ -233,6 +242,6 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
             .0
             .has_snapshot
             .load(Ordering::Acquire)
-            .then(|| self.snapshot_now()))
+            .then(|| self.snapshot_now(true)))
     }
 }

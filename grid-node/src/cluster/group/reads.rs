@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 /// The lease a leader may take for reads, given openraft's `election_timeout_max` (how
 /// long followers refuse votes after hearing from it): 40% of it. With the default
-/// 1-2 s election timeout that is 800 ms, leaving 1.2 s for drift and delays.
+/// 500 ms - 1 s election timeout that is 400 ms, leaving 600 ms for drift and delays.
 pub(crate) fn lease_for(election_timeout_max: Duration) -> Duration {
     election_timeout_max * 2 / 5
 }
