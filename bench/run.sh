@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Side-by-side comparison of the grid with Redis and a 3-member etcd cluster
-# (method: shared/BENCHMARKING.md). Installs the peers from Debian packages if missing,
-# builds release binaries, and runs `grid-bench compare` with this script's arguments.
+# Side-by-side comparison of the grid with Redis, a replicated Redis (a primary and 2
+# replicas, writes acknowledged with WAIT) and a 3-member etcd cluster, then the memory,
+# idle and failover rows (method: shared/BENCHMARKING.md). Installs the peers from Debian
+# packages if missing, builds release binaries, and runs `grid-bench compare` with this
+# script's arguments.
 #
 #   bench/run.sh --quick      # short run
 #   bench/run.sh              # full run

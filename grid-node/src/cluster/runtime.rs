@@ -56,7 +56,7 @@ mod plan;
 mod successor;
 mod support;
 pub use memory::MemoryLimit;
-use support::{ask, bounded, voters_of, MEMBERSHIP_CHANGE_LIMIT, PEER_CALL_LIMIT};
+use support::{ask, bounded, members_of, voters_of, MEMBERSHIP_CHANGE_LIMIT, PEER_CALL_LIMIT};
 
 /// Most voters of the control group.
 const CONTROL_VOTERS: usize = 5;

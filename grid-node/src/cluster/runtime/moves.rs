@@ -3,8 +3,8 @@
 
 use super::plan::{plan, NodeView, PartitionView, ReplicaView, Step};
 use super::{
-    ask, bounded, lock, ClusterNode, CAUGHT_UP_ENTRIES, DRAIN_LIMIT, HAND_OVER_COOLDOWN,
-    MAX_HAND_OVERS, PEER_CALL_LIMIT,
+    ask, bounded, lock, members_of, ClusterNode, CAUGHT_UP_ENTRIES, DRAIN_LIMIT,
+    HAND_OVER_COOLDOWN, MAX_HAND_OVERS, PEER_CALL_LIMIT,
 };
 use crate::cluster::control::ClusterState;
 use crate::cluster::group::PartitionGroup;
@@ -261,8 +261,11 @@ impl ClusterNode {
         removed_addrs: BTreeMap<NodeId, String>,
     ) {
         let p = group.id;
+        let members = members_of(&group.raft);
         for (id, addr) in &target {
-            if voters.contains(id) {
+            // A learner already there is left to catch up: adding it again would write a
+            // membership entry, which restarts its replication and any snapshot in flight.
+            if voters.contains(id) || members.contains(id) {
                 continue;
             }
             // A node that has not learnt of the group yet (its map lags while it joins)

@@ -35,6 +35,17 @@ pub(crate) fn voters_of(raft: &GroupRaft) -> BTreeSet<NodeId> {
         .collect()
 }
 
+/// Every member (voter or learner) of a group's current membership, as this node sees it.
+pub(crate) fn members_of(raft: &GroupRaft) -> BTreeSet<NodeId> {
+    raft.metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect()
+}
+
 /// Longest a membership change may take before it is retried on a later round.
 pub(crate) const MEMBERSHIP_CHANGE_LIMIT: Duration = Duration::from_secs(10);
 
