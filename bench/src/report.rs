@@ -123,13 +123,7 @@ pub fn markdown(rows: &[Row]) -> String {
     }
     out.push_str("| workload | clients | grid ops/s | redis ops/s | redis-repl ops/s | etcd ops/s | grid/redis | grid/redis-repl | grid/etcd | grid p50/p99 µs | redis p50/p99 µs | redis-repl p50/p99 µs | etcd p50/p99 µs | grid bytes/op |\n");
     out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    let mut clients: Vec<usize> = rows
-        .iter()
-        .filter(|r| is_throughput(r))
-        .map(|r| r.clients)
-        .collect();
-    clients.sort_unstable();
-    clients.dedup();
+    let clients = client_counts(rows);
     for panel in panels(rows) {
         for &c in &clients {
             let g = find(rows, "grid", &panel, c);
@@ -222,12 +216,8 @@ struct Bar {
     text: String,
 }
 
-/// Grouped bars, one panel per workload and value size: throughput (top row) and p99
-/// latency (middle row), one bar per backend on a log scale as the backends differ by
-/// orders of magnitude; and (bottom row) the grid's throughput divided by each peer's on
-/// a linear axis with a line at 1, where a 10x gap looks like one.
-pub fn svg(rows: &[Row]) -> String {
-    let panels = panels(rows);
+/// The client counts of the throughput rows, ascending, each once.
+fn client_counts(rows: &[Row]) -> Vec<usize> {
     let mut clients: Vec<usize> = rows
         .iter()
         .filter(|r| is_throughput(r))
@@ -235,6 +225,16 @@ pub fn svg(rows: &[Row]) -> String {
         .collect();
     clients.sort_unstable();
     clients.dedup();
+    clients
+}
+
+/// Grouped bars, one panel per workload and value size: throughput (top row) and p99
+/// latency (middle row), one bar per backend on a log scale as the backends differ by
+/// orders of magnitude; and (bottom row) the grid's throughput divided by each peer's on
+/// a linear axis with a line at 1, where a 10x gap looks like one.
+pub fn svg(rows: &[Row]) -> String {
+    let panels = panels(rows);
+    let clients = client_counts(rows);
     let (panel_w, panel_h, margin) = (320.0_f64, 220.0_f64, 60.0_f64);
     let width = margin + panels.len() as f64 * (panel_w + margin);
     let height = 3.0 * (panel_h + margin) + 40.0;

@@ -82,6 +82,8 @@ pub struct PartitionGroup {
     evict_bytes: AtomicU64,
     /// Delivers this group's events while this node leads it.
     events: Arc<EventHub>,
+    /// When this replica last received an append or heartbeat (from any leader).
+    last_append: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for PartitionGroup {
@@ -153,7 +155,19 @@ impl PartitionGroup {
             evicted_total: AtomicU64::new(0),
             evict_bytes: AtomicU64::new(0),
             events,
+            last_append: Mutex::new(None),
         }
+    }
+
+    /// Records that an append or heartbeat for this replica arrived now.
+    pub fn append_heard(&self) {
+        *lock(&self.last_append) = Some(tokio::time::Instant::now());
+    }
+
+    /// True if an append or heartbeat arrived within `period`: a leader that reached
+    /// this replica then may still count on its acknowledgement for its lease.
+    pub fn heard_within(&self, period: Duration) -> bool {
+        lock(&self.last_append).is_some_and(|at| at.elapsed() < period)
     }
 
     /// Value bytes held in the group's Raft log.

@@ -239,7 +239,7 @@ impl ClusterNode {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
             // Applied entries stay a little while for followers a few entries behind (a
             // follower further behind gets a snapshot), then go: the state holds the values.
-            max_in_snapshot_log_to_keep: config.snapshot_logs * 2,
+            max_in_snapshot_log_to_keep: config.snapshot_logs.saturating_mul(2),
             purge_batch_size: (config.snapshot_logs / 2).max(1),
             ..Default::default()
         }
@@ -385,15 +385,15 @@ impl ClusterNode {
         }
     }
 
-    /// How long a leader answers reads after a confirmation: a fraction of how long
-    /// followers refuse to vote after hearing from it (`election_timeout_max`, twice the
-    /// election timeout); zero without lease reads.
     /// How long a group's follower refuses to vote for another candidate after it last
     /// heard from its leader: openraft's leader lease, the longest election timeout.
     fn leader_lease(&self) -> Duration {
         self.config.election_timeout * 2
     }
 
+    /// How long a leader answers reads after a confirmation: a fraction of how long
+    /// followers refuse to vote after hearing from it (`election_timeout_max`, twice the
+    /// election timeout); zero without lease reads.
     fn read_lease(&self) -> Duration {
         if self.config.lease_reads {
             crate::cluster::group::lease_for(self.leader_lease())

@@ -242,7 +242,12 @@ impl ClusterNode {
                 let raft = if group == CONTROL_GROUP {
                     self.control_raft().cloned()
                 } else {
-                    self.group(group).map(|g| g.raft.clone())
+                    self.group(group).map(|g| {
+                        if to == self.id() && matches!(rpc, RaftRpc::Append(_)) {
+                            g.append_heard();
+                        }
+                        g.raft.clone()
+                    })
                 };
                 // Answer only as the member the message is meant for.
                 match raft.filter(|_| to == self.id()) {

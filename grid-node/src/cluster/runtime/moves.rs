@@ -263,9 +263,10 @@ impl ClusterNode {
         let p = group.id;
         let members = members_of(&group.raft);
         for (id, addr) in &target {
-            // A learner already there is left to catch up: adding it again would write a
-            // membership entry, which restarts its replication and any snapshot in flight.
-            if voters.contains(id) || members.contains(id) {
+            // A learner already there (at this address) is left to catch up: adding it
+            // again would write a membership entry, which restarts its replication and
+            // any snapshot in flight.
+            if voters.contains(id) || members.get(id) == Some(addr) {
                 continue;
             }
             // A node that has not learnt of the group yet (its map lags while it joins)

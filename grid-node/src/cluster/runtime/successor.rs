@@ -15,8 +15,10 @@
 //!              node is the rank-th voter after it in the map's order ⇒ an election (once)
 //! ```
 //!
-//! Safe whatever it decides: an election never breaks Raft's guarantees, it can only
-//! cost the group a term. A peer that is merely cut off refuses nothing (the connection
+//! A node stands only once it has heard nothing from the group's leader for a lease, so
+//! the old leader's lease reads, which count on this node's acknowledgements, have
+//! lapsed; beyond that, an election never breaks Raft's guarantees, it can only cost the
+//! group a term. A peer that is merely cut off refuses nothing (the connection
 //! times out) and is left to Raft's timers; so is a group whose successor is the one
 //! that is gone too.
 
@@ -36,6 +38,9 @@ pub(super) const SUCCESSOR_EVERY: Duration = Duration::from_millis(50);
 const PROBE_LIMIT: Duration = Duration::from_millis(200);
 /// Added to the leader lease before electing, for clock-rate differences between nodes.
 const LEASE_MARGIN: Duration = Duration::from_millis(50);
+/// How long a peer that answered a probe is left alone while its connection stays
+/// closed (one that answers is alive; this bounds the probes it gets).
+const PROBE_BACKOFF: Duration = Duration::from_secs(1);
 /// Between the elections of successive successors: one election's round trips.
 const STAGGER: Duration = Duration::from_millis(150);
 
@@ -43,6 +48,8 @@ const STAGGER: Duration = Duration::from_millis(150);
 #[derive(Debug, Default)]
 pub(super) struct Successions {
     gone: HashMap<String, (NodeId, Instant, BTreeSet<GroupId>)>,
+    /// When each closed connection's peer was last probed and found answering.
+    answered: HashMap<String, Instant>,
 }
 
 /// Where `me` comes among the voters that may succeed `gone` in a group: the group's
@@ -82,18 +89,29 @@ impl ClusterNode {
                     .collect()
             })
             .unwrap_or_default();
-        // Forget peers whose connection works again (or that left the map).
-        self.successions
-            .lock()
-            .await
-            .gone
-            .retain(|addr, _| !self.peers.is_open(addr) && ids.contains_key(addr));
-        for addr in closed {
-            let known = self.successions.lock().await.gone.contains_key(&addr);
-            let Some(&id) = ids.get(&addr) else { continue };
-            if known || id == me || !refuses(&addr).await {
+        {
+            // Forget peers whose connection works again (or that left the map).
+            let mut s = self.successions.lock().await;
+            s.gone
+                .retain(|addr, _| !self.peers.is_open(addr) && ids.contains_key(addr));
+            s.answered
+                .retain(|addr, at| closed.contains(addr) && at.elapsed() < PROBE_BACKOFF);
+        }
+        for addr in &closed {
+            let skip = {
+                let s = self.successions.lock().await;
+                s.gone.contains_key(addr) || s.answered.contains_key(addr)
+            };
+            let Some(&id) = ids.get(addr) else { continue };
+            if skip || id == me {
                 continue;
             }
+            if !refuses(addr).await {
+                let mut s = self.successions.lock().await;
+                s.answered.insert(addr.clone(), Instant::now());
+                continue;
+            }
+            let addr = addr.clone();
             tracing::info!(peer = id, %addr, "peer's port refuses connections: its process is gone");
             self.successions
                 .lock()
@@ -110,6 +128,13 @@ impl ClusterNode {
             for g in self.all_groups() {
                 let metrics = g.raft.metrics().borrow().clone();
                 if metrics.current_leader != Some(*gone) || elected.contains(&g.id) {
+                    continue;
+                }
+                // A leader this replica heard from within the lease may still count on
+                // its acknowledgement for lease reads (a refused connect proves nothing
+                // about the other direction): voting for itself now could let a new
+                // leader commit while the old one still answers reads.
+                if g.heard_within(lease) {
                     continue;
                 }
                 let voters: BTreeSet<NodeId> =

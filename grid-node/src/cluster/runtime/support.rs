@@ -1,7 +1,7 @@
 //! Small pieces the runtime shares: peer calls and membership changes bounded in time,
 //! and a lookup.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::cluster::peer::{PeerRequest, PeerResponse, Peers};
@@ -35,14 +35,15 @@ pub(crate) fn voters_of(raft: &GroupRaft) -> BTreeSet<NodeId> {
         .collect()
 }
 
-/// Every member (voter or learner) of a group's current membership, as this node sees it.
-pub(crate) fn members_of(raft: &GroupRaft) -> BTreeSet<NodeId> {
+/// Every member (voter or learner) of a group's current membership with its address, as
+/// this node sees it.
+pub(crate) fn members_of(raft: &GroupRaft) -> BTreeMap<NodeId, String> {
     raft.metrics()
         .borrow()
         .membership_config
         .membership()
         .nodes()
-        .map(|(id, _)| *id)
+        .map(|(id, node)| (*id, node.addr.clone()))
         .collect()
 }
 
