@@ -26,6 +26,7 @@ pub struct PendingEvent {
     /// The object.
     pub obj: ObjKey,
     /// Its final bytes.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Its final version.
     pub version: u64,

@@ -84,6 +84,8 @@ pub struct PartitionGroup {
     events: Arc<EventHub>,
     /// When this replica last received an append or heartbeat (from any leader).
     last_append: Mutex<Option<tokio::time::Instant>>,
+    /// The highest term a candidate asked this replica's vote in.
+    vote_term_seen: AtomicU64,
 }
 
 impl std::fmt::Debug for PartitionGroup {
@@ -156,6 +158,7 @@ impl PartitionGroup {
             evict_bytes: AtomicU64::new(0),
             events,
             last_append: Mutex::new(None),
+            vote_term_seen: AtomicU64::new(0),
         }
     }
 
@@ -168,6 +171,16 @@ impl PartitionGroup {
     /// this replica then may still count on its acknowledgement for its lease.
     pub fn heard_within(&self, period: Duration) -> bool {
         lock(&self.last_append).is_some_and(|at| at.elapsed() < period)
+    }
+
+    /// Records that a candidate asked this replica's vote in `term`.
+    pub fn vote_asked(&self, term: u64) {
+        self.vote_term_seen.fetch_max(term, Ordering::Relaxed);
+    }
+
+    /// The highest term a candidate asked this replica's vote in (0: none).
+    pub fn vote_term_seen(&self) -> u64 {
+        self.vote_term_seen.load(Ordering::Relaxed)
     }
 
     /// Value bytes held in the group's Raft log.

@@ -51,6 +51,7 @@ pub struct SmState {
 struct SnapshotFile {
     last_applied: Option<LogId<NodeId>>,
     last_membership: StoredMembership<NodeId, Member>,
+    #[serde(with = "serde_bytes")]
     machine: Vec<u8>,
 }
 

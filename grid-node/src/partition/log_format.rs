@@ -10,17 +10,20 @@
 
 use grid_proto::{GeoOp, Millis, ObjKey, Op, Timeout};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_bytes::{ByteBuf, Bytes};
 
 /// An object's identity on the log.
 #[derive(Serialize)]
 struct ObjRef<'a> {
     namespace: &'a str,
+    #[serde(with = "serde_bytes")]
     key: &'a [u8],
 }
 
 #[derive(Deserialize)]
 struct ObjOwned {
     namespace: String,
+    #[serde(with = "serde_bytes")]
     key: Vec<u8>,
 }
 
@@ -85,11 +88,11 @@ macro_rules! mirror {
 }
 
 mirror!(OpRef, OpOwned {
-    Create { obj: ObjRef<'a>, ObjOwned, value: &'a [u8], Vec<u8>, timeout: LogTimeout, LogTimeout, uninitialized: bool, bool },
-    Put { obj: ObjRef<'a>, ObjOwned, value: &'a [u8], Vec<u8>, timeout: LogTimeout, LogTimeout, lock_id: Option<u64>, Option<u64> },
+    Create { obj: ObjRef<'a>, ObjOwned, value: &'a Bytes, ByteBuf, timeout: LogTimeout, LogTimeout, uninitialized: bool, bool },
+    Put { obj: ObjRef<'a>, ObjOwned, value: &'a Bytes, ByteBuf, timeout: LogTimeout, LogTimeout, lock_id: Option<u64>, Option<u64> },
     Update {
         obj: ObjRef<'a>, ObjOwned,
-        value: &'a [u8], Vec<u8>,
+        value: &'a Bytes, ByteBuf,
         timeout: Option<LogTimeout>, Option<LogTimeout>,
         expected_version: Option<u64>, Option<u64>,
         lock_id: Option<u64>, Option<u64>,
@@ -113,7 +116,7 @@ mirror!(GeoOpRef, GeoOpOwned {
     Export { obj: ObjRef<'a>, ObjOwned, transfer: u64, u64, to_site: &'a str, String },
     Import {
         obj: ObjRef<'a>, ObjOwned,
-        value: &'a [u8], Vec<u8>,
+        value: &'a Bytes, ByteBuf,
         version: u64, u64,
         timeout: LogTimeout, LogTimeout,
         uninitialized: bool, bool,
@@ -133,7 +136,7 @@ fn op_ref(op: &Op) -> OpRef<'_> {
             uninitialized,
         } => OpRef::Create {
             obj: obj_ref(obj),
-            value,
+            value: Bytes::new(value),
             timeout: (*timeout).into(),
             uninitialized: *uninitialized,
         },
@@ -144,7 +147,7 @@ fn op_ref(op: &Op) -> OpRef<'_> {
             lock_id,
         } => OpRef::Put {
             obj: obj_ref(obj),
-            value,
+            value: Bytes::new(value),
             timeout: (*timeout).into(),
             lock_id: *lock_id,
         },
@@ -157,7 +160,7 @@ fn op_ref(op: &Op) -> OpRef<'_> {
             unlock,
         } => OpRef::Update {
             obj: obj_ref(obj),
-            value,
+            value: Bytes::new(value),
             timeout: timeout.map(Into::into),
             expected_version: *expected_version,
             lock_id: *lock_id,
@@ -212,7 +215,7 @@ impl From<OpOwned> for Op {
                 uninitialized,
             } => Op::Create {
                 obj: obj.into(),
-                value,
+                value: value.into_vec(),
                 timeout: timeout.into(),
                 uninitialized,
             },
@@ -223,7 +226,7 @@ impl From<OpOwned> for Op {
                 lock_id,
             } => Op::Put {
                 obj: obj.into(),
-                value,
+                value: value.into_vec(),
                 timeout: timeout.into(),
                 lock_id,
             },
@@ -236,7 +239,7 @@ impl From<OpOwned> for Op {
                 unlock,
             } => Op::Update {
                 obj: obj.into(),
-                value,
+                value: value.into_vec(),
                 timeout: timeout.map(Into::into),
                 expected_version,
                 lock_id,
@@ -302,7 +305,7 @@ fn geo_op_ref(op: &GeoOp) -> GeoOpRef<'_> {
             transfer,
         } => GeoOpRef::Import {
             obj: obj_ref(obj),
-            value,
+            value: Bytes::new(value),
             version: *version,
             timeout: (*timeout).into(),
             uninitialized: *uninitialized,
@@ -344,7 +347,7 @@ impl From<GeoOpOwned> for GeoOp {
                 transfer,
             } => GeoOp::Import {
                 obj: obj.into(),
-                value,
+                value: value.into_vec(),
                 version,
                 timeout: timeout.into(),
                 uninitialized,

@@ -105,6 +105,7 @@ struct Lock {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Entry {
+    #[serde(with = "serde_bytes")]
     value: Vec<u8>,
     version: u64,
     timeout: Timeout,

@@ -243,8 +243,12 @@ impl ClusterNode {
                     self.control_raft().cloned()
                 } else {
                     self.group(group).map(|g| {
-                        if to == self.id() && matches!(rpc, RaftRpc::Append(_)) {
-                            g.append_heard();
+                        if to == self.id() {
+                            match &rpc {
+                                RaftRpc::Append(_) => g.append_heard(),
+                                RaftRpc::Vote(v) => g.vote_asked(v.vote.leader_id().term),
+                                RaftRpc::Snapshot(_) => {}
+                            }
                         }
                         g.raft.clone()
                     })

@@ -4,23 +4,32 @@
 //! lease plus the election timeout after the last heartbeat (3 to 4 s by default). Here a
 //! node that finds a peer's port refusing starts an election in every group that peer
 //! led, as soon as the other voters can grant it: once the leader lease they keep from
-//! their last heartbeat (at the latest, the moment the peer was found gone) has run out.
-//! The surviving voters stand one after the other in the map's order, [`STAGGER`] apart,
-//! so they do not split the vote; the next stands only if the group still has no leader
-//! (the one before may have lost because another voter's log was longer).
+//! the last append or heartbeat has run out. That moment is nearly the same on every
+//! survivor (the leader sent them its heartbeats together), whenever each found the peer
+//! gone, so the survivors stand one after the other in the map's order, [`STAGGER`]
+//! apart, timed from the last append each heard; the next stands only if the group still
+//! has no leader (the one before may have lost because another voter's log was longer).
+//!
+//! The first successor loses when the other survivor's log is longer (the leader's last
+//! appends reached one follower only), and its candidacy then holds its term: the next
+//! successor standing in that same term would be refused by it, and the group would
+//! wait for a timer (half a second to a second more). So a successor stands in the term
+//! after the highest one a candidate asked its vote in, which that candidate grants (a
+//! candidate keeps no lease).
 //!
 //! ```text
-//! every round: closed peer connection ─▶ connect refused ⇒ gone since now
-//!              gone since ≥ lease + rank x stagger ⇒ groups it still leads, where this
-//!              node is the rank-th voter after it in the map's order ⇒ an election (once)
+//! every round: closed peer connection ─▶ connect refused ⇒ gone
+//!              groups it still leads, where this node is the rank-th voter after it in
+//!              the map's order, and the last append came ≥ lease + rank x stagger ago
+//!                  ⇒ an election, in a term above any candidate's it has seen
 //! ```
 //!
-//! A node stands only once it has heard nothing from the group's leader for a lease, so
-//! the old leader's lease reads, which count on this node's acknowledgements, have
-//! lapsed; beyond that, an election never breaks Raft's guarantees, it can only cost the
-//! group a term. A peer that is merely cut off refuses nothing (the connection
-//! times out) and is left to Raft's timers; so is a group whose successor is the one
-//! that is gone too.
+//! Standing only once nothing came from the leader for a lease means the old leader's
+//! lease reads, which count on this node's acknowledgements, have lapsed (a refused
+//! connect proves nothing about the other direction); beyond that, an election never
+//! breaks Raft's guarantees, it can only cost the group a term. A peer that is merely cut
+//! off refuses nothing (the connection times out) and is left to Raft's timers; so is a
+//! group whose successor is the one that is gone too.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -43,13 +52,22 @@ const LEASE_MARGIN: Duration = Duration::from_millis(50);
 const PROBE_BACKOFF: Duration = Duration::from_secs(1);
 /// Between the elections of successive successors: one election's round trips.
 const STAGGER: Duration = Duration::from_millis(150);
+/// Most elections started at once to reach a term above a candidate's.
+const MAX_TERMS_AHEAD: u64 = 3;
 
-/// Peers found gone, and the groups an election was started in for each.
+/// Peers found gone, and the groups this node is done with for each.
 #[derive(Debug, Default)]
 pub(super) struct Successions {
-    gone: HashMap<String, (NodeId, Instant, BTreeSet<GroupId>)>,
+    gone: HashMap<String, (NodeId, BTreeSet<GroupId>)>,
     /// When each closed connection's peer was last probed and found answering.
     answered: HashMap<String, Instant>,
+}
+
+/// How many elections to start in a row so that the last one's term is above `seen`,
+/// the highest term a candidate asked for (each election takes the next term): one,
+/// or enough to pass that candidate, at most [`MAX_TERMS_AHEAD`].
+fn elections_needed(current_term: u64, seen: u64) -> u64 {
+    seen.saturating_add(1).saturating_sub(current_term).clamp(1, MAX_TERMS_AHEAD)
 }
 
 /// Where `me` comes among the voters that may succeed `gone` in a group: the group's
@@ -117,24 +135,17 @@ impl ClusterNode {
                 .lock()
                 .await
                 .gone
-                .insert(addr, (id, Instant::now(), BTreeSet::new()));
+                .insert(addr, (id, BTreeSet::new()));
         }
         let lease = self.leader_lease() + LEASE_MARGIN;
         let mut successions = self.successions.lock().await;
-        for (gone, since, elected) in successions.gone.values_mut() {
-            if since.elapsed() < lease {
-                continue;
-            }
+        for (gone, done) in successions.gone.values_mut() {
             for g in self.all_groups() {
                 let metrics = g.raft.metrics().borrow().clone();
-                if metrics.current_leader != Some(*gone) || elected.contains(&g.id) {
-                    continue;
-                }
-                // A leader this replica heard from within the lease may still count on
-                // its acknowledgement for lease reads (a refused connect proves nothing
-                // about the other direction): voting for itself now could let a new
-                // leader commit while the old one still answers reads.
-                if g.heard_within(lease) {
+                if done.contains(&g.id)
+                    || metrics.current_leader != Some(*gone)
+                    || g.heard_within(lease)
+                {
                     continue;
                 }
                 let voters: BTreeSet<NodeId> =
@@ -144,20 +155,24 @@ impl ClusterNode {
                     .flatten()
                     .unwrap_or_default();
                 let Some(rank) = succession_rank(me, *gone, &preferred, &voters) else {
-                    elected.insert(g.id);
+                    done.insert(g.id);
                     continue;
                 };
-                if since.elapsed() < lease + STAGGER * rank as u32 {
+                if g.heard_within(lease + STAGGER * rank as u32) {
                     continue;
                 }
+                let elections = elections_needed(metrics.current_term, g.vote_term_seen());
                 tracing::info!(
                     group = g.id,
                     leader = *gone,
                     rank,
+                    term = metrics.current_term + elections,
                     "standing for election: the leader is gone"
                 );
-                let _ = g.raft.trigger().elect().await;
-                elected.insert(g.id);
+                for _ in 0..elections {
+                    let _ = g.raft.trigger().elect().await;
+                }
+                done.insert(g.id);
             }
         }
         Ok(())
@@ -170,6 +185,17 @@ mod tests {
 
     fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
         ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_successor_stands_above_the_candidate_it_refused() {
+        // No candidate seen, or only older ones: the next term.
+        assert_eq!(elections_needed(5, 0), 1);
+        assert_eq!(elections_needed(5, 5), 1);
+        // A candidate of term 6 holds it: stand in 7.
+        assert_eq!(elections_needed(5, 6), 2);
+        // Bounded, whatever a peer sent.
+        assert_eq!(elections_needed(5, u64::MAX), MAX_TERMS_AHEAD);
     }
 
     #[test]
