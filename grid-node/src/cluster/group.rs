@@ -497,18 +497,23 @@ impl PartitionGroup {
             let m = m.borrow();
             (m.state, m.current_term)
         };
-        let now = self.clock.now();
+        let leading = state == ServerState::Leader;
         let cancelled = self.parked.take_cancelled();
         let accesses = std::mem::take(&mut *lock(&self.touches));
-        // One look at the state for both: this runs every tick for every group.
-        let (deadline_due, events) = self
-            .with_partition(|p| {
-                let due = p.next_deadline().is_some_and(|at| at <= now);
-                (due, !p.outbox().is_empty())
+        // One look at the state for both, and only by the leader (the only one to act on
+        // them): this runs every tick for every group.
+        let (deadline_due, events) = leading
+            .then(|| {
+                let now = self.clock.now();
+                self.with_partition(|p| {
+                    let due = p.next_deadline().is_some_and(|at| at <= now);
+                    (due, !p.outbox().is_empty())
+                })
             })
+            .flatten()
             .unwrap_or((false, false));
         let waiting = Waiting {
-            leading: state == ServerState::Leader,
+            leading,
             adoption_due: self.parked.adoption_due(term),
             accesses: accesses.len(),
             deadline_due,

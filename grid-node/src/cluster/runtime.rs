@@ -241,6 +241,9 @@ impl ClusterNode {
             // follower further behind gets a snapshot), then go: the state holds the values.
             max_in_snapshot_log_to_keep: config.snapshot_logs.saturating_mul(2),
             purge_batch_size: (config.snapshot_logs / 2).max(1),
+            // Sent for every group at once by the node (`send_heartbeats`), so the
+            // heartbeats to one peer leave, and are answered, together.
+            enable_heartbeat: false,
             ..Default::default()
         }
         .validate()
@@ -364,6 +367,20 @@ impl ClusterNode {
 
     fn all_groups(&self) -> Vec<Arc<PartitionGroup>> {
         read(&self.groups).values().cloned().collect()
+    }
+
+    /// One heartbeat round: every group this node leads sends its heartbeats now, all in
+    /// the same instant.
+    async fn send_heartbeats(&self) {
+        let leading = |raft: &GroupRaft| raft.metrics().borrow().state == openraft::ServerState::Leader;
+        if let Some(raft) = self.control_raft().filter(|r| leading(r)) {
+            let _ = raft.trigger().heartbeat().await;
+        }
+        for g in self.all_groups() {
+            if leading(&g.raft) {
+                let _ = g.raft.trigger().heartbeat().await;
+            }
+        }
     }
 
     fn control_raft(&self) -> Option<&GroupRaft> {
@@ -615,7 +632,19 @@ impl ClusterNode {
                         async move { node.succeed_gone_leaders().await }
                     }
                 });
-        tokio::join!(watcher, reconciler, maintainer, successor);
+        let heartbeats = workers
+            .add("heartbeats")
+            .every(self.config.heartbeat, shutdown.clone(), {
+                let node = Arc::clone(&self);
+                move || {
+                    let node = Arc::clone(&node);
+                    async move {
+                        node.send_heartbeats().await;
+                        Ok(())
+                    }
+                }
+            });
+        tokio::join!(watcher, reconciler, maintainer, successor, heartbeats);
         lock(&housekeeping).abort_all();
         self.tasks.lock().await.abort_all();
         for g in self.all_groups() {
