@@ -17,6 +17,7 @@
 //! Parts: `parked` (requests parked here), `reads` (shared read confirmations), `drain`
 //! (the hand-over gate), `housekeeping` (the leader's chores, planned).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,7 +39,7 @@ mod parked;
 mod reads;
 
 use drain::DrainGate;
-use housekeeping::{chores, Chore, Waiting};
+use housekeeping::{chores, Chore, Waiting, TOUCH_EVERY_MS};
 
 /// What one round of a group's housekeeping has to propose, and what it took from the
 /// group to do so (from [`PartitionGroup::housekeeping_due`]).
@@ -74,8 +75,10 @@ pub struct PartitionGroup {
     parked: Parked,
     reads: ReadConfirmations,
     gate: DrainGate,
-    /// Reads served since the last housekeeping, to record as accesses.
-    touches: Mutex<Vec<(ObjKey, Millis)>>,
+    /// Reads served since accesses were last recorded: the latest per object.
+    touches: Mutex<HashMap<ObjKey, Millis>>,
+    /// When accesses were last proposed (by the node's clock).
+    touched_at: AtomicU64,
     expired_total: AtomicU64,
     evicted_total: AtomicU64,
     /// Value bytes to evict at the next housekeeping, set by the memory check.
@@ -152,7 +155,8 @@ impl PartitionGroup {
             parked: Parked::new(me),
             reads: ReadConfirmations::new(read_lease),
             gate: DrainGate::default(),
-            touches: Mutex::new(Vec::new()),
+            touches: Mutex::new(HashMap::new()),
+            touched_at: AtomicU64::new(0),
             expired_total: AtomicU64::new(0),
             evicted_total: AtomicU64::new(0),
             evict_bytes: AtomicU64::new(0),
@@ -420,7 +424,13 @@ impl PartitionGroup {
             .with_partition(|p| p.store().peek(obj, cached_version, now))
             .unwrap_or(Reply::NotFound);
         if !matches!(reply, Reply::NotFound) {
-            lock(&self.touches).push((obj.clone(), now));
+            let mut touches = lock(&self.touches);
+            match touches.get_mut(obj) {
+                Some(at) => *at = (*at).max(now),
+                None => {
+                    touches.insert(obj.clone(), now);
+                }
+            }
         }
         reply
     }
@@ -498,30 +508,47 @@ impl PartitionGroup {
             (m.state, m.current_term)
         };
         let leading = state == ServerState::Leader;
+        let now = leading.then(|| self.clock.now());
         let cancelled = self.parked.take_cancelled();
-        let accesses = std::mem::take(&mut *lock(&self.touches));
         // One look at the state for both, and only by the leader (the only one to act on
         // them): this runs every tick for every group.
-        let (deadline_due, events) = leading
-            .then(|| {
-                let now = self.clock.now();
+        let (deadline_due, events) = now
+            .and_then(|now| {
                 self.with_partition(|p| {
                     let due = p.next_deadline().is_some_and(|at| at <= now);
                     (due, !p.outbox().is_empty())
                 })
             })
-            .flatten()
             .unwrap_or((false, false));
+        let touch_period_over = now.is_some_and(|now| {
+            now.saturating_sub(self.touched_at.load(Ordering::Relaxed)) >= TOUCH_EVERY_MS
+        });
         let waiting = Waiting {
             leading,
             adoption_due: self.parked.adoption_due(term),
-            accesses: accesses.len(),
+            accesses: lock(&self.touches).len(),
+            touch_period_over,
             deadline_due,
             cancelled: cancelled.len(),
             evict_bytes: self.evict_bytes.swap(0, Ordering::Relaxed),
             events,
         };
         let chores = chores(waiting);
+        // Taken only to be proposed now (or dropped by a follower: the leader records
+        // its own reads).
+        let accesses = match now {
+            Some(now) if chores.contains(&Chore::Touch) => {
+                self.touched_at.store(now, Ordering::Relaxed);
+                std::mem::take(&mut *lock(&self.touches))
+                    .into_iter()
+                    .collect()
+            }
+            Some(_) => Vec::new(),
+            None => {
+                lock(&self.touches).clear();
+                Vec::new()
+            }
+        };
         if chores == [Chore::Abandon] {
             // Their requests fail now, to be retried at the new leader; their
             // cancellations have nothing left to do.

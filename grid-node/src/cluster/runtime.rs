@@ -372,7 +372,8 @@ impl ClusterNode {
     /// One heartbeat round: every group this node leads sends its heartbeats now, all in
     /// the same instant.
     async fn send_heartbeats(&self) {
-        let leading = |raft: &GroupRaft| raft.metrics().borrow().state == openraft::ServerState::Leader;
+        let leading =
+            |raft: &GroupRaft| raft.metrics().borrow().state == openraft::ServerState::Leader;
         if let Some(raft) = self.control_raft().filter(|r| leading(r)) {
             let _ = raft.trigger().heartbeat().await;
         }
@@ -632,18 +633,19 @@ impl ClusterNode {
                         async move { node.succeed_gone_leaders().await }
                     }
                 });
-        let heartbeats = workers
-            .add("heartbeats")
-            .every(self.config.heartbeat, shutdown.clone(), {
-                let node = Arc::clone(&self);
-                move || {
-                    let node = Arc::clone(&node);
-                    async move {
-                        node.send_heartbeats().await;
-                        Ok(())
+        let heartbeats =
+            workers
+                .add("heartbeats")
+                .every(self.config.heartbeat, shutdown.clone(), {
+                    let node = Arc::clone(&self);
+                    move || {
+                        let node = Arc::clone(&node);
+                        async move {
+                            node.send_heartbeats().await;
+                            Ok(())
+                        }
                     }
-                }
-            });
+                });
         tokio::join!(watcher, reconciler, maintainer, successor, heartbeats);
         lock(&housekeeping).abort_all();
         self.tasks.lock().await.abort_all();

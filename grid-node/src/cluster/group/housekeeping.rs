@@ -5,9 +5,15 @@
 //! Rules:
 //! - not leading: abandon the requests parked here, and nothing else;
 //! - a new term: adopt the queue's waiters first (if that fails, the round ends there);
-//! - read accesses before a tick, so a tick never expires an object read before it;
+//! - read accesses every [`TOUCH_EVERY_MS`] (a proposal per read, or per tick, would
+//!   cost a Raft entry each), and before any tick or eviction, so a tick never expires
+//!   an object read before it and an eviction sees the reads;
 //! - tick only when a deadline is due; cancelled waits and evictions when there are any;
 //! - events only when the outbox has some.
+
+/// How often a leader records the reads it served as accesses (sliding timeouts and
+/// least-recently-used eviction), when nothing else needs them sooner.
+pub(crate) const TOUCH_EVERY_MS: u64 = 100;
 
 /// What is waiting, as the round starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -19,6 +25,8 @@ pub(super) struct Waiting {
     pub adoption_due: Option<u64>,
     /// Reads whose accesses are not recorded yet.
     pub accesses: usize,
+    /// Accesses were last recorded [`TOUCH_EVERY_MS`] or more ago.
+    pub touch_period_over: bool,
     /// A deadline (expiry, lease, lock wait) is due.
     pub deadline_due: bool,
     /// Parked requests whose callers went away.
@@ -63,7 +71,7 @@ pub(super) fn chores(w: Waiting) -> Vec<Chore> {
     if let Some(min_seq) = w.adoption_due {
         out.push(Chore::Adopt { min_seq });
     }
-    if w.accesses > 0 {
+    if w.accesses > 0 && (w.touch_period_over || w.deadline_due || w.evict_bytes > 0) {
         out.push(Chore::Touch);
     }
     if w.deadline_due {
@@ -100,6 +108,7 @@ mod tests {
             leading: true,
             adoption_due: Some(7),
             accesses: 3,
+            touch_period_over: true,
             deadline_due: true,
             cancelled: 1,
             evict_bytes: 4096,
@@ -134,6 +143,41 @@ mod tests {
                     ..leading()
                 },
                 vec![Chore::Tick],
+            ),
+            (
+                "reads wait for the touch period",
+                Waiting {
+                    accesses: 5,
+                    ..leading()
+                },
+                vec![],
+            ),
+            (
+                "reads are recorded once the period is over",
+                Waiting {
+                    accesses: 5,
+                    touch_period_over: true,
+                    ..leading()
+                },
+                vec![Chore::Touch],
+            ),
+            (
+                "a due deadline takes the reads with it, before the tick",
+                Waiting {
+                    accesses: 5,
+                    deadline_due: true,
+                    ..leading()
+                },
+                vec![Chore::Touch, Chore::Tick],
+            ),
+            (
+                "an eviction takes the reads with it, before evicting",
+                Waiting {
+                    accesses: 5,
+                    evict_bytes: 10,
+                    ..leading()
+                },
+                vec![Chore::Touch, Chore::Evict { bytes: 10 }],
             ),
             (
                 "events alone",

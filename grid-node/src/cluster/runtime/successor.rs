@@ -67,7 +67,9 @@ pub(super) struct Successions {
 /// the highest term a candidate asked for (each election takes the next term): one,
 /// or enough to pass that candidate, at most [`MAX_TERMS_AHEAD`].
 fn elections_needed(current_term: u64, seen: u64) -> u64 {
-    seen.saturating_add(1).saturating_sub(current_term).clamp(1, MAX_TERMS_AHEAD)
+    seen.saturating_add(1)
+        .saturating_sub(current_term)
+        .clamp(1, MAX_TERMS_AHEAD)
 }
 
 /// Where `me` comes among the voters that may succeed `gone` in a group: the group's
