@@ -13,9 +13,10 @@ use grid_proto::batch::Batch;
 use grid_proto::frame::encode_frame;
 use grid_proto::frame::FRAME_HEADER_BYTES;
 use grid_proto::limits::max_frame_for;
+use grid_proto::msg::encode_sized;
 use grid_proto::peer_auth::{self, PeerKey};
 use grid_proto::sync::lock;
-use grid_proto::{decode, encode, FrameCodec, GridEvent, Reply, Request};
+use grid_proto::{decode, FrameCodec, GridEvent, Reply, Request};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -257,7 +258,11 @@ impl Connection {
             return Err(self.lost());
         }
         let mut frame = BytesMut::new();
-        encode_frame(&mut frame, id, &encode(request));
+        encode_frame(
+            &mut frame,
+            id,
+            &encode_sized(request, request.carried_bytes()),
+        );
         if self.out.send(frame.freeze()).await.is_err() {
             lock(&self.pending).remove(&id);
             return Err(self.lost());

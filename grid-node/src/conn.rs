@@ -24,10 +24,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use grid_proto::batch::Batch;
 use grid_proto::frame::encode_frame;
 use grid_proto::limits::validate_namespace;
+use grid_proto::msg::encode_sized;
 use grid_proto::peer_auth::PeerKey;
-use grid_proto::{
-    decode, encode, Frame, FrameCodec, FrameError, Op, Reply, Request, PROTOCOL_VERSION,
-};
+use grid_proto::{decode, Frame, FrameCodec, FrameError, Op, Reply, Request, PROTOCOL_VERSION};
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -362,8 +361,17 @@ fn handle(ctx: &ConnContext, session: &mut Session, frame: Frame, from: SocketAd
         Request::Peer { payload } => {
             let node = Arc::clone(node);
             Step::Later(Box::pin(async move {
-                let payload = node.cluster().handle_peer(&payload).await;
-                (id, Reply::Peer { payload })
+                let answer = node.cluster().handle_peer(&payload).await;
+                inc(&node.metrics.peer_messages_total);
+                node.metrics
+                    .peer_requests_total
+                    .fetch_add(answer.requests as u64, Ordering::Relaxed);
+                (
+                    id,
+                    Reply::Peer {
+                        payload: answer.payload,
+                    },
+                )
             }))
         }
         Request::Subscribe { namespace } => match validate_namespace(&namespace) {
@@ -494,10 +502,20 @@ async fn write_replies(
     while let Some(first) = queue.recv().await {
         // Permits are held until the batch is written, so unread bytes stay bounded.
         let mut held = vec![first];
-        encode_frame(batch.buf(), held[0].id, &encode(&held[0].reply));
+        let reply = &held[0].reply;
+        encode_frame(
+            batch.buf(),
+            held[0].id,
+            &encode_sized(reply, reply.carried_bytes()),
+        );
         while !batch.is_full() {
             let Some(next) = queue.try_recv() else { break };
-            encode_frame(batch.buf(), next.id, &encode(&next.reply));
+            let reply = &next.reply;
+            encode_frame(
+                batch.buf(),
+                next.id,
+                &encode_sized(reply, reply.carried_bytes()),
+            );
             held.push(next);
         }
         if !batch.write_to(&mut wr, Some(write_timeout)).await {

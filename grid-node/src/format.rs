@@ -5,7 +5,7 @@
 //!
 //! | format | carries | version |
 //! |---|---|---|
-//! | [`PEER`] | node-to-node requests and answers, Raft log entries included (their operations in the log's own encoding, `partition/log_format.rs`) | 1 |
+//! | [`PEER`] | node-to-node requests and answers, Raft log entries included (their operations in the log's own encoding, `partition/log_format.rs`; 2: a message carries a batch of requests) | 2 |
 //! | [`GROUP_SNAPSHOT`] | a group's snapshot: Raft's bookkeeping and its state | 1 |
 //! | [`PARTITION_SNAPSHOT`] | a partition's objects, lock waiters and events owed | 1 |
 //! | [`CONTROL_SNAPSHOT`] | the cluster's membership and partition map | 1 |
@@ -31,7 +31,7 @@ pub struct Format {
 /// Node-to-node messages ([`crate::cluster::peer`]), Raft log entries included.
 pub const PEER: Format = Format {
     name: "peer message",
-    version: 1,
+    version: 2,
 };
 /// A Raft group's snapshot ([`crate::cluster::state_machine`]).
 pub const GROUP_SNAPSHOT: Format = Format {
@@ -82,8 +82,11 @@ pub enum FormatError {
 impl Format {
     /// Encodes `body` after this format's version.
     pub fn encode<T: Serialize + ?Sized>(&self, body: &T) -> Vec<u8> {
-        // Serializing plain data into a Vec cannot fail.
-        postcard::to_allocvec(&(self.version, body))
+        let framed = (self.version, body);
+        // Serializing plain data into a Vec cannot fail. Sized first (a walk that copies
+        // nothing), so a message of large values is written once, never moved to grow.
+        postcard::experimental::serialized_size(&framed)
+            .and_then(|size| postcard::to_extend(&framed, Vec::with_capacity(size)))
             .unwrap_or_else(|e| panic!("{} encode failed: {e}", self.name))
     }
 

@@ -72,7 +72,7 @@ fn partition() -> Partition {
 fn a_log_entry_in_a_peer_message() {
     let cmd = GroupCommand::Partition {
         now: 1_700_000_000_000,
-        cmd: Command::Op {
+        cmd: std::sync::Arc::new(Command::Op {
             op: Op::Update {
                 obj: obj("a"),
                 value: b"two".to_vec(),
@@ -82,7 +82,7 @@ fn a_log_entry_in_a_peer_message() {
                 unlock: true,
             },
             waiter: None,
-        },
+        }),
     };
     let entry: Entry<TypeConfig> = Entry {
         log_id: LogId::new(openraft::CommittedLeaderId::new(4, 2), 17),
@@ -91,7 +91,25 @@ fn a_log_entry_in_a_peer_message() {
     assert_golden(
         "peer (log entry)",
         &PEER.encode(&entry),
-        "01040211010080d095ffbc3100020873657373696f6e7301610374776f00010301090100",
+        "02040211010080d095ffbc3100020873657373696f6e7301610374776f00010301090100",
+    );
+}
+
+#[test]
+fn a_batch_of_peer_requests_and_its_answers() {
+    use crate::cluster::peer::{encode_requests, encode_responses, PeerRequest, PeerResponse};
+    assert_golden(
+        "peer (batch)",
+        &encode_requests(
+            7,
+            &[PeerRequest::Ping, PeerRequest::Hosts { group: 3, to: 2 }],
+        ),
+        "02070202070302",
+    );
+    assert_golden(
+        "peer (answers)",
+        &encode_responses(&[PeerResponse::Pong { id: 2 }, PeerResponse::Applied]),
+        "0202080205",
     );
 }
 

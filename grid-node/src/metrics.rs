@@ -28,6 +28,10 @@ pub struct Metrics {
     pub connections_timed_out_total: AtomicU64,
     /// Connections that proved the cluster secret (other nodes).
     pub peer_connections_total: AtomicU64,
+    /// Peer messages received (each one frame, carrying a batch of requests).
+    pub peer_messages_total: AtomicU64,
+    /// Requests those peer messages carried.
+    pub peer_requests_total: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -43,7 +47,7 @@ pub fn get(counter: &AtomicU64) -> u64 {
 impl Metrics {
     /// Renders the counters and the node status as Prometheus text.
     pub fn render(&self, status: &NodeStatus) -> String {
-        let rows: [(&str, &str, &str, u64); 23] = [
+        let rows: [(&str, &str, &str, u64); 25] = [
             (
                 "grid_connections_total",
                 "counter",
@@ -85,6 +89,18 @@ impl Metrics {
                 "counter",
                 "Connections that proved the cluster secret.",
                 get(&self.peer_connections_total),
+            ),
+            (
+                "grid_peer_messages_total",
+                "counter",
+                "Peer messages received, each one frame carrying a batch of requests.",
+                get(&self.peer_messages_total),
+            ),
+            (
+                "grid_peer_requests_total",
+                "counter",
+                "Requests carried by the peer messages received.",
+                get(&self.peer_requests_total),
             ),
             (
                 "grid_frame_errors_total",

@@ -271,6 +271,17 @@ pub enum Request {
     Geo(GeoOp),
 }
 
+impl Request {
+    /// The bytes of value or payload it carries: most of its encoding.
+    pub fn carried_bytes(&self) -> usize {
+        match self {
+            Request::Op(op) | Request::Pull { op, .. } => op.value_len(),
+            Request::Peer { payload } => payload.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// Lock and version facts about an object, returned with reads.
 #[derive(
     Archive,
@@ -503,6 +514,17 @@ pub enum Reply {
     },
 }
 
+impl Reply {
+    /// The bytes of value or payload it carries: most of its encoding.
+    pub fn carried_bytes(&self) -> usize {
+        match self {
+            Reply::Retrieved { value, .. } => value.len(),
+            Reply::Peer { payload } => payload.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// An encoded payload failed validation.
 #[derive(Debug, Error)]
 #[error("invalid payload: {reason}")]
@@ -524,6 +546,26 @@ where
 {
     // Serializing into a growable in-memory buffer has no failure mode for these types.
     rkyv::to_bytes::<RkyvError>(msg).unwrap_or_else(|e| panic!("rkyv encode failed: {e}"))
+}
+
+/// Room an encoding takes beyond the bytes a message carries (fields, rkyv's layout).
+const ENCODING_OVERHEAD: usize = 256;
+
+/// [`encode`] into a buffer sized for a message carrying `carried` bytes of value or
+/// payload, so a large message is written once instead of moved at every growth.
+pub fn encode_sized<T>(msg: &T, carried: usize) -> AlignedVec
+where
+    T: for<'a> Serialize<
+        rkyv::api::high::HighSerializer<
+            AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            RkyvError,
+        >,
+    >,
+{
+    let buffer = AlignedVec::with_capacity(carried + ENCODING_OVERHEAD);
+    rkyv::api::high::to_bytes_in::<_, RkyvError>(msg, buffer)
+        .unwrap_or_else(|e| panic!("rkyv encode failed: {e}"))
 }
 
 /// Validates and decodes a payload received from the network.

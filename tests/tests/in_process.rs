@@ -195,3 +195,39 @@ async fn a_write_waits_for_a_delayed_follower_when_the_quorum_needs_it() {
     assert_readable(&client, &acked).await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raft_messages_of_every_group_to_one_peer_share_peer_messages() {
+    use std::sync::atomic::Ordering;
+    let cluster = InProcessCluster::start(3, |_| {}).await.unwrap();
+    let client = GridClient::connect(&cluster.connection_string(CLIENT_OPTS))
+        .await
+        .unwrap();
+    let metrics = &cluster.node(0).node().metrics;
+    let received = || {
+        (
+            metrics.peer_messages_total.load(Ordering::Relaxed),
+            metrics.peer_requests_total.load(Ordering::Relaxed),
+        )
+    };
+    let (messages_before, requests_before) = received();
+    // Heartbeats of every group leave in one round, and writes to several groups at once
+    // send their appends together: the peers' outboxes coalesce them.
+    let writes = (0..32).map(|i| client.put("ip", format!("k{i}"), "v", Timeout::None));
+    for written in futures_util::future::join_all(writes).await {
+        written.unwrap();
+    }
+    // Without coalescing every request would be a message of its own (a ratio of 1).
+    wait_until(
+        "two requests or more per peer message",
+        DEADLINE,
+        || async {
+            let (messages, requests) = received();
+            let (messages, requests) = (messages - messages_before, requests - requests_before);
+            (messages >= 20 && requests >= 2 * messages).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    cluster.shutdown().await;
+}

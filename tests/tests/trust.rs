@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use grid_client::{GridClient, LockOptions, LockResult, Timeout};
-use grid_node::cluster::peer::{encode_request, PeerRequest, RaftRpc};
+use grid_node::cluster::peer::{
+    decode_responses, encode_request, encode_requests, PeerRequest, PeerResponse, RaftRpc,
+    MAX_BATCH_ITEMS,
+};
 use grid_proto::frame::encode_frame;
 use grid_proto::peer_auth::{nonce, PeerKey};
 use grid_proto::{encode, ObjKey, Op, Reply, Request};
@@ -172,14 +175,9 @@ async fn the_peer_role_comes_only_from_the_cluster_secret() {
     serves_intact(&good).await;
 }
 
-#[tokio::test]
-async fn a_peer_of_another_release_is_refused_by_its_message_format() {
-    use grid_node::cluster::peer::PeerResponse;
-    use grid_node::format::{Format, PEER};
-    let node = secured(&[]);
-    let good = client(&node).await;
-    good.put("ns", "kept", "v1", Timeout::None).await.unwrap();
-    // A real peer (it knows the secret) whose release speaks another peer format.
+/// A raw connection that proved the cluster secret: what a node of this cluster (or an
+/// attacker holding the secret) has. Request ids 1 and 2 are spent.
+async fn proven_peer(node: &NodeProcess) -> RawConn {
     let mut conn = RawConn::connect(node.client_addr()).await.unwrap();
     let node_nonce = nonce();
     let challenge = Request::PeerHello {
@@ -195,6 +193,25 @@ async fn a_peer_of_another_release_is_refused_by_its_message_format() {
         conn.call(2, &proof).await.unwrap(),
         Reply::Welcome { .. }
     ));
+    conn
+}
+
+/// Sends a peer message's bytes and reads the answers.
+async fn peer_answers(conn: &mut RawConn, id: u64, payload: Vec<u8>) -> Vec<PeerResponse> {
+    let Reply::Peer { payload } = conn.call(id, &Request::Peer { payload }).await.unwrap() else {
+        panic!("no peer answer");
+    };
+    decode_responses(&payload).unwrap()
+}
+
+#[tokio::test]
+async fn a_peer_of_another_release_is_refused_by_its_message_format() {
+    use grid_node::format::{Format, PEER};
+    let node = secured(&[]);
+    let good = client(&node).await;
+    good.put("ns", "kept", "v1", Timeout::None).await.unwrap();
+    // A real peer (it knows the secret) whose release speaks another peer format.
+    let mut conn = proven_peer(&node).await;
     let newer = Format {
         version: PEER.version + 1,
         ..PEER
@@ -202,20 +219,9 @@ async fn a_peer_of_another_release_is_refused_by_its_message_format() {
     let join = PeerRequest::Join {
         addr: "127.0.0.1:9".into(),
     };
-    let Reply::Peer { payload } = conn
-        .call(
-            3,
-            &Request::Peer {
-                payload: newer.encode(&(0u64, &join)),
-            },
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("no peer answer");
-    };
-    match PEER.decode(&payload).unwrap() {
-        PeerResponse::Refused { reason } => assert!(
+    let payload = newer.encode(&(0u64, std::slice::from_ref(&join)));
+    match &peer_answers(&mut conn, 3, payload).await[..] {
+        [PeerResponse::Refused { reason }] => assert!(
             reason.contains(&format!(
                 "peer message format {} is not supported (this node reads {})",
                 PEER.version + 1,
@@ -225,6 +231,54 @@ async fn a_peer_of_another_release_is_refused_by_its_message_format() {
         ),
         other => panic!("a message of another format was answered: {other:?}"),
     }
+    // Nothing joined; the node serves on.
+    good.refresh().await.unwrap();
+    assert_eq!(good.partition_map().unwrap().nodes.len(), 1);
+    serves_intact(&good).await;
+}
+
+#[tokio::test]
+async fn a_peer_message_is_a_bounded_batch_answered_request_by_request() {
+    let node = secured(&[]);
+    let good = client(&node).await;
+    good.put("ns", "kept", "v1", Timeout::None).await.unwrap();
+    let mut conn = proven_peer(&node).await;
+    let join = PeerRequest::Join {
+        addr: "127.0.0.1:9".into(),
+    };
+
+    // An empty batch, and one a request past the bound: refused whole, nothing runs.
+    for (id, count) in [(3, 0), (4, MAX_BATCH_ITEMS + 1)] {
+        let joins: Vec<_> = (0..count)
+            .map(|_| PeerRequest::Join {
+                addr: "127.0.0.1:9".into(),
+            })
+            .collect();
+        match &peer_answers(&mut conn, id, encode_requests(0, &joins)).await[..] {
+            [PeerResponse::Refused { reason }] => assert!(
+                reason.contains(&format!("1 to {MAX_BATCH_ITEMS} requests, not {count}")),
+                "{reason}"
+            ),
+            other => panic!("a batch of {count} was answered: {other:?}"),
+        }
+    }
+
+    // A batch from outside the cluster (no cluster id): each request gets its own
+    // answer, in order, and none runs.
+    let vote = PeerRequest::Raft {
+        group: 0,
+        to: 1,
+        rpc: RaftRpc::Vote(openraft::raft::VoteRequest::new(
+            openraft::Vote::new(1_000, 7),
+            None,
+        )),
+    };
+    let batch = [vote, PeerRequest::Ping, join];
+    match &peer_answers(&mut conn, 5, encode_requests(0, &batch)).await[..] {
+        [PeerResponse::NoSuchGroup, PeerResponse::NoSuchGroup, PeerResponse::NoSuchGroup] => {}
+        other => panic!("a batch of another cluster was answered: {other:?}"),
+    }
+
     // Nothing joined; the node serves on.
     good.refresh().await.unwrap();
     assert_eq!(good.partition_map().unwrap().nodes.len(), 1);

@@ -291,7 +291,7 @@ impl PartitionGroup {
         self.check_leader()?;
         let entry = GroupCommand::Partition {
             now: self.clock.now(),
-            cmd,
+            cmd: Arc::new(cmd),
         };
         // A leader cut off from its followers does not step down by itself in openraft
         // 0.9; a write it cannot commit ends after a bound, its outcome unknown.

@@ -1,11 +1,14 @@
 //! Node-to-node traffic: Raft RPCs of every group and cluster requests (join, ping),
 //! over one pipelined connection per peer. Messages are serde types in the versioned
-//! [`PEER`] format (log entries travel in them, so it covers those too), carried in the wire protocol's `Peer` request, so peers use the same port
-//! and framing as clients; a peer connection opens with the cluster-secret handshake
-//! ([`grid_proto::peer_auth`]) instead of a hello, and only such a connection may send
-//! `Peer` requests.
+//! [`PEER`] format (log entries travel in them, so it covers those too), carried in the
+//! wire protocol's `Peer` request, so peers use the same port and framing as clients; a
+//! peer connection opens with the cluster-secret handshake ([`grid_proto::peer_auth`])
+//! instead of a hello, and only such a connection may send `Peer` requests. One `Peer`
+//! request carries a batch of messages: the appends and votes of every group queued for a
+//! peer leave together ([`outbox`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +31,10 @@ use thiserror::Error;
 use super::filter::{Action, Filters, MessageKind};
 use super::raft_types::{GroupId, Member, NodeId, TypeConfig};
 use crate::format::{FormatError, PEER};
+
+mod outbox;
+
+use outbox::Outbox;
 
 /// How a node names itself to a peer, for logs only: the peer role comes from proving
 /// the cluster secret.
@@ -100,24 +107,26 @@ pub enum PeerRequest {
     },
 }
 
-/// A peer request as sent: stamped with the sender's cluster id, so a process that
-/// restarted at a member's address (and bootstrapped a new cluster, or has not joined yet)
-/// never answers for that member.
+/// Most messages one peer message may carry ([`outbox`] coalesces up to this many).
+pub const MAX_BATCH_ITEMS: usize = 256;
+
+/// A peer message as sent: one or more requests (a batch, answered in order), stamped
+/// with the sender's cluster id, so a process that restarted at a member's address (and
+/// bootstrapped a new cluster, or has not joined yet) never answers for that member.
 #[derive(Debug, Deserialize)]
 pub struct PeerEnvelope {
     /// The sender's cluster id (0 before it has one; only `Join` is accepted then).
     pub cluster: u64,
-    /// The request.
-    pub request: PeerRequest,
+    /// The requests, at least one and at most [`MAX_BATCH_ITEMS`].
+    pub requests: Vec<PeerRequest>,
 }
 
-/// The sending side of [`PeerEnvelope`]: the same encoding, borrowing the request.
+/// The sending side of [`PeerEnvelope`]: the same encoding, borrowing the requests.
 #[derive(Serialize)]
 struct PeerEnvelopeRef<'a> {
     cluster: u64,
-    request: &'a PeerRequest,
+    requests: &'a [PeerRequest],
 }
-
 /// The answer to a [`PeerRequest`].
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
@@ -161,7 +170,7 @@ pub enum PeerResponse {
 }
 
 /// A peer could not be asked.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum PeerError {
     /// No connection could be opened.
     #[error("peer {addr} unreachable: {reason}")]
@@ -181,83 +190,43 @@ pub enum PeerError {
     },
 }
 
-/// Encodes a request as a node sends it: stamped with its cluster id.
+/// Encodes a message of one request as a node sends it: stamped with its cluster id.
 pub fn encode_request(cluster: u64, request: &PeerRequest) -> Vec<u8> {
-    PEER.encode(&PeerEnvelopeRef { cluster, request })
+    encode_requests(cluster, std::slice::from_ref(request))
 }
 
-/// Reads a request as [`encode_request`] wrote it.
+/// Encodes a message of several requests, answered in order.
+pub fn encode_requests(cluster: u64, requests: &[PeerRequest]) -> Vec<u8> {
+    PEER.encode(&PeerEnvelopeRef { cluster, requests })
+}
+
+/// Reads a message as [`encode_requests`] wrote it.
 pub fn decode_request(payload: &[u8]) -> Result<PeerEnvelope, FormatError> {
     PEER.decode(payload)
 }
 
-/// Encodes an answer.
-pub fn encode_response(response: &PeerResponse) -> Vec<u8> {
-    PEER.encode(response)
+/// Encodes the answers to a message, one per request, in order.
+pub fn encode_responses(responses: &[PeerResponse]) -> Vec<u8> {
+    PEER.encode(responses)
+}
+
+/// Reads answers as [`encode_responses`] wrote them.
+pub fn decode_responses(payload: &[u8]) -> Result<Vec<PeerResponse>, FormatError> {
+    PEER.decode(payload)
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Connection>>>>;
 
-/// One connection per peer address, shared by every group on this node.
+/// The connections to peers, one per address, and the sending of messages over them.
 #[derive(Debug)]
-pub struct Peers {
+struct Link {
     dial: Dial,
     slots: Mutex<HashMap<String, Slot>>,
-    /// This node's cluster id, stamped on every request (0 until known).
-    cluster: std::sync::atomic::AtomicU64,
-    /// Fault injection: what happens to messages by peer and kind (tests only).
-    filters: Mutex<Filters>,
+    /// This node's cluster id, stamped on every message (0 until known).
+    cluster: AtomicU64,
 }
 
-impl Peers {
-    /// A pool whose connections open as `dial` says (the cluster secret, TLS).
-    pub fn new(dial: Dial) -> Self {
-        Self {
-            dial,
-            slots: Mutex::new(HashMap::new()),
-            cluster: std::sync::atomic::AtomicU64::new(0),
-            filters: Mutex::default(),
-        }
-    }
-
-    /// Sets the cluster id stamped on requests.
-    pub fn set_cluster(&self, cluster: u64) {
-        self.cluster
-            .store(cluster, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// The cluster id, 0 until known.
-    pub fn cluster(&self) -> u64 {
-        self.cluster.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Fault injection: from now on, messages go through `filters` (replacing the
-    /// previous ones; empty filters heal).
-    pub fn set_filters(&self, filters: Filters) {
-        *lock(&self.filters) = filters;
-    }
-
-    /// Peers whose connection was open and has closed (the peer hung up or died), and is
-    /// not being reopened right now.
-    pub fn closed_addrs(&self) -> Vec<String> {
-        lock(&self.slots)
-            .iter()
-            .filter(|(_, slot)| {
-                slot.try_lock()
-                    .is_ok_and(|conn| conn.as_ref().is_some_and(|c| c.is_closed()))
-            })
-            .map(|(addr, _)| addr.clone())
-            .collect()
-    }
-
-    /// Whether the connection to `addr` is open now.
-    pub fn is_open(&self, addr: &str) -> bool {
-        lock(&self.slots).get(addr).is_some_and(|slot| {
-            slot.try_lock()
-                .is_ok_and(|conn| conn.as_ref().is_some_and(|c| !c.is_closed()))
-        })
-    }
-
+impl Link {
     async fn connection(&self, addr: &str) -> Result<Arc<Connection>, PeerError> {
         let slot = Arc::clone(lock(&self.slots).entry(addr.to_string()).or_default());
         let mut slot = slot.lock().await;
@@ -276,36 +245,21 @@ impl Peers {
         Ok(conn)
     }
 
-    /// Sends one message and waits up to `timeout` for the answer.
-    pub async fn call(
+    /// Sends `requests` as one message and waits up to `timeout` for their answers.
+    async fn call(
         &self,
         addr: &str,
-        request: &PeerRequest,
+        requests: &[PeerRequest],
         timeout: Duration,
-    ) -> Result<PeerResponse, PeerError> {
+    ) -> Result<Vec<PeerResponse>, PeerError> {
         let failed = |reason: String| PeerError::Failed {
             addr: addr.to_string(),
             reason,
         };
-        let decided = lock(&self.filters).decide(addr, MessageKind::of(request));
-        match decided {
-            Some(Action::Drop) => {
-                return Err(PeerError::Unreachable {
-                    addr: addr.to_string(),
-                    reason: "dropped by a fault-injection filter".into(),
-                })
-            }
-            Some(Action::Delay(by)) => tokio::time::sleep(by).await,
-            None => {}
-        }
         let conn = self.connection(addr).await?;
+        let payload = encode_requests(self.cluster.load(Ordering::Relaxed), requests);
         let reply = conn
-            .call(
-                &Request::Peer {
-                    payload: encode_request(self.cluster(), request),
-                },
-                timeout,
-            )
+            .call(&Request::Peer { payload }, timeout)
             .await
             .map_err(|e| match e {
                 ClientError::Connect { reason, .. } => PeerError::Unreachable {
@@ -315,9 +269,139 @@ impl Peers {
                 other => failed(other.to_string()),
             })?;
         match reply {
-            Reply::Peer { payload } => PEER.decode(&payload).map_err(|e| failed(e.to_string())),
+            Reply::Peer { payload } => {
+                decode_responses(&payload).map_err(|e| failed(e.to_string()))
+            }
             other => Err(failed(format!("unexpected reply {other:?}"))),
         }
+    }
+}
+
+/// One connection per peer address, shared by every group on this node, and one
+/// [`outbox`] per peer that coalesces the groups' Raft messages.
+#[derive(Debug)]
+pub struct Peers {
+    link: Arc<Link>,
+    outboxes: Mutex<HashMap<String, Arc<Outbox>>>,
+    /// Fault injection: what happens to messages by peer and kind (tests only).
+    filters: Mutex<Filters>,
+}
+
+impl Peers {
+    /// A pool whose connections open as `dial` says (the cluster secret, TLS).
+    pub fn new(dial: Dial) -> Self {
+        Self {
+            link: Arc::new(Link {
+                dial,
+                slots: Mutex::new(HashMap::new()),
+                cluster: AtomicU64::new(0),
+            }),
+            outboxes: Mutex::default(),
+            filters: Mutex::default(),
+        }
+    }
+
+    /// Sets the cluster id stamped on requests.
+    pub fn set_cluster(&self, cluster: u64) {
+        self.link.cluster.store(cluster, Ordering::Relaxed);
+    }
+
+    /// The cluster id, 0 until known.
+    pub fn cluster(&self) -> u64 {
+        self.link.cluster.load(Ordering::Relaxed)
+    }
+
+    /// Fault injection: from now on, messages go through `filters` (replacing the
+    /// previous ones; empty filters heal).
+    pub fn set_filters(&self, filters: Filters) {
+        *lock(&self.filters) = filters;
+    }
+
+    /// Peers whose connection was open and has closed (the peer hung up or died), and is
+    /// not being reopened right now.
+    pub fn closed_addrs(&self) -> Vec<String> {
+        lock(&self.link.slots)
+            .iter()
+            .filter(|(_, slot)| {
+                slot.try_lock()
+                    .is_ok_and(|conn| conn.as_ref().is_some_and(|c| c.is_closed()))
+            })
+            .map(|(addr, _)| addr.clone())
+            .collect()
+    }
+
+    /// Whether the connection to `addr` is open now.
+    pub fn is_open(&self, addr: &str) -> bool {
+        lock(&self.link.slots).get(addr).is_some_and(|slot| {
+            slot.try_lock()
+                .is_ok_and(|conn| conn.as_ref().is_some_and(|c| !c.is_closed()))
+        })
+    }
+
+    /// Applies the fault-injection filters to a message for `addr`: it is dropped (an
+    /// error), delayed, or goes on.
+    async fn filter(&self, addr: &str, request: &PeerRequest) -> Result<(), PeerError> {
+        let decided = lock(&self.filters).decide(addr, MessageKind::of(request));
+        match decided {
+            Some(Action::Drop) => Err(PeerError::Unreachable {
+                addr: addr.to_string(),
+                reason: "dropped by a fault-injection filter".into(),
+            }),
+            Some(Action::Delay(by)) => {
+                tokio::time::sleep(by).await;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Sends one message on its own and waits up to `timeout` for the answer.
+    pub async fn call(
+        &self,
+        addr: &str,
+        request: &PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, PeerError> {
+        self.filter(addr, request).await?;
+        let answers = self
+            .link
+            .call(addr, std::slice::from_ref(request), timeout)
+            .await?;
+        only_answer(addr, answers)
+    }
+
+    /// Sends a message, in a batch with others for the same peer when it is a Raft
+    /// append or vote, and waits up to `timeout` for the answer.
+    pub async fn send(
+        &self,
+        addr: &str,
+        request: PeerRequest,
+        timeout: Duration,
+    ) -> Result<PeerResponse, PeerError> {
+        if !outbox::coalesces(&request) {
+            return self.call(addr, &request, timeout).await;
+        }
+        self.filter(addr, &request).await?;
+        let outbox = Arc::clone(
+            lock(&self.outboxes)
+                .entry(addr.to_string())
+                .or_insert_with(|| {
+                    Arc::new(Outbox::start(Arc::clone(&self.link), addr.to_string()))
+                }),
+        );
+        outbox.call(addr, request, timeout).await
+    }
+}
+
+/// The one answer to a message of one request.
+fn only_answer(addr: &str, answers: Vec<PeerResponse>) -> Result<PeerResponse, PeerError> {
+    let count = answers.len();
+    match <[PeerResponse; 1]>::try_from(answers) {
+        Ok([answer]) => Ok(answer),
+        Err(_) => Err(PeerError::Failed {
+            addr: addr.to_string(),
+            reason: format!("{count} answers to one request"),
+        }),
     }
 }
 
@@ -369,7 +453,7 @@ impl GroupLink {
         };
         match self
             .peers
-            .call(&self.addr, &request, option.hard_ttl())
+            .send(&self.addr, request, option.hard_ttl())
             .await
         {
             Ok(PeerResponse::NoSuchGroup) => Err(unreachable_err(format!(

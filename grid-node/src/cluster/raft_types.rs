@@ -2,6 +2,7 @@
 //! and the control group alike carry a [`GroupCommand`] and answer a [`GroupResponse`].
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use grid_proto::Millis;
 use serde::{Deserialize, Serialize};
@@ -24,8 +25,9 @@ pub enum GroupCommand {
     Partition {
         /// The leader's clock when it proposed the command.
         now: Millis,
-        /// The command.
-        cmd: Command,
+        /// The command, shared: the log, each follower's replication and the state
+        /// machine hold the same one (encoded exactly as the command itself).
+        cmd: Arc<Command>,
     },
     /// For the control group.
     Control(ControlCommand),

@@ -55,6 +55,7 @@ mod moves;
 mod plan;
 mod successor;
 mod support;
+pub use membership::PeerAnswer;
 pub use memory::MemoryLimit;
 use support::{ask, bounded, members_of, voters_of, MEMBERSHIP_CHANGE_LIMIT, PEER_CALL_LIMIT};
 

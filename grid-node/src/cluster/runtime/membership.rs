@@ -7,9 +7,12 @@ use super::{
     MEMBERSHIP_CHANGE_LIMIT,
 };
 use crate::cluster::control::{ClusterState, ControlCommand, ControlResponse};
-use crate::cluster::peer::{decode_request, encode_response, PeerRequest, PeerResponse, RaftRpc};
+use crate::cluster::peer::{
+    decode_request, encode_responses, PeerRequest, PeerResponse, RaftRpc, MAX_BATCH_ITEMS,
+};
 use crate::cluster::raft_types::{GroupCommand, GroupResponse, NodeId, CONTROL_GROUP};
 use crate::cluster::state_machine::Machine;
+use futures_util::future::join_all;
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -173,51 +176,61 @@ impl ClusterNode {
         }
     }
 
-    /// Answers a peer message.
-    pub async fn handle_peer(&self, payload: &[u8]) -> Vec<u8> {
-        let request = match decode_request(payload) {
-            Ok(envelope) => {
-                let joining = matches!(envelope.request, PeerRequest::Join { .. });
-                let mine = self.peers.cluster();
-                if joining || (mine != 0 && envelope.cluster == mine) {
-                    Ok(envelope.request)
-                } else {
-                    // Another cluster (or a node that has not joined yet) is not answered:
-                    // a process restarted at a member's address must not pose as it.
-                    return encode_response(&PeerResponse::NoSuchGroup);
-                }
-            }
-            Err(e) => Err(e),
-        };
-        let response = match request {
+    /// Answers a peer message: each of its requests, concurrently, in order.
+    pub async fn handle_peer(&self, payload: &[u8]) -> PeerAnswer {
+        let envelope = decode_request(payload).map(|envelope| {
+            let joining = envelope
+                .requests
+                .iter()
+                .all(|r| matches!(r, PeerRequest::Join { .. }));
+            let mine = self.peers.cluster();
+            let ours = joining || (mine != 0 && envelope.cluster == mine);
+            (ours, envelope.requests)
+        });
+        let requests = match envelope {
             Err(e) => {
                 if self.say("unreadable peer message", 0) {
                     tracing::warn!(error = %e, "a peer message could not be read");
                 }
-                PeerResponse::Refused {
-                    reason: e.to_string(),
-                }
+                return PeerAnswer::refused(e.to_string());
             }
-            Ok(PeerRequest::Ping) => {
+            // Another cluster (or a node that has not joined yet) is not answered: a
+            // process restarted at a member's address must not pose as it.
+            Ok((false, requests)) => {
+                let answers: Vec<_> = requests.iter().map(|_| PeerResponse::NoSuchGroup).collect();
+                return PeerAnswer::of(&answers);
+            }
+            Ok((true, requests)) if requests.is_empty() || requests.len() > MAX_BATCH_ITEMS => {
+                return PeerAnswer::refused(format!(
+                    "a peer message carries 1 to {MAX_BATCH_ITEMS} requests, not {}",
+                    requests.len()
+                ));
+            }
+            Ok((true, requests)) => requests,
+        };
+        let answers = join_all(requests.into_iter().map(|r| self.answer(r))).await;
+        PeerAnswer::of(&answers)
+    }
+
+    /// Answers one request of a peer message.
+    async fn answer(&self, request: PeerRequest) -> PeerResponse {
+        match request {
+            PeerRequest::Ping => {
                 *lock(&self.last_pinged) = Instant::now();
                 self.set_isolated(false);
                 PeerResponse::Pong { id: self.id() }
             }
-            Ok(PeerRequest::Rejoin { id, addr }) => self.readmit(id, addr).await,
-            Ok(PeerRequest::Hosts { group, to }) => {
+            PeerRequest::Rejoin { id, addr } => self.readmit(id, addr).await,
+            PeerRequest::Hosts { group, to } => {
                 if to == self.id() && self.group(group).is_some() {
                     PeerResponse::Applied
                 } else {
                     PeerResponse::NoSuchGroup
                 }
             }
-            Ok(PeerRequest::Join { addr }) => {
-                self.control_command(ControlCommand::Join { addr }).await
-            }
-            Ok(PeerRequest::Leave { id }) => {
-                self.control_command(ControlCommand::Leave { id }).await
-            }
-            Ok(PeerRequest::Release { group, to }) => {
+            PeerRequest::Join { addr } => self.control_command(ControlCommand::Join { addr }).await,
+            PeerRequest::Leave { id } => self.control_command(ControlCommand::Leave { id }).await,
+            PeerRequest::Release { group, to } => {
                 let listed = self
                     .state()
                     .and_then(|s| s.assignment.get(group as usize).map(|r| r.contains(&to)))
@@ -227,7 +240,7 @@ impl ClusterNode {
                 }
                 PeerResponse::Applied
             }
-            Ok(PeerRequest::Elect { group, to }) => {
+            PeerRequest::Elect { group, to } => {
                 match self.group(group).filter(|_| to == self.id()) {
                     Some(g) => match g.raft.trigger().elect().await {
                         Ok(()) => PeerResponse::Applied,
@@ -238,7 +251,7 @@ impl ClusterNode {
                     None => PeerResponse::NoSuchGroup,
                 }
             }
-            Ok(PeerRequest::Raft { group, to, rpc }) => {
+            PeerRequest::Raft { group, to, rpc } => {
                 let raft = if group == CONTROL_GROUP {
                     self.control_raft().cloned()
                 } else {
@@ -265,8 +278,7 @@ impl ClusterNode {
                     },
                 }
             }
-        };
-        encode_response(&response)
+        }
     }
 
     pub(super) fn control_leader_addr(&self) -> Option<String> {
@@ -365,5 +377,28 @@ impl ClusterNode {
                 tracing::debug!(error = %e, "control membership change deferred");
             }
         }
+    }
+}
+
+/// The encoded answer to a peer message, and how many requests it answers.
+#[derive(Debug)]
+pub struct PeerAnswer {
+    /// The answers, encoded.
+    pub payload: Vec<u8>,
+    /// How many.
+    pub requests: usize,
+}
+
+impl PeerAnswer {
+    fn of(answers: &[PeerResponse]) -> Self {
+        Self {
+            payload: encode_responses(answers),
+            requests: answers.len(),
+        }
+    }
+
+    /// The answer to a message that cannot be read or breaks a bound: one refusal.
+    fn refused(reason: String) -> Self {
+        Self::of(&[PeerResponse::Refused { reason }])
     }
 }
