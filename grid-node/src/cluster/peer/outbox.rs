@@ -1,40 +1,46 @@
-//! Coalescing of the Raft messages bound for one peer: appends and votes of every group
-//! queue in the peer's outbox, and what is queued when the outbox's task gets to it leaves
-//! as one peer message (one frame, one answer) instead of a frame each. Messages are never
-//! held back to wait for company: a lone message leaves at once, and batches are
-//! pipelined (the next leaves while the previous is still out).
+//! Coalescing of the Raft messages bound for one peer: the appends (and heartbeats) of
+//! every group queue in the peer's outbox, and what is queued when the outbox's task gets
+//! to it leaves as one peer message (one frame, one answer) instead of a frame each.
+//! Messages are never held back to wait for company: a lone message leaves at once, and batches are
+//! pipelined (the next leaves while the previous is still out, up to a bound). A message
+//! whose caller gave up is not sent, and a batch is given up with its last caller.
 //!
 //! ```text
-//! group 1 append ─┐                      ┌─▶ frame [append 1, append 7, vote 9] ─▶ peer
-//! group 7 append ─┼─▶ outbox ─▶ batch ───┤
-//! group 9 vote ───┘   (bounded)          └─▶ answers, in order, back to each caller
+//! group 1 append ─┐                     ┌─▶ frame [append 1, append 7, append 9] ─▶ peer
+//! group 7 append ─┼─▶ outbox ─▶ batch ──┤
+//! group 9 append ─┘   (bounded)         └─▶ answers, in order, back to each caller
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use openraft::EntryPayload;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
 use super::{Link, PeerError, PeerRequest, PeerResponse, RaftRpc, MAX_BATCH_ITEMS};
 use crate::cluster::raft_types::GroupCommand;
 
 /// Messages a peer's outbox holds before callers wait to queue.
 const OUTBOX_CAPACITY: usize = 1024;
+/// Batches to one peer out at once, awaiting their answers.
+const MAX_FLIGHTS: usize = 32;
 /// A batch grows no further once its values reach this many bytes (a larger message
 /// still leaves, alone).
 const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Bytes a message is counted for beside the values it carries.
 const MESSAGE_OVERHEAD: usize = 64;
 
-/// Whether `request` goes through the outbox: the Raft messages every group sends all the
-/// time. Snapshots (large and slow to answer) and cluster requests go on their own.
+/// Whether `request` goes through the outbox: the appends (heartbeats included) every
+/// group sends all the time. Votes go on their own (they are rare, and an election must
+/// not wait behind another group's append), as do snapshots (large and slow to answer)
+/// and cluster requests.
 pub(super) fn coalesces(request: &PeerRequest) -> bool {
     matches!(
         request,
         PeerRequest::Raft {
-            rpc: RaftRpc::Append(_) | RaftRpc::Vote(_),
+            rpc: RaftRpc::Append(_),
             ..
         }
     )
@@ -70,11 +76,20 @@ fn joins(items: usize, bytes: usize, next: usize) -> bool {
 /// A message waiting in an outbox, and where its answer goes.
 struct Queued {
     request: PeerRequest,
-    timeout: Duration,
+    /// When its caller stops waiting: after that it is not sent, or no longer waited for.
+    deadline: Instant,
     answer: oneshot::Sender<Result<PeerResponse, PeerError>>,
 }
 
-/// One peer's outbox and the task that empties it. Dropping it stops the task.
+impl Queued {
+    /// Its caller has given up (timed out, or its future was dropped).
+    fn abandoned(&self, now: Instant) -> bool {
+        self.answer.is_closed() || self.deadline <= now
+    }
+}
+
+/// One peer's outbox and the task that empties it. Dropping it stops the task and the
+/// batches in flight.
 #[derive(Debug)]
 pub(super) struct Outbox {
     queue: mpsc::Sender<Queued>,
@@ -89,7 +104,7 @@ impl Drop for Outbox {
 
 impl Outbox {
     /// Starts the outbox of the peer at `addr`, sending over `link`.
-    pub(super) fn start(link: std::sync::Arc<Link>, addr: String) -> Self {
+    pub(super) fn start(link: Arc<Link>, addr: String) -> Self {
         let (queue, rx) = mpsc::channel(OUTBOX_CAPACITY);
         Self {
             queue,
@@ -107,7 +122,7 @@ impl Outbox {
         let (answer, answered) = oneshot::channel();
         let queued = Queued {
             request,
-            timeout,
+            deadline: Instant::now() + timeout,
             answer,
         };
         let failed = |reason: &str| PeerError::Failed {
@@ -130,19 +145,23 @@ impl Outbox {
 }
 
 /// Empties the outbox: takes what is queued (up to a batch's bounds) and sends it, with
-/// earlier batches still in flight.
-async fn run(link: std::sync::Arc<Link>, addr: String, mut rx: mpsc::Receiver<Queued>) {
-    let mut flights = FuturesUnordered::new();
+/// up to [`MAX_FLIGHTS`] earlier batches still out. At that bound it takes nothing more,
+/// so callers wait in the queue under their own timeouts.
+async fn run(link: Arc<Link>, addr: String, mut rx: mpsc::Receiver<Queued>) {
+    let mut flights = JoinSet::new();
     let mut held: Option<Queued> = None;
     loop {
+        while flights.len() >= MAX_FLIGHTS {
+            flights.join_next().await;
+        }
         let first = match held.take() {
             Some(queued) => queued,
             None => tokio::select! {
+                Some(_) = flights.join_next(), if !flights.is_empty() => continue,
                 queued = rx.recv() => match queued {
                     Some(queued) => queued,
                     None => break,
                 },
-                Some(()) = flights.next(), if !flights.is_empty() => continue,
             },
         };
         // Let the tasks woken with this one (the other groups' replication in the same
@@ -159,42 +178,48 @@ async fn run(link: std::sync::Arc<Link>, addr: String, mut rx: mpsc::Receiver<Qu
             bytes += more;
             batch.push(next);
         }
-        flights.push(fly(std::sync::Arc::clone(&link), addr.clone(), batch));
+        flights.spawn(fly(Arc::clone(&link), addr.clone(), batch));
     }
-    while flights.next().await.is_some() {}
+    while flights.join_next().await.is_some() {}
 }
 
-/// Sends one batch and hands each caller its answer.
-async fn fly(link: std::sync::Arc<Link>, addr: String, batch: Vec<Queued>) {
-    // Waiting longer than any of its callers would help none of them.
-    let timeout = batch.iter().map(|q| q.timeout).max().unwrap_or_default();
+/// Sends one batch, without the messages whose callers gave up, and hands each caller
+/// its answer. The whole exchange (connecting included) ends when the last caller stops
+/// waiting.
+async fn fly(link: Arc<Link>, addr: String, mut batch: Vec<Queued>) {
+    let now = Instant::now();
+    batch.retain(|q| !q.abandoned(now));
+    let Some(deadline) = batch.iter().map(|q| q.deadline).max() else {
+        return;
+    };
     let (requests, answers): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|q| (q.request, q.answer)).unzip();
-    match link.call(&addr, &requests, timeout).await {
-        Ok(responses) if responses.len() == answers.len() => {
+    let timeout = deadline.saturating_duration_since(now);
+    let sent = tokio::time::timeout_at(deadline, link.call(&addr, &requests, timeout));
+    let error = match sent.await {
+        Ok(Ok(responses)) if responses.len() == answers.len() => {
             for (answer, response) in answers.into_iter().zip(responses) {
                 let _ = answer.send(Ok(response));
             }
+            return;
         }
-        Ok(responses) => {
-            let error = PeerError::Failed {
-                addr: addr.clone(),
-                reason: format!(
-                    "{} answers to a batch of {}: {:?}",
-                    responses.len(),
-                    answers.len(),
-                    responses.first()
-                ),
-            };
-            for answer in answers {
-                let _ = answer.send(Err(error.clone()));
-            }
-        }
-        Err(error) => {
-            for answer in answers {
-                let _ = answer.send(Err(error.clone()));
-            }
-        }
+        Ok(Ok(responses)) => PeerError::Failed {
+            addr: addr.clone(),
+            reason: format!(
+                "{} answers to a batch of {}: {:?}",
+                responses.len(),
+                answers.len(),
+                responses.first()
+            ),
+        },
+        Ok(Err(error)) => error,
+        Err(_) => PeerError::Failed {
+            addr: addr.clone(),
+            reason: format!("no answer within {timeout:?}"),
+        },
+    };
+    for answer in answers {
+        let _ = answer.send(Err(error.clone()));
     }
 }
 
@@ -216,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn appends_and_votes_coalesce_and_cluster_requests_do_not() {
+    fn appends_coalesce_and_votes_and_cluster_requests_do_not() {
         let vote = PeerRequest::Raft {
             group: 3,
             to: 2,
@@ -225,8 +250,19 @@ mod tests {
                 None,
             )),
         };
-        assert!(coalesces(&vote));
+        assert!(!coalesces(&vote));
         assert_eq!(weight(&vote), MESSAGE_OVERHEAD);
+        let heartbeat = PeerRequest::Raft {
+            group: 3,
+            to: 2,
+            rpc: RaftRpc::Append(openraft::raft::AppendEntriesRequest {
+                vote: openraft::Vote::new_committed(1, 1),
+                prev_log_id: None,
+                leader_commit: None,
+                entries: Vec::new(),
+            }),
+        };
+        assert!(coalesces(&heartbeat));
         assert!(!coalesces(&PeerRequest::Ping));
         assert!(!coalesces(&PeerRequest::Join {
             addr: "127.0.0.1:1".into()

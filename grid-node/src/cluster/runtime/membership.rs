@@ -194,17 +194,17 @@ impl ClusterNode {
                 }
                 return PeerAnswer::refused(e.to_string());
             }
+            Ok((_, requests)) if requests.is_empty() || requests.len() > MAX_BATCH_ITEMS => {
+                return PeerAnswer::refused(format!(
+                    "a peer message carries 1 to {MAX_BATCH_ITEMS} requests, not {}",
+                    requests.len()
+                ));
+            }
             // Another cluster (or a node that has not joined yet) is not answered: a
             // process restarted at a member's address must not pose as it.
             Ok((false, requests)) => {
                 let answers: Vec<_> = requests.iter().map(|_| PeerResponse::NoSuchGroup).collect();
                 return PeerAnswer::of(&answers);
-            }
-            Ok((true, requests)) if requests.is_empty() || requests.len() > MAX_BATCH_ITEMS => {
-                return PeerAnswer::refused(format!(
-                    "a peer message carries 1 to {MAX_BATCH_ITEMS} requests, not {}",
-                    requests.len()
-                ));
             }
             Ok((true, requests)) => requests,
         };
