@@ -4,8 +4,8 @@
 //! wire protocol's `Peer` request, so peers use the same port and framing as clients; a
 //! peer connection opens with the cluster-secret handshake ([`grid_proto::peer_auth`])
 //! instead of a hello, and only such a connection may send `Peer` requests. One `Peer`
-//! request carries a batch of messages: the appends and votes of every group queued for a
-//! peer leave together ([`outbox`]).
+//! request carries a batch of messages: the appends (heartbeats included) of every group
+//! queued for a peer leave together ([`outbox`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -127,6 +127,7 @@ struct PeerEnvelopeRef<'a> {
     cluster: u64,
     requests: &'a [PeerRequest],
 }
+
 /// The answer to a [`PeerRequest`].
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
@@ -278,7 +279,7 @@ impl Link {
 }
 
 /// One connection per peer address, shared by every group on this node, and one
-/// [`outbox`] per peer that coalesces the groups' Raft messages.
+/// [`outbox`] per peer that coalesces the groups' appends.
 #[derive(Debug)]
 pub struct Peers {
     link: Arc<Link>,
@@ -371,7 +372,7 @@ impl Peers {
     }
 
     /// Sends a message, in a batch with others for the same peer when it is a Raft
-    /// append or vote, and waits up to `timeout` for the answer.
+    /// append (or heartbeat), and waits up to `timeout` for the answer.
     pub async fn send(
         &self,
         addr: &str,
