@@ -544,8 +544,7 @@ where
         >,
     >,
 {
-    // Serializing into a growable in-memory buffer has no failure mode for these types.
-    rkyv::to_bytes::<RkyvError>(msg).unwrap_or_else(|e| panic!("rkyv encode failed: {e}"))
+    encode_sized(msg, 0)
 }
 
 /// Room an encoding takes beyond the bytes a message carries (fields, rkyv's layout).
@@ -564,6 +563,7 @@ where
     >,
 {
     let buffer = AlignedVec::with_capacity(carried + ENCODING_OVERHEAD);
+    // Serializing into a growable in-memory buffer has no failure mode for these types.
     rkyv::api::high::to_bytes_in::<_, RkyvError>(msg, buffer)
         .unwrap_or_else(|e| panic!("rkyv encode failed: {e}"))
 }

@@ -231,3 +231,78 @@ async fn the_raft_messages_of_every_group_to_one_peer_share_peer_messages() {
     .unwrap();
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_catches_up_by_snapshot_while_its_partition_takes_writes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // One partition, so every write goes to the group the learner joins; a snapshot every
+    // 32 entries (64 kept after it, and held back for a lagging member up to 32 x 32).
+    let mut cluster = InProcessCluster::start(2, |c| {
+        c.partitions = 1;
+        c.raft_snapshot_logs = 32;
+    })
+    .await
+    .unwrap();
+    let client = GridClient::connect(&cluster.connection_string(CLIENT_OPTS))
+        .await
+        .unwrap();
+    write(&client, "warm", 20).await;
+
+    // Writers, bounded in time, keep the group busy throughout.
+    let writing = Duration::from_secs(40);
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (client, stop) = (client.clone(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut acked = 0u64;
+                for i in 0u64.. {
+                    if stop.load(Ordering::Relaxed) || started.elapsed() > writing {
+                        break;
+                    }
+                    let key = format!("w{w}-{}", i % 50);
+                    if client
+                        .put("ip", &key, "x".repeat(256), Timeout::None)
+                        .await
+                        .is_ok()
+                    {
+                        acked += 1;
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+
+    // A third node joins; its snapshot takes 200 ms to arrive, time for hundreds of entries
+    // (about 3,000 writes a second here), more than the 64 kept: the leader must keep the
+    // entries after the snapshot it sent instead of purging past them and sending another
+    // (without that hold, no catching up in 40 s of writes).
+    let third = cluster.add_node().await.unwrap();
+    let slow = Duration::from_millis(200);
+    for i in 0..2 {
+        cluster.filter(
+            i,
+            Filters::new(vec![Rule::cut(cluster.addr(third))
+                .only([MessageKind::Snapshot])
+                .delay(slow)]),
+        );
+    }
+    let settled = tokio::time::timeout(writing, cluster.wait_settled(3, 3)).await;
+    let settled_after = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = 0;
+    for writer in writers {
+        acked += writer.await.unwrap();
+    }
+    assert!(
+        matches!(settled, Ok(Ok(()))) && settled_after < writing,
+        "the learner did not catch up while the partition took writes \
+         ({acked} writes in {settled_after:?}): {settled:?}"
+    );
+    assert!(acked > 0);
+    cluster.heal();
+    cluster.shutdown().await;
+}

@@ -204,14 +204,27 @@ async fn peer_answers(conn: &mut RawConn, id: u64, payload: Vec<u8>) -> Vec<Peer
     decode_responses(&payload).unwrap()
 }
 
-#[tokio::test]
-async fn a_peer_of_another_release_is_refused_by_its_message_format() {
-    use grid_node::format::{Format, PEER};
+/// A node holding data, a client of it, and a connection that proved the cluster secret.
+async fn node_and_proven_peer() -> (NodeProcess, GridClient, RawConn) {
     let node = secured(&[]);
     let good = client(&node).await;
     good.put("ns", "kept", "v1", Timeout::None).await.unwrap();
+    let conn = proven_peer(&node).await;
+    (node, good, conn)
+}
+
+/// No node joined through the peer messages sent, and the node serves on.
+async fn nothing_joined(good: &GridClient) {
+    good.refresh().await.unwrap();
+    assert_eq!(good.partition_map().unwrap().nodes.len(), 1);
+    serves_intact(good).await;
+}
+
+#[tokio::test]
+async fn a_peer_of_another_release_is_refused_by_its_message_format() {
+    use grid_node::format::{Format, PEER};
     // A real peer (it knows the secret) whose release speaks another peer format.
-    let mut conn = proven_peer(&node).await;
+    let (_node, good, mut conn) = node_and_proven_peer().await;
     let newer = Format {
         version: PEER.version + 1,
         ..PEER
@@ -231,18 +244,12 @@ async fn a_peer_of_another_release_is_refused_by_its_message_format() {
         ),
         other => panic!("a message of another format was answered: {other:?}"),
     }
-    // Nothing joined; the node serves on.
-    good.refresh().await.unwrap();
-    assert_eq!(good.partition_map().unwrap().nodes.len(), 1);
-    serves_intact(&good).await;
+    nothing_joined(&good).await;
 }
 
 #[tokio::test]
 async fn a_peer_message_is_a_bounded_batch_answered_request_by_request() {
-    let node = secured(&[]);
-    let good = client(&node).await;
-    good.put("ns", "kept", "v1", Timeout::None).await.unwrap();
-    let mut conn = proven_peer(&node).await;
+    let (_node, good, mut conn) = node_and_proven_peer().await;
     let join = PeerRequest::Join {
         addr: "127.0.0.1:9".into(),
     };
@@ -278,11 +285,7 @@ async fn a_peer_message_is_a_bounded_batch_answered_request_by_request() {
         [PeerResponse::NoSuchGroup, PeerResponse::NoSuchGroup, PeerResponse::NoSuchGroup] => {}
         other => panic!("a batch of another cluster was answered: {other:?}"),
     }
-
-    // Nothing joined; the node serves on.
-    good.refresh().await.unwrap();
-    assert_eq!(good.partition_map().unwrap().nodes.len(), 1);
-    serves_intact(&good).await;
+    nothing_joined(&good).await;
 }
 
 #[tokio::test]

@@ -53,6 +53,7 @@ mod membership;
 mod memory;
 mod moves;
 mod plan;
+mod snapshots;
 mod successor;
 mod support;
 pub use membership::PeerAnswer;
@@ -237,7 +238,9 @@ impl ClusterNode {
             install_snapshot_timeout: 5_000,
             snapshot_max_chunk_size: 1024 * 1024,
             max_payload_entries: 64,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+            // Snapshots are built when `snapshots::snapshot_due` says (every
+            // `snapshot_logs` entries, held back for a lagging follower).
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             // Applied entries stay a little while for followers a few entries behind (a
             // follower further behind gets a snapshot), then go: the state holds the values.
             max_in_snapshot_log_to_keep: config.snapshot_logs.saturating_mul(2),
@@ -647,7 +650,20 @@ impl ClusterNode {
                         }
                     }
                 });
-        tokio::join!(watcher, reconciler, maintainer, successor, heartbeats);
+        let snapshots =
+            workers
+                .add("snapshots")
+                .every(snapshots::SNAPSHOTS_EVERY, shutdown.clone(), {
+                    let node = Arc::clone(&self);
+                    move || {
+                        let node = Arc::clone(&node);
+                        async move {
+                            node.snapshot_round().await;
+                            Ok(())
+                        }
+                    }
+                });
+        tokio::join!(watcher, reconciler, maintainer, successor, heartbeats, snapshots);
         lock(&housekeeping).abort_all();
         self.tasks.lock().await.abort_all();
         for g in self.all_groups() {
