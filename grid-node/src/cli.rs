@@ -161,7 +161,8 @@ struct ServeArgs {
     /// (it is the live state, encoded only when a follower needs it); after one, the
     /// entries it covers are released but the last 2 x N, so the log holds about 3 x N
     /// entries per group beside the values. A replica further behind catches up from a
-    /// snapshot.
+    /// snapshot; while one does, its leader holds the next snapshot back (up to 32 x N
+    /// entries) so the entries after the one sent stay.
     #[arg(long, default_value_t = 64)]
     raft_snapshot_logs: u64,
     /// Testing only: serve POST /faults/block on the admin port to cut this node off from
