@@ -85,6 +85,18 @@ async fn serves_intact(client: &GridClient) {
     );
 }
 
+/// A vote request for partition 0 in a term far above any the node has seen.
+fn higher_term_vote() -> PeerRequest {
+    PeerRequest::Raft {
+        group: 0,
+        to: 1,
+        rpc: RaftRpc::Vote(openraft::raft::VoteRequest::new(
+            openraft::Vote::new(1_000, 7),
+            None,
+        )),
+    }
+}
+
 fn peer_message(request: &PeerRequest) -> Request {
     Request::Peer {
         payload: encode_request(0, request),
@@ -100,14 +112,7 @@ async fn the_peer_role_comes_only_from_the_cluster_secret() {
     let join = PeerRequest::Join {
         addr: node.client_addr().to_string(),
     };
-    let vote = PeerRequest::Raft {
-        group: 0,
-        to: 1,
-        rpc: RaftRpc::Vote(openraft::raft::VoteRequest::new(
-            openraft::Vote::new(1_000, 7),
-            None,
-        )),
-    };
+    let vote = higher_term_vote();
 
     // A hello naming itself a peer, with the client token: a client, and peer
     // messages (a Join naming the real member, a higher-term vote) are refused.
@@ -272,14 +277,7 @@ async fn a_peer_message_is_a_bounded_batch_answered_request_by_request() {
 
     // A batch from outside the cluster (no cluster id): each request gets its own
     // answer, in order, and none runs.
-    let vote = PeerRequest::Raft {
-        group: 0,
-        to: 1,
-        rpc: RaftRpc::Vote(openraft::raft::VoteRequest::new(
-            openraft::Vote::new(1_000, 7),
-            None,
-        )),
-    };
+    let vote = higher_term_vote();
     let batch = [vote, PeerRequest::Ping, join];
     match &peer_answers(&mut conn, 5, encode_requests(0, &batch)).await[..] {
         [PeerResponse::NoSuchGroup, PeerResponse::NoSuchGroup, PeerResponse::NoSuchGroup] => {}
