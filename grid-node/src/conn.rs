@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use grid_proto::batch::Batch;
 use grid_proto::frame::encode_frame;
@@ -501,21 +502,14 @@ async fn write_replies(
     let mut batch = Batch::default();
     while let Some(first) = queue.recv().await {
         // Permits are held until the batch is written, so unread bytes stay bounded.
+        let encode_into = |buf: &mut BytesMut, id: u64, reply: &Reply| {
+            encode_frame(buf, id, &encode_sized(reply, reply.carried_bytes()));
+        };
+        encode_into(batch.buf(), first.id, &first.reply);
         let mut held = vec![first];
-        let reply = &held[0].reply;
-        encode_frame(
-            batch.buf(),
-            held[0].id,
-            &encode_sized(reply, reply.carried_bytes()),
-        );
         while !batch.is_full() {
             let Some(next) = queue.try_recv() else { break };
-            let reply = &next.reply;
-            encode_frame(
-                batch.buf(),
-                next.id,
-                &encode_sized(reply, reply.carried_bytes()),
-            );
+            encode_into(batch.buf(), next.id, &next.reply);
             held.push(next);
         }
         if !batch.write_to(&mut wr, Some(write_timeout)).await {

@@ -1,9 +1,10 @@
 //! Coalescing of the Raft messages bound for one peer: the appends (and heartbeats) of
 //! every group queue in the peer's outbox, and what is queued when the outbox's task gets
 //! to it leaves as one peer message (one frame, one answer) instead of a frame each.
-//! Messages are never held back to wait for company: a lone message leaves at once, and batches are
-//! pipelined (the next leaves while the previous is still out, up to a bound). A message
-//! whose caller gave up is not sent, and a batch is given up with its last caller.
+//! Messages are never held back to wait for company: a lone message leaves at once, and
+//! batches are pipelined (the next leaves while the previous is still out, up to a
+//! bound). A message whose caller gave up is not sent, and a batch is given up with its
+//! last caller.
 //!
 //! ```text
 //! group 1 append ─┐                     ┌─▶ frame [append 1, append 7, append 9] ─▶ peer
