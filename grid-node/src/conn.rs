@@ -500,11 +500,11 @@ async fn write_replies(
     node: Arc<Node>,
 ) {
     let mut batch = Batch::default();
+    let encode_into = |buf: &mut BytesMut, id: u64, reply: &Reply| {
+        encode_frame(buf, id, &encode_sized(reply, reply.carried_bytes()));
+    };
     while let Some(first) = queue.recv().await {
         // Permits are held until the batch is written, so unread bytes stay bounded.
-        let encode_into = |buf: &mut BytesMut, id: u64, reply: &Reply| {
-            encode_frame(buf, id, &encode_sized(reply, reply.carried_bytes()));
-        };
         encode_into(batch.buf(), first.id, &first.reply);
         let mut held = vec![first];
         while !batch.is_full() {
