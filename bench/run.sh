@@ -3,7 +3,8 @@
 # replicas, writes acknowledged with WAIT) and a 3-member etcd cluster, then the memory,
 # idle and failover rows (method: shared/BENCHMARKING.md). Installs the peers from Debian
 # packages if missing, builds release binaries, and runs `grid-bench compare` with this
-# script's arguments.
+# script's arguments, then (in a full run) `grid-bench raft-core` into
+# bench/results/raft-core.md.
 #
 #   bench/run.sh --quick      # short run
 #   bench/run.sh              # full run
@@ -80,3 +81,9 @@ trap 'exit 143' TERM
 "${CARGO_TARGET_DIR:-target}/release/grid-bench" compare "$@" &
 bench_pid=$!
 wait "$bench_pid"
+
+# openraft's core alone, the grid's 0.9 against 0.10 (one process, no sockets, no peers):
+# the measurement behind the grid's openraft version. Not in a quick run.
+if [[ " $* " != *" --quick "* ]]; then
+    "${CARGO_TARGET_DIR:-target}/release/grid-bench" raft-core > bench/results/raft-core.md
+fi

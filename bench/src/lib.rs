@@ -9,6 +9,7 @@
 //!   [`floor`]: the raw loopback round trip; [`report`]: JSON, markdown and SVG.
 //! - [`memory`]: bytes per object per replica; [`failover`]: write gaps after kill -9;
 //!   [`idle`]: CPU of an idle cluster.
+//! - [`raft_core`]: openraft 0.9 against 0.10 alone, in one process, on the write path.
 //! - [`geo`]: pull-on-miss between two sites against a local read; QUIC against TCP.
 //! - [`session`]: the session provider's request cycle and lock hand-off latency.
 //! - [`redis_peer`] and [`etcd_peer`]: the peers, started from their Debian packages on
@@ -24,6 +25,7 @@ pub mod load;
 pub mod memory;
 pub mod nodes;
 pub mod procfs;
+pub mod raft_core;
 pub mod redis_peer;
 pub mod report;
 pub mod session;

@@ -82,6 +82,30 @@ enum Command {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// openraft's core alone, the grid's 0.9 against 0.10.0-alpha.37: replicated writes
+    /// and read barriers (read index; lease on 0.10) on 3-replica groups in this process,
+    /// RPCs as direct calls (no sockets), rounds of 0.9 then 0.10 on fresh clusters,
+    /// medians in a markdown table.
+    RaftCore {
+        /// Raft groups of 3 replicas; leaders spread over the replicas.
+        #[arg(long, default_value_t = 64)]
+        groups: usize,
+        /// Concurrent clients; client i writes key i through group i % groups.
+        #[arg(long, value_delimiter = ',', default_value = "1,64")]
+        clients: Vec<usize>,
+        /// Value size in bytes.
+        #[arg(long, default_value_t = 4096)]
+        value_bytes: usize,
+        /// Warm-up before each measurement.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        /// Measured time per operation and client count.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Rounds (each version once per round).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// 4 KB writes (replicated, R=3), linearizable reads, or near-cache hits on a 3-node
     /// cluster, at several client counts, with bytes on the wire per operation.
     Load {
@@ -145,6 +169,36 @@ async fn main() -> anyhow::Result<()> {
         Command::Failover { kills } => {
             let gaps = bench::failover::run(kills).await?;
             println!("longest write gap per kill, ms: {gaps:.0?}");
+            Ok(())
+        }
+        Command::RaftCore {
+            groups,
+            clients,
+            value_bytes,
+            warmup,
+            duration,
+            rounds,
+        } => {
+            anyhow::ensure!(
+                groups > 0 && rounds > 0,
+                "--groups and --rounds must be at least 1"
+            );
+            // The grid's defaults: --raft-heartbeat 100ms, --raft-election-timeout 500ms,
+            // --raft-snapshot-logs 64.
+            let shape = bench::raft_core::Shape {
+                groups,
+                heartbeat: Duration::from_millis(100),
+                election: Duration::from_millis(500),
+                snapshot_logs: 64,
+            };
+            let load = bench::raft_core::Load {
+                clients: 1,
+                value_bytes,
+                warmup,
+                duration,
+            };
+            let comparison = bench::raft_core::compare(shape, &clients, load, rounds).await?;
+            print!("{}", bench::raft_core::markdown(&comparison));
             Ok(())
         }
         Command::Load {
