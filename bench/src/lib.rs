@@ -9,6 +9,7 @@
 //!   [`floor`]: the raw loopback round trip; [`report`]: JSON, markdown and SVG.
 //! - [`memory`]: bytes per object per replica; [`failover`]: write gaps after kill -9;
 //!   [`idle`]: CPU of an idle cluster.
+//! - [`log_store`]: the on-disk log's choice, the node's segment files against redb.
 //! - [`raft_core`]: openraft 0.9 against 0.10 alone, in one process, on the write path.
 //! - [`geo`]: pull-on-miss between two sites against a local read; QUIC against TCP.
 //! - [`session`]: the session provider's request cycle and lock hand-off latency.
@@ -22,6 +23,7 @@ pub mod floor;
 pub mod geo;
 pub mod idle;
 pub mod load;
+pub mod log_store;
 pub mod memory;
 pub mod nodes;
 pub mod procfs;

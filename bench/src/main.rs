@@ -82,6 +82,24 @@ enum Command {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// The on-disk log's choice: the node's segment files against redb, appending 4 KB
+    /// entries with a sync per entry, per 16 entries and none, then reading them back
+    /// after a reopen; rounds alternate the two; a markdown table of medians.
+    LogStore {
+        /// A directory on the file system to measure (each backend writes a fresh
+        /// directory under it and removes it).
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: std::path::PathBuf,
+        /// Value size in bytes.
+        #[arg(long, default_value_t = 4096)]
+        value_bytes: usize,
+        /// Measured time per mode.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        each: Duration,
+        /// Rounds (each backend once per round).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// openraft's core alone, the grid's 0.9 against 0.10.0-alpha.37: replicated writes
     /// and read barriers (read index; lease on 0.10) on 3-replica groups in this process,
     /// RPCs as direct calls (no sockets), rounds of 0.9 then 0.10 on fresh clusters,
@@ -169,6 +187,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Failover { kills } => {
             let gaps = bench::failover::run(kills).await?;
             println!("longest write gap per kill, ms: {gaps:.0?}");
+            Ok(())
+        }
+        Command::LogStore {
+            dir,
+            value_bytes,
+            each,
+            rounds,
+        } => {
+            anyhow::ensure!(rounds > 0, "--rounds must be at least 1");
+            print!(
+                "{}",
+                bench::log_store::run(&dir, value_bytes, each, rounds)?
+            );
             Ok(())
         }
         Command::RaftCore {

@@ -18,6 +18,8 @@
 //! - [`format`](mod@format): the versions of every format nodes exchange or snapshot.
 //! - [`config`] and [`cli`]: validated settings and the `grid-node` command line;
 //!   [`tls`]: certificates and keys.
+//! - [`disk`]: Raft's state on disk for `--data-dir`: checksummed log segments, damage
+//!   cut away on start, and the fsync policies.
 //! - [`clock`]: the injected time source; [`log_limit`]: rate limits for repeated log lines.
 //!
 //! One write, from socket to reply:
@@ -41,6 +43,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod disk;
 pub mod events;
 pub mod format;
 pub mod geo;

@@ -1,0 +1,424 @@
+//! A log kept in segment files: entries appended in index order, found again on start,
+//! damage cut away. Blocking file I/O; the caller decides when to [`SegmentLog::sync`]
+//! ([`super::FsyncPolicy`]).
+//!
+//! A directory holds `<first index, 20 digits>.seg` files ([`super::frame`] has their
+//! bytes); the last is the one appended to, and a new one starts once it holds
+//! `segment_bytes`. [`SegmentLog::open`] reads them in order and stops at the first
+//! damage (a torn or corrupt record, a segment that does not follow the one before): the
+//! segment is cut back to its last good record and any later segment removed, so the log
+//! is the longest run of good entries from its start. Raft then fetches the rest from the
+//! group's other replicas. A file that is not a segment of this format is refused, not
+//! removed.
+//!
+//! A failed append (a full disk) cuts the segment back to where it was, so a later append
+//! or a restart finds exactly the entries appended before.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use super::frame::{self, Damage, HeaderError};
+
+/// What can go wrong with a log directory.
+#[derive(Debug, Error)]
+pub enum DiskError {
+    /// The operating system refused (no space, no permission, a failing disk).
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// A file that is not a log segment sits where segments go.
+    #[error("{} is not a log segment of this grid; move it out of the data directory", path.display())]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A segment of another release's format.
+    #[error("{} is log segment format {got}, this node reads {reads}: start the release that wrote it", path.display())]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// The format found.
+        got: u16,
+        /// The format this build reads.
+        reads: u16,
+    },
+    /// An append that does not follow the log's last entry.
+    #[error("entry {got} does not follow the log's last entry {last}")]
+    NotNext {
+        /// The last entry held.
+        last: u64,
+        /// The entry offered.
+        got: u64,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DiskError + '_ {
+    move |source| DiskError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One segment file.
+#[derive(Debug)]
+struct Segment {
+    /// The index of its first record.
+    first: u64,
+    path: PathBuf,
+    /// Where each record starts, in index order from `first`.
+    offsets: Vec<u64>,
+    /// Its length in bytes.
+    len: u64,
+}
+
+impl Segment {
+    /// The index after its last record.
+    fn end(&self) -> u64 {
+        self.first + self.offsets.len() as u64
+    }
+}
+
+/// Where [`SegmentLog::open`] cut damage away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// The segment cut.
+    pub path: PathBuf,
+    /// Its length after the cut.
+    pub at: u64,
+    /// What was found there.
+    pub damage: Damage,
+    /// Later segments removed.
+    pub removed_segments: usize,
+}
+
+/// A log opened from its directory: the log, its entries, and the cut if there was one.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The log, ready to append after its last entry.
+    pub log: SegmentLog,
+    /// Every good entry, `(index, payload)`, in order.
+    pub entries: Vec<(u64, Vec<u8>)>,
+    /// Damage found and cut away.
+    pub cut: Option<Cut>,
+}
+
+/// A log in a directory of segment files.
+#[derive(Debug)]
+pub struct SegmentLog {
+    dir: PathBuf,
+    segment_bytes: u64,
+    segments: Vec<Segment>,
+    /// The last segment, open for appending.
+    active: Option<File>,
+    /// The index the next append must have, once known.
+    next: Option<u64>,
+}
+
+fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.seg"))
+}
+
+/// The first index a segment file's name gives, if it is named as one.
+fn named_first(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let digits = name.strip_suffix(".seg")?;
+    (digits.len() == 20).then(|| digits.parse().ok())?
+}
+
+/// Makes a directory's entries (files created, renamed or removed) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir).and_then(|d| d.sync_all())
+}
+
+impl SegmentLog {
+    /// Opens the log in `dir` (created if missing), reading every segment and cutting
+    /// damage away (logged as a warning). New segments start after `segment_bytes`.
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<Recovered, DiskError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut found = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+            let path = entry.map_err(io_err(dir))?.path();
+            if path.extension().is_some_and(|e| e == "seg") {
+                let first =
+                    named_first(&path).ok_or_else(|| DiskError::Foreign { path: path.clone() })?;
+                found.push((first, path));
+            }
+        }
+        found.sort();
+        let mut log = SegmentLog {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            segments: Vec::new(),
+            active: None,
+            next: None,
+        };
+        let mut entries = Vec::new();
+        let mut cut = None;
+        for (i, (first, path)) in found.iter().enumerate() {
+            let bytes = fs::read(path).map_err(io_err(path))?;
+            let damage_at = match frame::read_header(&bytes) {
+                Ok(named) if named == *first => None,
+                // A header cut short can only be the last segment's, torn as it was made.
+                Err(HeaderError::Short) if i + 1 == found.len() => Some((0, Damage::Torn)),
+                Err(HeaderError::Foreign) | Err(HeaderError::Short) => {
+                    return Err(DiskError::Foreign { path: path.clone() })
+                }
+                Err(HeaderError::Version(got)) => {
+                    return Err(DiskError::Version {
+                        path: path.clone(),
+                        got,
+                        reads: frame::VERSION,
+                    })
+                }
+                Ok(_) | Err(HeaderError::Checksum) => Some((0, Damage::Checksum)),
+            };
+            let expected = log.next.unwrap_or(*first);
+            let (damage_at, scan) = match damage_at {
+                Some(d) => (Some(d), None),
+                None if *first != expected => (
+                    Some((
+                        0,
+                        Damage::OutOfOrder {
+                            expected,
+                            found: *first,
+                        },
+                    )),
+                    None,
+                ),
+                None => {
+                    let scan = frame::scan(&bytes, *first);
+                    let damage = scan.damage.clone().map(|d| (scan.good_len as u64, d));
+                    (damage, Some(scan))
+                }
+            };
+            if let Some(scan) = &scan {
+                entries.extend(
+                    scan.records
+                        .iter()
+                        .map(|r| (r.index, bytes[r.payload.clone()].to_vec())),
+                );
+                let segment = Segment {
+                    first: *first,
+                    path: path.clone(),
+                    offsets: scan.records.iter().map(|r| r.offset as u64).collect(),
+                    len: scan.good_len as u64,
+                };
+                log.next = Some(segment.end());
+                log.segments.push(segment);
+            }
+            if let Some((at, damage)) = damage_at {
+                let removed = &found[i + 1..];
+                if scan.is_some() {
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .map_err(io_err(path))?;
+                    file.set_len(at).map_err(io_err(path))?;
+                    file.sync_all().map_err(io_err(path))?;
+                } else {
+                    fs::remove_file(path).map_err(io_err(path))?;
+                }
+                for (_, later) in removed {
+                    fs::remove_file(later).map_err(io_err(later))?;
+                }
+                sync_dir(dir).map_err(io_err(dir))?;
+                let c = Cut {
+                    path: path.clone(),
+                    at,
+                    damage,
+                    removed_segments: removed.len(),
+                };
+                tracing::warn!(
+                    segment = %c.path.display(),
+                    cut_at = c.at,
+                    damage = ?c.damage,
+                    removed_segments = c.removed_segments,
+                    last_good_entry = ?log.next.map(|n| n.saturating_sub(1)),
+                    "damaged log found on start: cut back to the last good entry; the rest comes from the group's other replicas"
+                );
+                cut = Some(c);
+                break;
+            }
+        }
+        if let Some(last) = log.segments.last() {
+            let file = OpenOptions::new()
+                .append(true)
+                .open(&last.path)
+                .map_err(io_err(&last.path))?;
+            log.active = Some(file);
+        }
+        Ok(Recovered { log, entries, cut })
+    }
+
+    /// The index of the last entry held, if any.
+    pub fn last_index(&self) -> Option<u64> {
+        self.segments
+            .iter()
+            .rev()
+            .find(|s| !s.offsets.is_empty())
+            .map(|s| s.end() - 1)
+    }
+
+    /// Appends `entries` (indexes consecutive, after the last entry held). Not durable
+    /// until [`Self::sync`]. On failure nothing of them is left in the log.
+    pub fn append(&mut self, entries: &[(u64, &[u8])]) -> Result<(), DiskError> {
+        for (index, payload) in entries {
+            if let Some(next) = self.next {
+                if *index != next {
+                    return Err(DiskError::NotNext {
+                        last: next.saturating_sub(1),
+                        got: *index,
+                    });
+                }
+            }
+            if self.active.is_none()
+                || self
+                    .segments
+                    .last()
+                    .is_some_and(|s| s.len >= self.segment_bytes)
+            {
+                self.start_segment(*index)?;
+            }
+            self.write_record(*index, payload)?;
+            self.next = Some(index + 1);
+        }
+        Ok(())
+    }
+
+    fn write_record(&mut self, index: u64, payload: &[u8]) -> Result<(), DiskError> {
+        let (Some(file), Some(segment)) = (self.active.as_mut(), self.segments.last_mut()) else {
+            unreachable!("a segment is started before a record is written");
+        };
+        let mut bytes = Vec::with_capacity(frame::record_len(payload.len()));
+        frame::push_record(&mut bytes, index, payload);
+        if let Err(source) = file.write_all(&bytes) {
+            // Cut back a partial record so the segment stays a run of whole records.
+            let _ = file.set_len(segment.len);
+            return Err(DiskError::Io {
+                path: segment.path.clone(),
+                source,
+            });
+        }
+        segment.offsets.push(segment.len);
+        segment.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn start_segment(&mut self, first: u64) -> Result<(), DiskError> {
+        // A full segment is made durable as it is closed, whatever the policy.
+        if let (Some(file), Some(full)) = (self.active.take(), self.segments.last()) {
+            file.sync_data().map_err(io_err(&full.path))?;
+        }
+        let path = segment_path(&self.dir, first);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let header = frame::header(first);
+        if let Err(e) = file.write_all(&header) {
+            let _ = fs::remove_file(&path);
+            return Err(io_err(&path)(e));
+        }
+        sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        self.segments.push(Segment {
+            first,
+            path,
+            offsets: Vec::new(),
+            len: header.len() as u64,
+        });
+        self.active = Some(file);
+        Ok(())
+    }
+
+    /// Makes every append so far durable.
+    pub fn sync(&mut self) -> Result<(), DiskError> {
+        match (&self.active, self.segments.last()) {
+            (Some(file), Some(segment)) => file.sync_data().map_err(io_err(&segment.path)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes entries from `index` on (Raft replacing a conflicting suffix). Durable on
+    /// return.
+    pub fn truncate_from(&mut self, index: u64) -> Result<(), DiskError> {
+        while let Some(segment) = self.segments.last() {
+            if segment.first < index {
+                break;
+            }
+            let path = segment.path.clone();
+            self.active = None;
+            fs::remove_file(&path).map_err(io_err(&path))?;
+            self.segments.pop();
+        }
+        if let Some(segment) = self.segments.last_mut() {
+            if index < segment.end() {
+                let keep = (index - segment.first) as usize;
+                segment.len = segment.offsets[keep];
+                segment.offsets.truncate(keep);
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&segment.path)
+                    .map_err(io_err(&segment.path))?;
+                file.set_len(segment.len).map_err(io_err(&segment.path))?;
+                file.sync_all().map_err(io_err(&segment.path))?;
+            }
+            if self.active.is_none() {
+                self.active = Some(
+                    OpenOptions::new()
+                        .append(true)
+                        .open(&segment.path)
+                        .map_err(io_err(&segment.path))?,
+                );
+            }
+        }
+        sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        if self.next.is_some_and(|n| n > index) {
+            self.next = Some(index);
+        }
+        Ok(())
+    }
+
+    /// Removes the segments that hold only entries up to `index` (covered by a
+    /// snapshot). Entries up to `index` in a segment that also holds later ones stay
+    /// until that segment goes; whoever reads the log skips them. The next append must
+    /// follow the log's last entry, or `index` if that is later.
+    pub fn purge_through(&mut self, index: u64) -> Result<(), DiskError> {
+        let mut removed = 0;
+        while let Some(segment) = self.segments.first() {
+            if segment.end() > index + 1 {
+                break;
+            }
+            fs::remove_file(&segment.path).map_err(io_err(&segment.path))?;
+            if self.segments.len() == 1 {
+                self.active = None;
+            }
+            self.segments.remove(0);
+            removed += 1;
+        }
+        if removed > 0 {
+            sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        }
+        if self.next.is_none_or(|n| n <= index) {
+            self.next = Some(index + 1);
+        }
+        Ok(())
+    }
+
+    /// Segment files held now.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+}
+
+#[cfg(test)]
+#[path = "segments_tests.rs"]
+mod tests;
