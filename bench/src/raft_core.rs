@@ -80,7 +80,8 @@ pub struct Shape {
 pub enum ReadMode {
     /// The leader confirms its leadership with a heartbeat round to a quorum.
     ReadIndex,
-    /// The leader answers while its lease (the last quorum acknowledgement) holds.
+    /// The leader answers while its lease (the last quorum acknowledgement) holds, and
+    /// by a read index when it has lapsed.
     Lease,
 }
 

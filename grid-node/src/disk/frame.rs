@@ -69,6 +69,13 @@ pub fn read_header(bytes: &[u8]) -> Result<u64, HeaderError> {
     Ok(u64::from_le_bytes(le8(&head[10..18])))
 }
 
+/// Whether `bytes`, however short, begin as a segment does (the magic bytes, as far as
+/// they go).
+pub fn starts_as_segment(bytes: &[u8]) -> bool {
+    let n = bytes.len().min(MAGIC.len());
+    bytes[..n] == MAGIC[..n]
+}
+
 /// Appends the record of entry `index` with `payload` to `out`.
 pub fn push_record(out: &mut Vec<u8>, index: u64, payload: &[u8]) {
     let body_len = 8 + payload.len();

@@ -8,14 +8,17 @@
 //! damage (a torn or corrupt record, a segment that does not follow the one before): the
 //! segment is cut back to its last good record and any later segment removed, so the log
 //! is the longest run of good entries from its start. Raft then fetches the rest from the
-//! group's other replicas. A file that is not a segment of this format is refused, not
-//! removed.
+//! group's other replicas. A file that does not begin as a segment of this format (its
+//! magic bytes and version) is refused, not removed.
 //!
-//! A failed append (a full disk) cuts the segment back to where it was, so a later append
-//! or a restart finds exactly the entries appended before.
+//! A failed append (a full disk) is rolled back, so a later append or a restart finds
+//! exactly the entries appended before. A failure that leaves the files unknown (a failed
+//! sync, a failed roll-back, truncation or purge) makes the log refuse every later call
+//! until the node restarts and reads it again.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -48,6 +51,24 @@ pub enum DiskError {
         got: u16,
         /// The format this build reads.
         reads: u16,
+    },
+    /// An entry too large for a record.
+    #[error("entry {index} is {bytes} bytes, over the log's limit of {limit}")]
+    TooLarge {
+        /// The entry.
+        index: u64,
+        /// Its payload's size.
+        bytes: usize,
+        /// The largest payload a record holds.
+        limit: usize,
+    },
+    /// An earlier failure left the log's files in a state it cannot vouch for.
+    #[error("the log in {} failed earlier ({why}); restart the node to recover it from disk", dir.display())]
+    Failed {
+        /// The log's directory.
+        dir: PathBuf,
+        /// The failure.
+        why: String,
     },
     /// An append that does not follow the log's last entry.
     #[error("entry {got} does not follow the log's last entry {last}")]
@@ -109,6 +130,15 @@ pub struct Recovered {
     pub cut: Option<Cut>,
 }
 
+/// Where the log stood before an append, to roll back to.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    segments: usize,
+    len: u64,
+    offsets: usize,
+    next: Option<u64>,
+}
+
 /// A log in a directory of segment files.
 #[derive(Debug)]
 pub struct SegmentLog {
@@ -119,6 +149,8 @@ pub struct SegmentLog {
     active: Option<File>,
     /// The index the next append must have, once known.
     next: Option<u64>,
+    /// Why the log refuses every call, after a failure that left the disk unknown.
+    failed: Option<String>,
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
@@ -129,7 +161,10 @@ fn segment_path(dir: &Path, first: u64) -> PathBuf {
 fn named_first(path: &Path) -> Option<u64> {
     let name = path.file_name()?.to_str()?;
     let digits = name.strip_suffix(".seg")?;
-    (digits.len() == 20).then(|| digits.parse().ok())?
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// Makes a directory's entries (files created, renamed or removed) durable.
@@ -158,6 +193,7 @@ impl SegmentLog {
             segments: Vec::new(),
             active: None,
             next: None,
+            failed: None,
         };
         let mut entries = Vec::new();
         let mut cut = None;
@@ -165,8 +201,13 @@ impl SegmentLog {
             let bytes = fs::read(path).map_err(io_err(path))?;
             let damage_at = match frame::read_header(&bytes) {
                 Ok(named) if named == *first => None,
-                // A header cut short can only be the last segment's, torn as it was made.
-                Err(HeaderError::Short) if i + 1 == found.len() => Some((0, Damage::Torn)),
+                // A header cut short can only be the last segment's, torn as it was made
+                // (what there is of it must read as a segment's start).
+                Err(HeaderError::Short)
+                    if i + 1 == found.len() && frame::starts_as_segment(&bytes) =>
+                {
+                    Some((0, Damage::Torn))
+                }
                 Err(HeaderError::Foreign) | Err(HeaderError::Short) => {
                     return Err(DiskError::Foreign { path: path.clone() })
                 }
@@ -249,11 +290,15 @@ impl SegmentLog {
         }
         if let Some(last) = log.segments.last() {
             let file = OpenOptions::new()
-                .append(true)
+                .write(true)
                 .open(&last.path)
                 .map_err(io_err(&last.path))?;
+            // What was read may have been only in the kernel's cache (the process died
+            // before a sync): make it durable before anyone counts on it.
+            file.sync_data().map_err(io_err(&last.path))?;
             log.active = Some(file);
         }
+        sync_dir(dir).map_err(io_err(dir))?;
         Ok(Recovered { log, entries, cut })
     }
 
@@ -267,10 +312,14 @@ impl SegmentLog {
     }
 
     /// Appends `entries` (indexes consecutive, after the last entry held). Not durable
-    /// until [`Self::sync`]. On failure nothing of them is left in the log.
+    /// until [`Self::sync`]. On failure none of them is left in the log: a full disk
+    /// fails the append, and a later one (once there is room) or a restart finds exactly
+    /// the entries appended before.
     pub fn append(&mut self, entries: &[(u64, &[u8])]) -> Result<(), DiskError> {
+        self.usable()?;
+        let mut expected = self.next;
         for (index, payload) in entries {
-            if let Some(next) = self.next {
+            if let Some(next) = expected {
                 if *index != next {
                     return Err(DiskError::NotNext {
                         last: next.saturating_sub(1),
@@ -278,57 +327,118 @@ impl SegmentLog {
                     });
                 }
             }
-            if self.active.is_none()
-                || self
-                    .segments
-                    .last()
-                    .is_some_and(|s| s.len >= self.segment_bytes)
-            {
-                self.start_segment(*index)?;
+            if payload.len() > frame::MAX_RECORD_BODY - 8 {
+                return Err(DiskError::TooLarge {
+                    index: *index,
+                    bytes: payload.len(),
+                    limit: frame::MAX_RECORD_BODY - 8,
+                });
             }
-            self.write_record(*index, payload)?;
-            self.next = Some(index + 1);
+            expected = Some(index.saturating_add(1));
+        }
+        let before = Mark {
+            segments: self.segments.len(),
+            len: self.segments.last().map_or(0, |s| s.len),
+            offsets: self.segments.last().map_or(0, |s| s.offsets.len()),
+            next: self.next,
+        };
+        for (index, payload) in entries {
+            if let Err(e) = self.append_one(*index, payload) {
+                self.roll_back(before);
+                return Err(e);
+            }
         }
         Ok(())
     }
 
-    fn write_record(&mut self, index: u64, payload: &[u8]) -> Result<(), DiskError> {
-        let (Some(file), Some(segment)) = (self.active.as_mut(), self.segments.last_mut()) else {
-            unreachable!("a segment is started before a record is written");
+    fn append_one(&mut self, index: u64, payload: &[u8]) -> Result<(), DiskError> {
+        let full = self
+            .segments
+            .last()
+            .is_none_or(|s| s.len >= self.segment_bytes);
+        if self.active.is_none() || full {
+            self.start_segment(index)?;
+        }
+        let (Some(file), Some(segment)) = (self.active.as_ref(), self.segments.last_mut()) else {
+            unreachable!("a segment is open once started");
         };
         let mut bytes = Vec::with_capacity(frame::record_len(payload.len()));
         frame::push_record(&mut bytes, index, payload);
-        if let Err(source) = file.write_all(&bytes) {
-            // Cut back a partial record so the segment stays a run of whole records.
-            let _ = file.set_len(segment.len);
-            return Err(DiskError::Io {
-                path: segment.path.clone(),
-                source,
-            });
-        }
+        // At the segment's length, not the file's position: a cut (a truncation, a failed
+        // append rolled back) leaves the position past the end.
+        file.write_all_at(&bytes, segment.len)
+            .map_err(io_err(&segment.path))?;
         segment.offsets.push(segment.len);
         segment.len += bytes.len() as u64;
+        self.next = Some(index.saturating_add(1));
         Ok(())
+    }
+
+    /// Undoes a failed append back to `mark`: segments it started removed, the segment
+    /// it wrote to cut back. If that fails too, the log refuses every later call.
+    fn roll_back(&mut self, mark: Mark) {
+        let result = (|| -> io::Result<()> {
+            while self.segments.len() > mark.segments {
+                if let Some(started) = self.segments.pop() {
+                    self.active = None;
+                    fs::remove_file(&started.path)?;
+                    sync_dir(&self.dir)?;
+                }
+            }
+            if let Some(segment) = self.segments.last_mut() {
+                segment.len = mark.len;
+                segment.offsets.truncate(mark.offsets);
+                let file = OpenOptions::new().write(true).open(&segment.path)?;
+                file.set_len(mark.len)?;
+                self.active = Some(file);
+            }
+            Ok(())
+        })();
+        self.next = mark.next;
+        if let Err(e) = result {
+            self.fail(format!("rolling back a failed append: {e}"));
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        tracing::error!(dir = %self.dir.display(), %why, "log directory failed: it takes no more writes until the node restarts");
+        self.failed = Some(why);
+    }
+
+    fn usable(&self) -> Result<(), DiskError> {
+        match &self.failed {
+            Some(why) => Err(DiskError::Failed {
+                dir: self.dir.clone(),
+                why: why.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn start_segment(&mut self, first: u64) -> Result<(), DiskError> {
         // A full segment is made durable as it is closed, whatever the policy.
-        if let (Some(file), Some(full)) = (self.active.take(), self.segments.last()) {
-            file.sync_data().map_err(io_err(&full.path))?;
+        let closing = match (self.active.as_ref(), self.segments.last()) {
+            (Some(file), Some(full)) => file.sync_data().map_err(io_err(&full.path)),
+            _ => Ok(()),
+        };
+        if let Err(e) = closing {
+            // What the kernel failed to write is gone from its cache: nothing tells
+            // which appends reached the disk, so the log takes no more.
+            self.fail(e.to_string());
+            return Err(e);
         }
         let path = segment_path(&self.dir, first);
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .truncate(true)
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
         let header = frame::header(first);
-        if let Err(e) = file.write_all(&header) {
+        if let Err(e) = file.write_all_at(&header, 0) {
             let _ = fs::remove_file(&path);
             return Err(io_err(&path)(e));
         }
-        sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         self.segments.push(Segment {
             first,
             path,
@@ -336,20 +446,36 @@ impl SegmentLog {
             len: header.len() as u64,
         });
         self.active = Some(file);
+        sync_dir(&self.dir).map_err(io_err(&self.dir))
+    }
+
+    /// Makes every append so far durable. A failed sync leaves the log refusing every
+    /// later call: the kernel may have dropped the pages it could not write.
+    pub fn sync(&mut self) -> Result<(), DiskError> {
+        self.usable()?;
+        let (Some(file), Some(segment)) = (&self.active, self.segments.last()) else {
+            return Ok(());
+        };
+        if let Err(e) = file.sync_data() {
+            let err = io_err(&segment.path)(e);
+            self.fail(err.to_string());
+            return Err(err);
+        }
         Ok(())
     }
 
-    /// Makes every append so far durable.
-    pub fn sync(&mut self) -> Result<(), DiskError> {
-        match (&self.active, self.segments.last()) {
-            (Some(file), Some(segment)) => file.sync_data().map_err(io_err(&segment.path)),
-            _ => Ok(()),
+    /// Removes entries from `index` on (Raft replacing a conflicting suffix). Durable on
+    /// return; a failure leaves the log refusing every later call.
+    pub fn truncate_from(&mut self, index: u64) -> Result<(), DiskError> {
+        self.usable()?;
+        let result = self.cut_from(index);
+        if let Err(e) = &result {
+            self.fail(e.to_string());
         }
+        result
     }
 
-    /// Removes entries from `index` on (Raft replacing a conflicting suffix). Durable on
-    /// return.
-    pub fn truncate_from(&mut self, index: u64) -> Result<(), DiskError> {
+    fn cut_from(&mut self, index: u64) -> Result<(), DiskError> {
         while let Some(segment) = self.segments.last() {
             if segment.first < index {
                 break;
@@ -358,29 +484,23 @@ impl SegmentLog {
             self.active = None;
             fs::remove_file(&path).map_err(io_err(&path))?;
             self.segments.pop();
+            // One removal at a time, from the end: whatever a crash keeps is a prefix.
+            sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         }
         if let Some(segment) = self.segments.last_mut() {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&segment.path)
+                .map_err(io_err(&segment.path))?;
             if index < segment.end() {
                 let keep = (index - segment.first) as usize;
                 segment.len = segment.offsets[keep];
                 segment.offsets.truncate(keep);
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&segment.path)
-                    .map_err(io_err(&segment.path))?;
                 file.set_len(segment.len).map_err(io_err(&segment.path))?;
                 file.sync_all().map_err(io_err(&segment.path))?;
             }
-            if self.active.is_none() {
-                self.active = Some(
-                    OpenOptions::new()
-                        .append(true)
-                        .open(&segment.path)
-                        .map_err(io_err(&segment.path))?,
-                );
-            }
+            self.active = Some(file);
         }
-        sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         if self.next.is_some_and(|n| n > index) {
             self.next = Some(index);
         }
@@ -389,12 +509,22 @@ impl SegmentLog {
 
     /// Removes the segments that hold only entries up to `index` (covered by a
     /// snapshot). Entries up to `index` in a segment that also holds later ones stay
-    /// until that segment goes; whoever reads the log skips them. The next append must
-    /// follow the log's last entry, or `index` if that is later.
+    /// until that segment goes: the caller keeps `index` (in a state file) and skips
+    /// them when it reads the log. The next append must follow the log's last entry, or
+    /// `index` if that is later; after a restart that rule is the caller's to apply.
+    /// A failure leaves the log refusing every later call.
     pub fn purge_through(&mut self, index: u64) -> Result<(), DiskError> {
-        let mut removed = 0;
+        self.usable()?;
+        let result = self.drop_through(index);
+        if let Err(e) = &result {
+            self.fail(e.to_string());
+        }
+        result
+    }
+
+    fn drop_through(&mut self, index: u64) -> Result<(), DiskError> {
         while let Some(segment) = self.segments.first() {
-            if segment.end() > index + 1 {
+            if segment.end() > index.saturating_add(1) {
                 break;
             }
             fs::remove_file(&segment.path).map_err(io_err(&segment.path))?;
@@ -402,13 +532,12 @@ impl SegmentLog {
                 self.active = None;
             }
             self.segments.remove(0);
-            removed += 1;
-        }
-        if removed > 0 {
+            // One removal at a time, from the start: a crash never keeps a later segment
+            // without the one before it (which the next start would take for damage).
             sync_dir(&self.dir).map_err(io_err(&self.dir))?;
         }
         if self.next.is_none_or(|n| n <= index) {
-            self.next = Some(index + 1);
+            self.next = Some(index.saturating_add(1));
         }
         Ok(())
     }

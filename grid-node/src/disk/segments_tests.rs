@@ -185,6 +185,43 @@ fn truncation_removes_a_suffix_across_segments_durably() {
 }
 
 #[test]
+fn an_append_after_a_cut_inside_the_segment_lands_where_the_cut_is() {
+    let dir = TempDir::new();
+    let mut log = SegmentLog::open(&dir.0, 1 << 20).unwrap().log;
+    append_range(&mut log, 1, 11);
+    log.truncate_from(5).unwrap();
+    log.append(&[(5, b"five again"), (6, b"six again")])
+        .unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let again = SegmentLog::open(&dir.0, 1 << 20).unwrap();
+    assert_eq!(again.cut, None);
+    assert_eq!(indexes(&again.entries), (1..7).collect::<Vec<_>>());
+    assert_eq!(again.entries[4].1, b"five again");
+}
+
+#[test]
+fn a_batch_with_a_gap_is_refused_whole() {
+    let dir = TempDir::new();
+    let mut log = SegmentLog::open(&dir.0, 1 << 20).unwrap().log;
+    append_range(&mut log, 1, 11);
+    let err = log
+        .append(&[(11, b"a"), (12, b"b"), (14, b"d")])
+        .unwrap_err();
+    assert!(
+        matches!(err, DiskError::NotNext { last: 12, got: 14 }),
+        "{err}"
+    );
+    assert_eq!(log.last_index(), Some(10));
+    append_range(&mut log, 11, 13);
+    drop(log);
+    assert_eq!(
+        indexes(&SegmentLog::open(&dir.0, 1 << 20).unwrap().entries),
+        (1..13).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn truncation_to_nothing_leaves_an_empty_log_that_takes_the_same_index() {
     let dir = TempDir::new();
     let mut log = SegmentLog::open(&dir.0, 300).unwrap().log;
@@ -281,9 +318,19 @@ fn a_full_disk_fails_the_append_and_damages_nothing_written_before() {
     // The same append fails again, the log is unchanged, and nothing before is lost.
     assert!(log.append(&[(written + 1, &value)]).is_err());
     assert_eq!(log.last_index(), Some(written));
+    // Once a purge frees room, appends go on after the last entry.
+    log.purge_through(written / 2).unwrap();
+    log.append(&[(written + 1, &value)]).unwrap();
+    written += 1;
+    log.sync().unwrap();
     drop(log);
     let again = SegmentLog::open(&dir, 64 * 1024).unwrap();
     assert_eq!(again.cut, None, "a failed append left no partial record");
-    assert_eq!(indexes(&again.entries), (1..=written).collect::<Vec<_>>());
+    let first = again.entries[0].0;
+    assert!(first > 1, "the purge removed the first segments");
+    assert_eq!(
+        indexes(&again.entries),
+        (first..=written).collect::<Vec<_>>()
+    );
     assert!(again.entries.iter().all(|(_, p)| p == &value));
 }

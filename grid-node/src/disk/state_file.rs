@@ -138,18 +138,28 @@ pub fn decode<'a>(
     Ok(body)
 }
 
-/// Replaces the record in `path` with `body`, durably.
+/// Replaces the record in `path` with `body`, durably. The record goes to
+/// `<path>.tmp` first, which a failed write removes.
 pub fn write(kind: StateKind, path: &Path, body: &[u8]) -> Result<(), StateFileError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| StateFileError::Io { path: p, source }
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(&encode(kind, body)).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    drop(file);
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let written = File::create(&tmp).and_then(|mut file| {
+        file.write_all(&encode(kind, body))?;
+        file.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(&tmp)(e));
+    }
     fs::rename(&tmp, path).map_err(io(path))?;
     sync_dir(dir).map_err(io(dir))
 }
@@ -242,7 +252,7 @@ mod tests {
         write(VOTE, &file, b"first").unwrap();
         write(VOTE, &file, b"second").unwrap();
         assert_eq!(read(VOTE, &file).unwrap().as_deref(), Some(&b"second"[..]));
-        assert!(!file.with_extension("tmp").exists());
+        assert!(!dir.join("vote.tmp").exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 }
