@@ -75,6 +75,24 @@ pub struct Shape {
     pub snapshot_logs: u64,
 }
 
+/// The node ids of every group's three replicas.
+const NODES: [u64; 3] = [1, 2, 3];
+
+/// The replica that initializes group `group`, and so (normally) leads it: spread over
+/// the nodes.
+fn first_of(group: usize) -> u64 {
+    NODES[group % NODES.len()]
+}
+
+/// Group `group`'s replica on node `id`, from (group, node id, handle) triples.
+fn replica<R: Clone>(replicas: &[(usize, u64, R)], group: usize, id: u64) -> anyhow::Result<R> {
+    replicas
+        .iter()
+        .find(|(g, i, _)| *g == group && *i == id)
+        .map(|(_, _, r)| r.clone())
+        .context("no such replica")
+}
+
 /// How a read is made linearizable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadMode {

@@ -334,8 +334,6 @@ impl std::fmt::Debug for Core010 {
     }
 }
 
-const NODES: [u64; 3] = [1, 2, 3];
-
 impl super::Core for Core010 {
     const NAME: &'static str = "0.10.0-alpha.37";
 
@@ -355,7 +353,7 @@ impl super::Core for Core010 {
         let router = Router::default();
         let mut replicas = Vec::new();
         for group in 0..shape.groups {
-            for id in NODES {
+            for id in super::NODES {
                 let factory = Factory {
                     router: Arc::clone(&router),
                     group,
@@ -375,20 +373,14 @@ impl super::Core for Core010 {
                 replicas.push((group, id, raft));
             }
         }
-        let members: BTreeMap<u64, BasicNode> = NODES
+        let members: BTreeMap<u64, BasicNode> = super::NODES
             .into_iter()
             .map(|id| (id, BasicNode::default()))
             .collect();
         let mut leaders = Vec::new();
         for group in 0..shape.groups {
-            let replica = |id: u64| {
-                replicas
-                    .iter()
-                    .find(|(g, i, _)| *g == group && *i == id)
-                    .map(|(_, _, r)| r.clone())
-                    .context("no such replica")
-            };
-            let first = replica(NODES[group % NODES.len()])?;
+            let replica = |id: u64| super::replica(&replicas, group, id);
+            let first = replica(super::first_of(group))?;
             first.initialize(members.clone()).await?;
             let metrics = first
                 .wait(Some(Duration::from_secs(30)))

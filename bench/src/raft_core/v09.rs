@@ -314,8 +314,6 @@ impl std::fmt::Debug for Core09 {
     }
 }
 
-const NODES: [u64; 3] = [1, 2, 3];
-
 impl super::Core for Core09 {
     const NAME: &'static str = "0.9.25";
 
@@ -335,7 +333,7 @@ impl super::Core for Core09 {
         let router = Router::default();
         let mut replicas = Vec::new();
         for group in 0..shape.groups {
-            for id in NODES {
+            for id in super::NODES {
                 let factory = Factory {
                     router: Arc::clone(&router),
                     group,
@@ -355,17 +353,11 @@ impl super::Core for Core09 {
                 replicas.push((group, id, raft));
             }
         }
-        let members: BTreeSet<u64> = NODES.into_iter().collect();
+        let members: BTreeSet<u64> = super::NODES.into_iter().collect();
         let mut leaders = Vec::new();
         for group in 0..shape.groups {
-            let replica = |id: u64| {
-                replicas
-                    .iter()
-                    .find(|(g, i, _)| *g == group && *i == id)
-                    .map(|(_, _, r)| r.clone())
-                    .context("no such replica")
-            };
-            let first = replica(NODES[group % NODES.len()])?;
+            let replica = |id: u64| super::replica(&replicas, group, id);
+            let first = replica(super::first_of(group))?;
             first.initialize(members.clone()).await?;
             let metrics = first
                 .wait(Some(Duration::from_secs(30)))

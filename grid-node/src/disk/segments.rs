@@ -452,23 +452,25 @@ impl SegmentLog {
     /// Makes every append so far durable. A failed sync leaves the log refusing every
     /// later call: the kernel may have dropped the pages it could not write.
     pub fn sync(&mut self) -> Result<(), DiskError> {
-        self.usable()?;
-        let (Some(file), Some(segment)) = (&self.active, self.segments.last()) else {
-            return Ok(());
-        };
-        if let Err(e) = file.sync_data() {
-            let err = io_err(&segment.path)(e);
-            self.fail(err.to_string());
-            return Err(err);
-        }
-        Ok(())
+        self.failing_for_good(|log| match (&log.active, log.segments.last()) {
+            (Some(file), Some(segment)) => file.sync_data().map_err(io_err(&segment.path)),
+            _ => Ok(()),
+        })
     }
 
     /// Removes entries from `index` on (Raft replacing a conflicting suffix). Durable on
     /// return; a failure leaves the log refusing every later call.
     pub fn truncate_from(&mut self, index: u64) -> Result<(), DiskError> {
+        self.failing_for_good(|log| log.cut_from(index))
+    }
+
+    /// Runs `step` on a usable log; if it fails, the log refuses every later call.
+    fn failing_for_good(
+        &mut self,
+        step: impl FnOnce(&mut Self) -> Result<(), DiskError>,
+    ) -> Result<(), DiskError> {
         self.usable()?;
-        let result = self.cut_from(index);
+        let result = step(self);
         if let Err(e) = &result {
             self.fail(e.to_string());
         }
@@ -514,12 +516,7 @@ impl SegmentLog {
     /// `index` if that is later; after a restart that rule is the caller's to apply.
     /// A failure leaves the log refusing every later call.
     pub fn purge_through(&mut self, index: u64) -> Result<(), DiskError> {
-        self.usable()?;
-        let result = self.drop_through(index);
-        if let Err(e) = &result {
-            self.fail(e.to_string());
-        }
-        result
+        self.failing_for_good(|log| log.drop_through(index))
     }
 
     fn drop_through(&mut self, index: u64) -> Result<(), DiskError> {
