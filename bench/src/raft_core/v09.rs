@@ -363,7 +363,23 @@ impl super::Core for Core09 {
                 .wait(Some(Duration::from_secs(30)))
                 .metrics(|m| m.current_leader.is_some(), "a leader")
                 .await?;
-            leaders.push(replica(metrics.current_leader.context("no leader")?)?);
+            let id = metrics.current_leader.context("no leader")?;
+            let leader = replica(id)?;
+            // Leading in its own eyes, with its term's first entry applied: before that a
+            // write may be turned away.
+            leader
+                .wait(Some(Duration::from_secs(30)))
+                .metrics(
+                    |m| {
+                        m.state == openraft::ServerState::Leader
+                            && m.current_leader == Some(id)
+                            && m.last_applied
+                                .is_some_and(|a| Some(a.index) >= m.last_log_index)
+                    },
+                    "the leader ready",
+                )
+                .await?;
+            leaders.push(leader);
         }
         Ok(Self { replicas, leaders })
     }
