@@ -172,6 +172,52 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir).and_then(|d| d.sync_all())
 }
 
+/// What a segment file found on start is.
+enum Verdict {
+    /// A segment of this log: its records as far as they are good.
+    Read(frame::Scan),
+    /// Ours, but none of it can be used (a torn or damaged header, or it does not follow
+    /// the segment before): removed with every later one.
+    Unusable(Damage),
+}
+
+/// Judges the bytes of segment file `path`, named as starting at `first`, where the log
+/// so far expects `expected` next; `last` if no later segment exists. A file that is not
+/// one of ours is an error, so that nothing removes it.
+fn judge(
+    bytes: &[u8],
+    path: &Path,
+    first: u64,
+    expected: u64,
+    last: bool,
+) -> Result<Verdict, DiskError> {
+    let damage = match frame::read_header(bytes) {
+        Ok(named) if named != first => Damage::Checksum,
+        Ok(_) if first != expected => Damage::OutOfOrder {
+            expected,
+            found: first,
+        },
+        Ok(_) => return Ok(Verdict::Read(frame::scan(bytes, first))),
+        // A header cut short can only be the last segment's, torn as it was made (what
+        // there is of it must read as a segment's start).
+        Err(HeaderError::Short) if last && frame::starts_as_segment(bytes) => Damage::Torn,
+        Err(HeaderError::Foreign) | Err(HeaderError::Short) => {
+            return Err(DiskError::Foreign {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(HeaderError::Version(got)) => {
+            return Err(DiskError::Version {
+                path: path.to_path_buf(),
+                got,
+                reads: frame::VERSION,
+            })
+        }
+        Err(HeaderError::Checksum) => Damage::Checksum,
+    };
+    Ok(Verdict::Unusable(damage))
+}
+
 impl SegmentLog {
     /// Opens the log in `dir` (created if missing), reading every segment and cutting
     /// damage away (logged as a warning). New segments start after `segment_bytes`.
@@ -199,45 +245,14 @@ impl SegmentLog {
         let mut cut = None;
         for (i, (first, path)) in found.iter().enumerate() {
             let bytes = fs::read(path).map_err(io_err(path))?;
-            let damage_at = match frame::read_header(&bytes) {
-                Ok(named) if named == *first => None,
-                // A header cut short can only be the last segment's, torn as it was made
-                // (what there is of it must read as a segment's start).
-                Err(HeaderError::Short)
-                    if i + 1 == found.len() && frame::starts_as_segment(&bytes) =>
-                {
-                    Some((0, Damage::Torn))
-                }
-                Err(HeaderError::Foreign) | Err(HeaderError::Short) => {
-                    return Err(DiskError::Foreign { path: path.clone() })
-                }
-                Err(HeaderError::Version(got)) => {
-                    return Err(DiskError::Version {
-                        path: path.clone(),
-                        got,
-                        reads: frame::VERSION,
-                    })
-                }
-                Ok(_) | Err(HeaderError::Checksum) => Some((0, Damage::Checksum)),
-            };
             let expected = log.next.unwrap_or(*first);
-            let (damage_at, scan) = match damage_at {
-                Some(d) => (Some(d), None),
-                None if *first != expected => (
-                    Some((
-                        0,
-                        Damage::OutOfOrder {
-                            expected,
-                            found: *first,
-                        },
-                    )),
-                    None,
-                ),
-                None => {
-                    let scan = frame::scan(&bytes, *first);
+            let last = i + 1 == found.len();
+            let (damage_at, scan) = match judge(&bytes, path, *first, expected, last)? {
+                Verdict::Read(scan) => {
                     let damage = scan.damage.clone().map(|d| (scan.good_len as u64, d));
                     (damage, Some(scan))
                 }
+                Verdict::Unusable(damage) => (Some((0, damage)), None),
             };
             if let Some(scan) = &scan {
                 entries.extend(
