@@ -219,6 +219,21 @@ struct ServeArgs {
     /// Longest one remote store may take to answer a pull before the next is tried.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     geo_timeout: Duration,
+    /// Keep every hosted partition's Raft log, vote and snapshot (and the node's
+    /// identity) in this directory, so a node restarted with it comes back as the same
+    /// member, with its data, and catches up from its own log. Without it everything is
+    /// in memory and a restarted node rejoins empty under a new id.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// With --data-dir, when log appends reach the disk. always: synced before a write is
+    /// acknowledged, so an acknowledged write is on a majority's disks and survives every
+    /// node losing power at once. everysec: synced about once a second; a machine that
+    /// loses power loses up to the last second of its appends (a write survives while a
+    /// majority of its replicas' machines stay up; a killed process loses nothing).
+    /// never: left to the operating system's write-back (as everysec, with a window of
+    /// about 30 s).
+    #[arg(long, default_value = "always", requires = "data_dir")]
+    fsync: crate::disk::FsyncPolicy,
 }
 
 #[derive(Debug, Args)]
@@ -324,6 +339,8 @@ impl ServeArgs {
             max_memory: self.max_memory,
             evict_on_low_memory: self.evict_on_low_memory,
             geo: self.geo()?,
+            data_dir: self.data_dir.clone(),
+            fsync: self.fsync,
             ..NodeConfig::default()
         })
     }

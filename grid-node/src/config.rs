@@ -83,6 +83,12 @@ pub struct NodeConfig {
     pub evict_on_low_memory: bool,
     /// Geo replication (`--site`, `--geo-listen`, `--remote-store`, ...). Default: off.
     pub geo: Option<crate::geo::GeoConfig>,
+    /// Directory where every hosted group's Raft log, vote and snapshot are kept, so a
+    /// restarted node comes back as the same member with its data. Default: none (in
+    /// memory only; a restarted node rejoins empty under a new id).
+    pub data_dir: Option<PathBuf>,
+    /// When log appends are synced to disk, with `data_dir`. Default `always`.
+    pub fsync: crate::disk::FsyncPolicy,
 }
 
 impl Default for NodeConfig {
@@ -114,6 +120,8 @@ impl Default for NodeConfig {
             max_memory: None,
             evict_on_low_memory: true,
             geo: None,
+            data_dir: None,
+            fsync: crate::disk::FsyncPolicy::Always,
         }
     }
 }

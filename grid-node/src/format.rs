@@ -10,6 +10,8 @@
 //! | [`PARTITION_SNAPSHOT`] | a partition's objects, lock waiters and events owed | 1 |
 //! | [`CONTROL_SNAPSHOT`] | the cluster's membership and partition map | 1 |
 //! | [`STORE_SNAPSHOT`] | a partition's objects and locks (3: this framing) | 3 |
+//! | [`LOG_ENTRY`] | a Raft log entry kept in a `--data-dir` log segment (`disk/frame.rs` has the segment's own framing and version) | 1 |
+//! | [`DISK_RECORD`] | what a `--data-dir` keeps in its state files: a node's identity, a group's vote and purged log id | 1 |
 //!
 //! A change to any of these types bumps its version here. The bytes of a fixed value of
 //! each are pinned by a test (`format_golden_tests.rs`), so a change to a type inside a
@@ -52,6 +54,17 @@ pub const CONTROL_SNAPSHOT: Format = Format {
 pub const STORE_SNAPSHOT: Format = Format {
     name: "store snapshot",
     version: 3,
+};
+
+/// A Raft log entry on disk ([`crate::cluster::durable`]).
+pub const LOG_ENTRY: Format = Format {
+    name: "log entry",
+    version: 1,
+};
+/// The small records of a data directory ([`crate::cluster::durable`]).
+pub const DISK_RECORD: Format = Format {
+    name: "data directory record",
+    version: 1,
 };
 
 /// Bytes that could not be read as a format.

@@ -6,7 +6,7 @@
 use grid_proto::{ObjKey, Op, Timeout};
 use openraft::{Entry, EntryPayload, LogId};
 
-use super::{CONTROL_SNAPSHOT, PEER};
+use super::{CONTROL_SNAPSHOT, DISK_RECORD, LOG_ENTRY, PEER};
 use crate::cluster::control::{ClusterState, ControlCommand};
 use crate::cluster::raft_types::{GroupCommand, TypeConfig};
 use crate::partition::{Command, Partition, PartitionConfig, WaiterId};
@@ -68,8 +68,7 @@ fn partition() -> Partition {
     p
 }
 
-#[test]
-fn a_log_entry_in_a_peer_message() {
+fn entry() -> Entry<TypeConfig> {
     let cmd = GroupCommand::Partition {
         now: 1_700_000_000_000,
         cmd: std::sync::Arc::new(Command::Op {
@@ -84,15 +83,42 @@ fn a_log_entry_in_a_peer_message() {
             waiter: None,
         }),
     };
-    let entry: Entry<TypeConfig> = Entry {
+    Entry {
         log_id: LogId::new(openraft::CommittedLeaderId::new(4, 2), 17),
         payload: EntryPayload::Normal(cmd),
-    };
+    }
+}
+
+#[test]
+fn a_log_entry_in_a_peer_message() {
     assert_golden(
         "peer (log entry)",
-        &PEER.encode(&entry),
+        &PEER.encode(&entry()),
         "02040211010080d095ffbc3100020873657373696f6e7301610374776f00010301090100",
     );
+}
+
+#[test]
+fn a_log_entry_and_the_records_of_a_data_directory() {
+    use crate::cluster::durable::Identity;
+    assert_golden(
+        "log entry",
+        &LOG_ENTRY.encode(&entry()),
+        "01040211010080d095ffbc3100020873657373696f6e7301610374776f00010301090100",
+    );
+    let identity = Identity {
+        node_id: 3,
+        cluster_id: 0x0102_0304_0506_0708,
+    };
+    assert_golden(
+        "identity",
+        &DISK_RECORD.encode(&identity),
+        "0103888e98a8c0e0808101",
+    );
+    let vote = openraft::Vote::<u64>::new_committed(5, 2);
+    assert_golden("vote", &DISK_RECORD.encode(&vote), "01050201");
+    let purged: LogId<u64> = LogId::new(openraft::CommittedLeaderId::new(4, 2), 17);
+    assert_golden("purged log id", &DISK_RECORD.encode(&purged), "01040211");
 }
 
 #[test]

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin;
 use crate::clock::Clock;
+use crate::cluster::durable::DataDir;
 use crate::cluster::runtime::{ClusterConfig, ClusterError, ClusterNode, MemoryLimit};
 use crate::config::{ConfigError, NodeConfig};
 use crate::conn::{self, ConnContext};
@@ -46,6 +47,9 @@ pub enum StartError {
     /// Geo replication could not start (certificates, address, token).
     #[error("geo replication: {0}")]
     Geo(String),
+    /// The data directory cannot be opened.
+    #[error("--data-dir: {0}")]
+    DataDir(String),
     /// The client port's TLS files cannot be used.
     #[error(transparent)]
     Tls(#[from] grid_client::tls::TlsError),
@@ -135,6 +139,12 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
         None => (None, None),
     };
     let peer_key = config.peer_key();
+    let data = match &config.data_dir {
+        Some(dir) => Some(Arc::new(
+            DataDir::open(dir, config.fsync).map_err(|e| StartError::DataDir(e.to_string()))?,
+        )),
+        None => None,
+    };
     let cluster = Arc::new(ClusterNode::new(
         ClusterConfig {
             advertise: config
@@ -157,6 +167,7 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
                 max: config.max_memory,
                 evict: config.evict_on_low_memory,
             },
+            data,
         },
         Arc::clone(&clock),
     )?);

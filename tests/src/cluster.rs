@@ -68,30 +68,42 @@ impl TestCluster {
 
     /// Starts one more node, joining through the live ones. Does not wait for it to settle.
     pub fn add_node_process(&mut self) -> anyhow::Result<usize> {
-        self.start_node("127.0.0.1:0")
+        self.start_node("127.0.0.1:0", self.nodes.len())
     }
 
-    /// Restarts killed node `i` at its old address, as a fresh process that rejoins (it
-    /// comes back empty, under a new node id, and catches up from the others).
+    /// Restarts killed node `i` at its old address, with its own arguments. Without a
+    /// data directory it is a fresh process that rejoins (it comes back empty, under a
+    /// new node id, and catches up from the others); with one it resumes as itself.
     pub fn restart(&mut self, i: usize, addr: &str) -> anyhow::Result<()> {
-        let index = self.start_node(addr)?;
+        let index = self.start_node(addr, i)?;
         let node = self.nodes.pop().flatten();
         debug_assert_eq!(index, self.nodes.len());
         self.nodes[i] = node;
         Ok(())
     }
 
-    fn start_node(&mut self, listen: &str) -> anyhow::Result<usize> {
+    /// Kills every live node with one SIGKILL call, so none outlives the others by more
+    /// than the kernel takes to deliver it.
+    pub fn kill_all(&mut self) -> anyhow::Result<()> {
+        let pids: Vec<String> = self.live().map(|n| n.pid().to_string()).collect();
+        let status = std::process::Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .status()?;
+        if !status.success() {
+            bail!("kill -KILL {pids:?} failed");
+        }
+        for node in &mut self.nodes {
+            drop(node.take());
+        }
+        Ok(())
+    }
+
+    fn start_node(&mut self, listen: &str, args_of: usize) -> anyhow::Result<usize> {
         let join: Vec<String> = self.live().map(|n| n.client_addr().to_string()).collect();
         let mut args: Vec<String> = NODE_ARGS.iter().map(|s| s.to_string()).collect();
         args.extend(self.extra.iter().cloned());
-        args.extend(
-            self.per_node
-                .get(self.nodes.len())
-                .into_iter()
-                .flatten()
-                .cloned(),
-        );
+        args.extend(self.per_node.get(args_of).into_iter().flatten().cloned());
         if !join.is_empty() {
             args.push("--join".into());
             args.push(join.join(","));
@@ -158,7 +170,12 @@ impl TestCluster {
     /// epoch, every partition has a leader, and no live node reports unsettled groups.
     pub async fn wait_settled(&self, expected: usize) -> anyhow::Result<()> {
         let cs = self.connection_string(";requestTimeout=2s;connectTimeout=1s");
-        let client = GridClient::connect(&cs).await?;
+        // Nodes resuming from their data directories answer once their control group
+        // has a leader again.
+        let client = wait_until("a node to answer", DEADLINE, || async {
+            GridClient::connect(&cs).await.ok()
+        })
+        .await?;
         let addrs: Vec<String> = self.live().map(|n| n.client_addr().to_string()).collect();
         wait_settled_from(&client, &addrs, expected, None, DEADLINE * 3).await
     }

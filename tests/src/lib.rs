@@ -13,6 +13,7 @@
 //!   workload that records them.
 //! - [`raw::RawConn`]: frames by hand, including malformed ones.
 //! - [`certs`]: a test CA and the certificates it signs, as PEM files.
+//! - [`scratch::ScratchDir`]: a directory of the test's own, removed afterwards.
 //! - [`http`]: web servers of the session demo as processes, and a minimal HTTP client.
 //! - [`wait_until`]: polls a condition until it holds or a generous deadline passes.
 
@@ -25,6 +26,7 @@ pub mod linearizability;
 pub mod netns;
 pub mod process;
 pub mod raw;
+pub mod scratch;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

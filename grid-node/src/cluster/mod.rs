@@ -12,6 +12,7 @@
 //!   failure detection, ticking.
 
 pub mod control;
+pub mod durable;
 pub mod filter;
 pub mod group;
 pub mod log_store;

@@ -34,9 +34,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::control::{ClusterState, NodeState};
+use super::durable::{DataDir, DurableError};
 use super::filter::{Filters, Rule};
 use super::group::PartitionGroup;
-use super::log_store::MemLog;
+use super::log_store::GroupLog;
 use super::peer::{NetworkFactory, Peers, PEER_CLIENT_NAME};
 use super::raft_types::{GroupId, GroupRaft, NodeId};
 use super::state_machine::{GroupSm, Machine};
@@ -53,6 +54,7 @@ mod membership;
 mod memory;
 mod moves;
 mod plan;
+mod restart;
 mod snapshots;
 mod successor;
 mod support;
@@ -113,6 +115,8 @@ pub struct ClusterConfig {
     pub event_ack_timeout: Duration,
     /// The node's memory limit.
     pub memory: MemoryLimit,
+    /// Where Raft's state is kept (`--data-dir`); in memory only without one.
+    pub data: Option<Arc<DataDir>>,
 }
 
 /// A node could not start its cluster role.
@@ -130,6 +134,9 @@ pub enum ClusterError {
         /// Why.
         reason: String,
     },
+    /// The data directory cannot be used.
+    #[error("data directory: {0}")]
+    Disk(#[from] DurableError),
     /// No member admitted this node.
     #[error("could not join through {seeds:?}: {reason}")]
     Join {
@@ -314,35 +321,44 @@ impl ClusterNode {
         self.me.load(Ordering::Relaxed)
     }
 
+    /// A new group's log and state machine: in memory, and in fresh files with a data
+    /// directory.
+    async fn fresh_storage(
+        &self,
+        group: GroupId,
+        machine: Machine,
+    ) -> Result<(GroupLog, GroupSm), ClusterError> {
+        let files = match &self.config.data {
+            Some(data) => Some(data.create_group(group).await?),
+            None => None,
+        };
+        let log = files.clone().map(GroupLog::on_disk).unwrap_or_default();
+        let sm = GroupSm::with_files(machine, self.config.partition, files);
+        Ok((log, sm))
+    }
+
     async fn new_raft(
         &self,
         group: GroupId,
         machine: Machine,
     ) -> Result<(GroupRaft, GroupSm), ClusterError> {
-        self.new_raft_with(group, machine, MemLog::default()).await
+        let (log, sm) = self.fresh_storage(group, machine).await?;
+        Ok((self.start_raft(group, log, sm.clone()).await?, sm))
     }
 
-    async fn new_raft_with(
+    async fn start_raft(
         &self,
         group: GroupId,
-        machine: Machine,
-        log: MemLog,
-    ) -> Result<(GroupRaft, GroupSm), ClusterError> {
-        let sm = GroupSm::new(machine, self.config.partition);
+        log: GroupLog,
+        sm: GroupSm,
+    ) -> Result<GroupRaft, ClusterError> {
         let network = NetworkFactory {
             peers: Arc::clone(&self.peers),
             group,
         };
-        let raft = GroupRaft::new(
-            self.id(),
-            Arc::clone(&self.raft_config),
-            network,
-            log,
-            sm.clone(),
-        )
-        .await
-        .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        Ok((raft, sm))
+        GroupRaft::new(self.id(), Arc::clone(&self.raft_config), network, log, sm)
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))
     }
 
     async fn host_group(&self, p: GroupId) -> Result<Arc<PartitionGroup>, ClusterError> {
@@ -350,9 +366,19 @@ impl ClusterNode {
             return Ok(g);
         }
         let machine = Machine::Partition(Box::new(Partition::new(self.config.partition)));
-        let log = MemLog::default();
+        let (log, sm) = self.fresh_storage(p, machine).await?;
+        self.host(p, log, sm).await
+    }
+
+    /// Starts a partition group on `log` and `sm` and hosts it (unless one is already).
+    async fn host(
+        &self,
+        p: GroupId,
+        log: GroupLog,
+        sm: GroupSm,
+    ) -> Result<Arc<PartitionGroup>, ClusterError> {
         let log_bytes = log.bytes();
-        let (raft, sm) = self.new_raft_with(p, machine, log).await?;
+        let raft = self.start_raft(p, log, sm.clone()).await?;
         let group = Arc::new(PartitionGroup::new(
             p,
             (raft, sm, log_bytes),
@@ -671,6 +697,9 @@ impl ClusterNode {
         }
         if let Some(raft) = self.control_raft() {
             let _ = raft.shutdown().await;
+        }
+        if let Some(data) = &self.config.data {
+            data.flush().await;
         }
     }
 

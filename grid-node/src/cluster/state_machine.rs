@@ -8,6 +8,11 @@
 //! when a follower needs them, from the state as applied at that moment, which is a
 //! snapshot at least as new as the last one built.
 //!
+//! With a data directory a built snapshot is also written to the group's snapshot file
+//! before Raft purges the log it covers (so it is built far less often: see
+//! `runtime/snapshots.rs`), and one installed from the leader is written before it
+//! replaces the state. A restart starts from that file and applies the log after it.
+//!
 //! The state sits behind a `std` read-write lock that is never held across an `.await`,
 //! so the leader's lock-free reads and the ticker can look at it directly.
 
@@ -22,6 +27,7 @@ use openraft::{Entry, EntryPayload, LogId, StorageError, StorageIOError, StoredM
 use serde::{Deserialize, Serialize};
 
 use super::control::ClusterState;
+use super::durable::GroupFiles;
 use super::raft_types::{GroupCommand, GroupResponse, Member, NodeId, TypeConfig};
 use crate::format::{CONTROL_SNAPSHOT, GROUP_SNAPSHOT};
 use crate::partition::{Partition, PartitionConfig};
@@ -63,6 +69,12 @@ struct Inner {
     has_snapshot: AtomicBool,
     partition_config: PartitionConfig,
     snapshots_built: AtomicU64,
+    /// The group's files, with a data directory.
+    files: Option<Arc<GroupFiles>>,
+    /// One past the log index this replica must have applied before it votes again (0:
+    /// it votes): set when its snapshot was refused on start, so an emptied replica
+    /// never helps elect a leader that lacks entries it had stored.
+    vote_floor: AtomicU64,
 }
 
 /// A group's state machine; clones share it.
@@ -76,6 +88,15 @@ fn storage_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
 impl GroupSm {
     /// A state machine starting from `machine`.
     pub fn new(machine: Machine, partition_config: PartitionConfig) -> Self {
+        Self::with_files(machine, partition_config, None)
+    }
+
+    /// A state machine starting from `machine`, its snapshots kept in `files`.
+    pub fn with_files(
+        machine: Machine,
+        partition_config: PartitionConfig,
+        files: Option<Arc<GroupFiles>>,
+    ) -> Self {
         Self(Arc::new(Inner {
             state: RwLock::new(SmState {
                 last_applied: None,
@@ -85,7 +106,38 @@ impl GroupSm {
             has_snapshot: AtomicBool::new(false),
             partition_config,
             snapshots_built: AtomicU64::new(0),
+            files,
+            vote_floor: AtomicU64::new(0),
         }))
+    }
+
+    /// Starts from a snapshot file's bytes (a restart).
+    pub fn restore(&self, bytes: &[u8]) -> Result<(), String> {
+        let restored = self.decode(bytes).map_err(|e| e.to_string())?;
+        *self.write() = restored;
+        self.0.has_snapshot.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// From now on, refuses to vote until the entry at `index` is applied.
+    pub fn refuse_votes_through(&self, index: u64) {
+        self.0.vote_floor.store(index + 1, Ordering::Release);
+    }
+
+    /// Whether this replica must not vote yet (see [`Self::refuse_votes_through`]).
+    pub fn refuses_votes(&self) -> bool {
+        let floor = self.0.vote_floor.load(Ordering::Acquire);
+        if floor == 0 {
+            return false;
+        }
+        let caught_up = self
+            .read()
+            .last_applied
+            .is_some_and(|l| l.index + 1 >= floor);
+        if caught_up {
+            self.0.vote_floor.store(0, Ordering::Release);
+        }
+        !caught_up
     }
 
     /// Reads the state. Do not hold across an `.await`.
@@ -163,7 +215,19 @@ impl RaftSnapshotBuilder<TypeConfig> for GroupSm {
     /// none are encoded: [`RaftStateMachine::get_current_snapshot`] encodes them when a
     /// follower needs them.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let snapshot = self.snapshot_now(false);
+        let Some(files) = &self.0.files else {
+            let snapshot = self.snapshot_now(false);
+            self.0.has_snapshot.store(true, Ordering::Release);
+            return Ok(snapshot);
+        };
+        let mut snapshot = self.snapshot_now(true);
+        let bytes = std::mem::take(snapshot.snapshot.get_mut());
+        files.save_snapshot(bytes).await.map_err(|e| {
+            StorageError::from(StorageIOError::write_snapshot(
+                Some(snapshot.meta.signature()),
+                &std::io::Error::other(e.to_string()),
+            ))
+        })?;
         self.0.has_snapshot.store(true, Ordering::Release);
         Ok(snapshot)
     }
@@ -231,6 +295,14 @@ impl RaftStateMachine<TypeConfig> for GroupSm {
         let mut installed = self.decode(&bytes)?;
         installed.last_applied = meta.last_log_id;
         installed.last_membership = meta.last_membership.clone();
+        if let Some(files) = &self.0.files {
+            files.save_snapshot(bytes).await.map_err(|e| {
+                StorageError::from(StorageIOError::write_snapshot(
+                    Some(meta.signature()),
+                    &std::io::Error::other(e.to_string()),
+                ))
+            })?;
+        }
         *self.write() = installed;
         self.0.has_snapshot.store(true, Ordering::Release);
         Ok(())

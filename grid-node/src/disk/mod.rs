@@ -6,11 +6,15 @@
 //!   and on start the longest run of good entries, damage cut away and logged.
 //! - [`state_file`]: small records replaced whole and durably (a vote, the node's
 //!   identity), checksummed and versioned.
+//! - [`writer`]: the node's one thread doing the log I/O, appends synced together.
 //! - [`FsyncPolicy`]: when appends reach the disk, and what each choice promises.
 
 pub mod frame;
 pub mod segments;
 pub mod state_file;
+#[cfg(test)]
+mod test_dir;
+pub mod writer;
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,29 +1,5 @@
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use super::*;
-
-/// A directory of its own under the system's temporary directory, removed when dropped
-/// (also when the test fails).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "grid-segments-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&path);
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use crate::disk::test_dir::TempDir;
 
 fn payload(i: u64) -> Vec<u8> {
     format!("entry {i} ")

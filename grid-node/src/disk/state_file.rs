@@ -245,7 +245,8 @@ mod tests {
 
     #[test]
     fn a_write_replaces_the_record_on_disk() {
-        let dir = std::env::temp_dir().join(format!("grid-state-{}", std::process::id()));
+        let scratch = crate::disk::test_dir::TempDir::new();
+        let dir = scratch.0.clone();
         fs::create_dir_all(&dir).unwrap();
         let file = dir.join("vote");
         assert_eq!(read(VOTE, &file).unwrap(), None);
@@ -253,6 +254,5 @@ mod tests {
         write(VOTE, &file, b"second").unwrap();
         assert_eq!(read(VOTE, &file).unwrap().as_deref(), Some(&b"second"[..]));
         assert!(!dir.join("vote.tmp").exists());
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

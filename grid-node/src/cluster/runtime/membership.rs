@@ -19,8 +19,17 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 impl ClusterNode {
-    /// Bootstraps a new cluster or joins an existing one.
+    /// Comes back as the member its data directory says it is, or else bootstraps a new
+    /// cluster or joins an existing one (and, with a data directory, keeps who it is).
     pub async fn start(&self) -> Result<(), ClusterError> {
+        if self.resume().await? {
+            return Ok(());
+        }
+        self.bootstrap_or_join().await?;
+        self.keep_identity()
+    }
+
+    async fn bootstrap_or_join(&self) -> Result<(), ClusterError> {
         if self.config.join.is_empty() {
             self.bootstrap().await
         } else {
@@ -266,8 +275,10 @@ impl ClusterNode {
                         g.raft.clone()
                     })
                 };
+                // A replica emptied on start votes again only once caught up.
+                let no_vote = matches!(rpc, RaftRpc::Vote(_)) && self.refuses_votes(group);
                 // Answer only as the member the message is meant for.
-                match raft.filter(|_| to == self.id()) {
+                match raft.filter(|_| to == self.id() && !no_vote) {
                     None => PeerResponse::NoSuchGroup,
                     Some(raft) => match rpc {
                         RaftRpc::Append(r) => PeerResponse::Append(raft.append_entries(r).await),

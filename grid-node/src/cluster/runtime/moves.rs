@@ -147,6 +147,11 @@ impl ClusterNode {
         lock(&self.leaderless_since).remove(&p);
         if let Some(g) = removed {
             let _ = g.raft.shutdown().await;
+            if let Some(data) = &self.config.data {
+                if let Err(e) = data.remove_group(p).await {
+                    tracing::warn!(partition = p, error = %e, "the files of a partition that moved away could not be removed");
+                }
+            }
             tracing::info!(partition = p, "partition moved away");
         }
         self.released.notify_waiters();

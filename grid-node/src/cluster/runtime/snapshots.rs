@@ -7,8 +7,13 @@
 //! and need snapshot after snapshot. The hold is bounded, so a follower that is gone
 //! (not yet removed) costs a bounded log.
 //!
+//! With a data directory a snapshot is written out whole, so it also waits until the
+//! log is worth it: its values reach half the state's (at least [`DISK_LOG_BYTES`]), or
+//! [`DISK_LOG_ENTRIES`] entries have gone by. A restart then replays at most that much.
+//!
 //! ```text
 //! every round, per hosted group:  entries since the snapshot >= N ?
+//!     (data dir: and log values >= max(state / 2, DISK_LOG_BYTES), or entries >= DISK_LOG_ENTRIES)
 //!     follower ─▶ snapshot
 //!     leader   ─▶ snapshot, unless a follower's match + keep < applied and the log is
 //!                 short of N x HOLD_FACTOR
@@ -24,6 +29,20 @@ use super::ClusterNode;
 pub(super) const SNAPSHOTS_EVERY: Duration = Duration::from_millis(100);
 /// How many snapshot periods a leader holds its snapshot back for a lagging follower.
 const HOLD_FACTOR: u64 = 32;
+
+/// With a data directory: log value bytes that make a snapshot worth writing.
+const DISK_LOG_BYTES: u64 = 16 * 1024 * 1024;
+/// With a data directory: entries after which a snapshot is written whatever their size.
+const DISK_LOG_ENTRIES: u64 = 100_000;
+
+/// The sizes a group's snapshot on disk weighs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Sizes {
+    /// Value bytes in the log.
+    pub log_bytes: u64,
+    /// Value bytes in the state.
+    pub state_bytes: u64,
+}
 
 /// What the decision looks at, from a group's Raft metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +80,13 @@ pub(super) fn snapshot_due(facts: &LogFacts, every: u64, keep: u64) -> bool {
     !lagging || since >= every.saturating_mul(HOLD_FACTOR)
 }
 
+/// Whether a group that writes its snapshots to disk should build one now.
+pub(super) fn disk_snapshot_due(facts: &LogFacts, sizes: Sizes, every: u64, keep: u64) -> bool {
+    let worth = sizes.log_bytes >= (sizes.state_bytes / 2).max(DISK_LOG_BYTES)
+        || since_snapshot(facts) >= DISK_LOG_ENTRIES;
+    worth && snapshot_due(facts, every, keep)
+}
+
 fn facts_of(raft: &GroupRaft) -> LogFacts {
     let metrics = raft.metrics();
     let m = metrics.borrow();
@@ -80,10 +106,33 @@ impl ClusterNode {
     pub(super) async fn snapshot_round(&self) {
         let every = self.config.snapshot_logs;
         let keep = self.raft_config.max_in_snapshot_log_to_keep;
+        let on_disk = self.config.data.is_some();
         let groups = self.all_groups();
-        let rafts = groups.iter().map(|g| &g.raft).chain(self.control_raft());
-        for raft in rafts {
-            if snapshot_due(&facts_of(raft), every, keep) {
+        let sized = groups.iter().map(|g| {
+            let sizes = Sizes {
+                log_bytes: g.log_bytes(),
+                state_bytes: g.with_partition(|p| p.stats().value_bytes).unwrap_or(0),
+            };
+            (&g.raft, sizes)
+        });
+        // The control group's log carries no values: by entries alone.
+        let control = self.control_raft().map(|raft| {
+            (
+                raft,
+                Sizes {
+                    log_bytes: 0,
+                    state_bytes: 0,
+                },
+            )
+        });
+        for (raft, sizes) in sized.chain(control) {
+            let facts = facts_of(raft);
+            let due = if on_disk {
+                disk_snapshot_due(&facts, sizes, every, keep)
+            } else {
+                snapshot_due(&facts, every, keep)
+            };
+            if due {
                 let _ = raft.trigger().snapshot().await;
             }
         }
@@ -120,6 +169,36 @@ mod tests {
             matched: Vec::new(),
         };
         assert!(!snapshot_due(&nothing, 64, 128));
+    }
+
+    #[test]
+    fn on_disk_a_snapshot_waits_until_the_log_is_worth_writing_out() {
+        let f = facts(100, Some(10), &[]);
+        let sizes = |log_mib: u64, state_mib: u64| Sizes {
+            log_bytes: log_mib << 20,
+            state_bytes: state_mib << 20,
+        };
+        assert!(snapshot_due(&f, 64, 128));
+        assert!(
+            !disk_snapshot_due(&f, sizes(15, 0), 64, 128),
+            "under 16 MiB"
+        );
+        assert!(disk_snapshot_due(&f, sizes(16, 0), 64, 128));
+        assert!(
+            !disk_snapshot_due(&f, sizes(40, 100), 64, 128),
+            "under half the state"
+        );
+        assert!(disk_snapshot_due(&f, sizes(50, 100), 64, 128));
+        let many = facts(100_010, Some(10), &[]);
+        assert!(
+            disk_snapshot_due(&many, sizes(0, 100), 64, 128),
+            "entries alone"
+        );
+        let few = facts(40, Some(10), &[]);
+        assert!(
+            !disk_snapshot_due(&few, sizes(50, 0), 64, 128),
+            "N still applies"
+        );
     }
 
     #[test]

@@ -1,0 +1,236 @@
+//! Nodes with a data directory: every node killed with kill -9 at the same moment and
+//! started again with its directory loses no acknowledged write (`--fsync always`), and
+//! locks (with their lock ids), timeouts and pending expiration events carry on.
+#![allow(clippy::unwrap_used)] // reason: integration tests; a panic is a failed test
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use grid_client::{GridClient, LockOptions, LockResult, Timeout, UpdateOptions};
+use grid_tests::cluster::TestCluster;
+use grid_tests::scratch::ScratchDir;
+use grid_tests::{wait_until, DEADLINE};
+
+const BIN: &str = env!("CARGO_BIN_EXE_test-node");
+const OPTS: &str = ";maxRequestRetries=20;requestTimeout=5s;connectTimeout=1s";
+const HOUR: Timeout = Timeout::Sliding { ms: 3_600_000 };
+
+/// Three nodes, each with its own data directory under `dirs`.
+async fn durable_cluster(dirs: &ScratchDir, fsync: &str) -> TestCluster {
+    let per_node = (0..3)
+        .map(|i| {
+            vec![
+                "--data-dir".to_string(),
+                dirs.join(&format!("node{i}")),
+                "--fsync".to_string(),
+                fsync.to_string(),
+            ]
+        })
+        .collect();
+    TestCluster::start_each(BIN, &["--partitions", "8"], per_node)
+        .await
+        .unwrap()
+}
+
+/// Kills every node at once and starts each again at its address with its directory.
+async fn kill_all_and_restart(cluster: &mut TestCluster) {
+    let addrs: Vec<String> = cluster
+        .live()
+        .map(|n| n.client_addr().to_string())
+        .collect();
+    cluster.kill_all().unwrap();
+    for (i, addr) in addrs.iter().enumerate() {
+        cluster.restart(i, addr).unwrap();
+    }
+    cluster.wait_settled(3).await.unwrap();
+}
+
+/// Acknowledged writes: key, value.
+type Acked = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// Writes distinct keys from `tasks` clients until stopped; returns each acknowledged
+/// key with its value.
+fn write_until_stopped(
+    client: &GridClient,
+    tasks: usize,
+    stop: &Arc<AtomicBool>,
+) -> (Acked, Vec<tokio::task::JoinHandle<()>>) {
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let handles = (0..tasks)
+        .map(|t| {
+            let (client, stop, acked) = (client.clone(), Arc::clone(stop), Arc::clone(&acked));
+            tokio::spawn(async move {
+                for i in 0..100_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let (key, value) = (format!("w{t}-{i}"), format!("value {t} {i}"));
+                    match client.put("sessions", &key, value.clone(), HOUR).await {
+                        Ok(_) => {
+                            acked.lock().unwrap().insert(key, value);
+                        }
+                        // Its node was killed: whether this write landed is unknown.
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    (acked, handles)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_cluster_kill_and_restart_keeps_every_acknowledged_write_lock_and_event() {
+    let dirs = ScratchDir::new("restart").unwrap();
+    let mut cluster = durable_cluster(&dirs, "always").await;
+    let client = GridClient::connect(&cluster.connection_string(OPTS))
+        .await
+        .unwrap();
+
+    // A lock held across the restart, and an object that expired before it with no
+    // one registered for its event yet.
+    client
+        .put("sessions", "locked", "held", HOUR)
+        .await
+        .unwrap();
+    let LockResult::Acquired { lock_id, .. } = client
+        .lock(
+            "sessions",
+            "locked",
+            LockOptions {
+                lease: Some(Duration::from_secs(3_600)),
+                ..LockOptions::default()
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("the lock was not granted");
+    };
+    client
+        .put(
+            "sessions",
+            "expired",
+            "gone before",
+            Timeout::Absolute { ms: 200 },
+        )
+        .await
+        .unwrap();
+    wait_until("the short-lived object expires", DEADLINE, || async {
+        client
+            .get("sessions", "expired")
+            .await
+            .ok()
+            .and_then(|o| o.is_none().then_some(()))
+    })
+    .await
+    .unwrap();
+    // One that expires only after the restart.
+    client
+        .put(
+            "sessions",
+            "expiring",
+            "gone after",
+            Timeout::Absolute { ms: 20_000 },
+        )
+        .await
+        .unwrap();
+
+    // Writes under way when every node dies at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acked, writers) = write_until_stopped(&client, 8, &stop);
+    wait_until("writes are acknowledged", DEADLINE, || async {
+        (acked.lock().unwrap().len() >= 300).then_some(())
+    })
+    .await
+    .unwrap();
+    kill_all_and_restart(&mut cluster).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+
+    let client = GridClient::connect(&cluster.connection_string(OPTS))
+        .await
+        .unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 300);
+    for (key, value) in &acked {
+        let got = client.get("sessions", key).await.unwrap();
+        assert_eq!(
+            got.map(|o| o.value),
+            Some(value.clone().into_bytes()),
+            "acknowledged write {key} after the restart"
+        );
+    }
+
+    // The lock is still held under the same id: another lock attempt sees it, a stale
+    // id is refused, the holder's id works.
+    match client
+        .lock("sessions", "locked", LockOptions::default())
+        .await
+        .unwrap()
+    {
+        LockResult::Locked { lock_id: held, .. } => assert_eq!(held, lock_id),
+        other => panic!("the lock did not survive the restart: {other:?}"),
+    }
+    let stale = client
+        .update(
+            "sessions",
+            "locked",
+            "intruder",
+            UpdateOptions {
+                lock_id: Some(lock_id + 1),
+                ..UpdateOptions::default()
+            },
+        )
+        .await;
+    assert!(stale.is_err(), "a wrong lock id is refused: {stale:?}");
+    client
+        .update(
+            "sessions",
+            "locked",
+            "holder",
+            UpdateOptions {
+                lock_id: Some(lock_id),
+                unlock: true,
+                ..UpdateOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let value = client
+        .get("sessions", "locked")
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(value, b"holder");
+
+    // Both expirations reach the first client to register: the one owed from before the
+    // restart, and the one due after it.
+    let mut events = client.subscribe("sessions").await.unwrap();
+    let mut seen = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE * 2;
+    while seen.len() < 2 {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let delivery = tokio::time::timeout(left, events.next())
+            .await
+            .expect("expiration events after the restart")
+            .expect("the event stream ended");
+        let key = String::from_utf8(delivery.event.obj.key.clone()).unwrap();
+        seen.insert(key, delivery.event.value.clone());
+        let _ = delivery.ack().await;
+    }
+    assert_eq!(
+        seen.get("expired").map(Vec::as_slice),
+        Some(&b"gone before"[..])
+    );
+    assert_eq!(
+        seen.get("expiring").map(Vec::as_slice),
+        Some(&b"gone after"[..])
+    );
+    assert!(client.get("sessions", "expiring").await.unwrap().is_none());
+}
