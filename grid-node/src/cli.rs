@@ -234,6 +234,11 @@ struct ServeArgs {
     /// about 30 s).
     #[arg(long, default_value = "always", requires = "data_dir")]
     fsync: crate::disk::FsyncPolicy,
+    /// With --data-dir, a partition writes its snapshot file (its whole state) once its
+    /// log holds this many value bytes and at least half its state's, or 100000 entries;
+    /// a restart replays at most that much log.
+    #[arg(long, default_value_t = 16 * 1024 * 1024, requires = "data_dir")]
+    raft_snapshot_bytes: u64,
 }
 
 #[derive(Debug, Args)]
@@ -341,6 +346,7 @@ impl ServeArgs {
             geo: self.geo()?,
             data_dir: self.data_dir.clone(),
             fsync: self.fsync,
+            raft_snapshot_bytes: self.raft_snapshot_bytes,
             ..NodeConfig::default()
         })
     }

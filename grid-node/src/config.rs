@@ -89,6 +89,9 @@ pub struct NodeConfig {
     pub data_dir: Option<PathBuf>,
     /// When log appends are synced to disk, with `data_dir`. Default `always`.
     pub fsync: crate::disk::FsyncPolicy,
+    /// With `data_dir`, a group writes a snapshot once its log holds this many value
+    /// bytes (and half its state's). Default 16 MiB.
+    pub raft_snapshot_bytes: u64,
 }
 
 impl Default for NodeConfig {
@@ -122,6 +125,7 @@ impl Default for NodeConfig {
             geo: None,
             data_dir: None,
             fsync: crate::disk::FsyncPolicy::Always,
+            raft_snapshot_bytes: 16 * 1024 * 1024,
         }
     }
 }

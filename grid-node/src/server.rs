@@ -161,6 +161,7 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
             peer_key: peer_key.clone(),
             peer_tls: peer_tls.clone(),
             snapshot_logs: config.raft_snapshot_logs,
+            snapshot_bytes: config.raft_snapshot_bytes,
             partition: config.partition_config(),
             event_ack_timeout: config.event_ack_timeout,
             memory: MemoryLimit {

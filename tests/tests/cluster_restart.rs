@@ -1,9 +1,13 @@
 //! Nodes with a data directory: every node killed with kill -9 at the same moment and
 //! started again with its directory loses no acknowledged write (`--fsync always`), and
-//! locks (with their lock ids), timeouts and pending expiration events carry on.
+//! locks (with their lock ids), timeouts and pending expiration events carry on. A node
+//! whose log or snapshot was damaged while it was down finds it on start, cuts the log
+//! back or refuses the snapshot, and (its copy now in doubt) joins again as a new member
+//! that copies its partitions from its peers; nothing damaged is served.
 #![allow(clippy::unwrap_used)] // reason: integration tests; a panic is a failed test
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -233,4 +237,126 @@ async fn a_full_cluster_kill_and_restart_keeps_every_acknowledged_write_lock_and
         Some(&b"gone after"[..])
     );
     assert!(client.get("sessions", "expiring").await.unwrap().is_none());
+}
+
+/// The last log segment of group directory `group`.
+fn last_segment(group: &Path) -> PathBuf {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(group.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    segments.pop().expect("a log segment")
+}
+
+fn flip_byte(path: &Path, from_end: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes.len() - from_end as usize;
+    bytes[at] ^= 0x5a;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_with_damaged_files_cuts_or_refuses_them_and_catches_up_from_its_peers() {
+    let dirs = ScratchDir::new("damage").unwrap();
+    let per_node = (0..3)
+        .map(|i| {
+            vec![
+                "--data-dir".to_string(),
+                dirs.join(&format!("node{i}")),
+                // Snapshot files written after a few KiB of values.
+                "--raft-snapshot-bytes".to_string(),
+                "2048".to_string(),
+            ]
+        })
+        .collect();
+    let mut cluster = TestCluster::start_each(BIN, &["--partitions", "4"], per_node)
+        .await
+        .unwrap();
+    let client = GridClient::connect(&cluster.connection_string(OPTS))
+        .await
+        .unwrap();
+    let mut written = BTreeMap::new();
+    let value = |i: usize, round: &str| format!("{round} {i} {}", "x".repeat(100));
+    // Over 64 entries per partition: a snapshot is due.
+    for i in 0..400 {
+        let v = value(i, "first");
+        client
+            .put("sessions", format!("k{i}"), v.clone(), HOUR)
+            .await
+            .unwrap();
+        written.insert(format!("k{i}"), v);
+    }
+    // Node 2 holds every partition (three nodes, three replicas).
+    let groups: Vec<PathBuf> = (0..3)
+        .map(|p| dirs.path().join(format!("node2/groups/p{p:05}")))
+        .collect();
+    wait_until("node 2 has written snapshot files", DEADLINE, || async {
+        groups
+            .iter()
+            .all(|g| g.join("snapshot").exists())
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    // More entries after the snapshots, so each log has a tail to damage.
+    for i in 0..200 {
+        let v = value(i, "second");
+        client
+            .put("sessions", format!("k{i}"), v.clone(), HOUR)
+            .await
+            .unwrap();
+        written.insert(format!("k{i}"), v);
+    }
+    let addr = cluster.node(2).unwrap().client_addr().to_string();
+    let old_id = client.node_status(&addr).await.unwrap().node_id;
+    cluster.kill(2).unwrap();
+    // Partition 0: a corrupt last record; 1: a torn one; 2: a corrupt snapshot.
+    flip_byte(&last_segment(&groups[0]), 20);
+    let torn = last_segment(&groups[1]);
+    let len = std::fs::metadata(&torn).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&torn)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    let snapshot = groups[2].join("snapshot");
+    let half = std::fs::metadata(&snapshot).unwrap().len() / 2;
+    flip_byte(&snapshot, half);
+    // Writes it misses while down.
+    for i in 0..100 {
+        let v = value(i, "third");
+        client
+            .put("sessions", format!("k{i}"), v.clone(), HOUR)
+            .await
+            .unwrap();
+        written.insert(format!("k{i}"), v);
+    }
+
+    cluster.restart(2, &addr).unwrap();
+    cluster.wait_settled(3).await.unwrap();
+    cluster.wait_leaders_spread().await.unwrap();
+    let status = client.node_status(&addr).await.unwrap();
+    // Its copy may lack writes it had acknowledged (a record that was synced is
+    // corrupt, a snapshot refused): it came back as a new member, copying from its peers.
+    assert_ne!(
+        status.node_id, old_id,
+        "node 2 joined again as a new member"
+    );
+    assert_eq!(status.partitions, 4, "node 2 hosts every partition again");
+    assert!(status.partitions_led > 0, "and leads some: {status:?}");
+    // Node 2 answers for the partitions it leads: nothing damaged is served.
+    for (key, v) in &written {
+        let got = client.get("sessions", key).await.unwrap();
+        assert_eq!(got.map(|o| o.value), Some(v.clone().into_bytes()), "{key}");
+    }
+    // With the other nodes stopped one at a time, node 2 carries the data: after node
+    // 0 is gone, node 2 and node 1 form every quorum.
+    cluster.kill(0).unwrap();
+    for (key, v) in &written {
+        let got = client.get("sessions", key).await.unwrap();
+        assert_eq!(got.map(|o| o.value), Some(v.clone().into_bytes()), "{key}");
+    }
 }

@@ -12,12 +12,13 @@
 //!     snapshot             the state as of its last applied entry (GROUP_SNAPSHOT)
 //! ```
 //!
+//! DIR/running              the boot of the machine a node started in; removed on a
+//!                          clean stop
+//!
 //! Every file is checksummed and versioned. Log I/O runs on the node's disk writer
 //! thread (`disk/writer.rs`), in order; a snapshot file is written whole beside the old
-//! one and renamed over it. A damaged snapshot is refused: the group starts empty, keeps
-//! its vote, and refuses to vote for anyone until it has caught up from its peers past
-//! the log it had, so an empty replica never helps elect a leader missing entries it had
-//! stored.
+//! one and renamed over it. What a restart does with damage found here is
+//! `runtime/restart.rs`'s to decide.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,17 @@ const SNAPSHOT: StateKind = StateKind {
     name: "group snapshot",
     version: 1,
 };
+const RUNNING: StateKind = StateKind {
+    name: "running since boot",
+    version: 1,
+};
+
+/// This boot of the machine (empty where the system does not say).
+pub fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
 
 /// A data directory that cannot be used.
 #[derive(Debug, Error)]
@@ -118,6 +130,8 @@ pub struct OpenedGroup {
     pub purged: Option<LogId<NodeId>>,
     /// The snapshot's bytes, checksum verified; why not, if the file is damaged.
     pub snapshot: Result<Option<Vec<u8>>, String>,
+    /// Damage cut from the log's tail.
+    pub cut: Option<crate::disk::Cut>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DurableError + '_ {
@@ -188,6 +202,40 @@ impl DataDir {
     /// The identity kept, if this directory has served a node before.
     pub fn identity(&self) -> Result<Option<Identity>, DurableError> {
         read_record(IDENTITY, &self.root.join("identity"))
+    }
+
+    /// Forgets the identity and every group (a node that joins again as a new member).
+    pub async fn forget_all(&self) -> Result<(), DurableError> {
+        let path = self.root.join("identity");
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(DurableError::Io { path, source: e })
+            }
+            _ => {}
+        }
+        self.clear_groups().await
+    }
+
+    /// Records that a node runs on this directory since this boot of the machine; `None`
+    /// if the last node to use it stopped cleanly, else the boot it started in (a
+    /// different one means the machine went down under it, taking what the kernel had
+    /// not yet written).
+    pub fn mark_running(&self) -> Result<Option<String>, DurableError> {
+        let path = self.root.join("running");
+        let before = read_record::<String>(RUNNING, &path)?;
+        state_file::write(RUNNING, &path, &DISK_RECORD.encode(&boot_id()))?;
+        Ok(before)
+    }
+
+    /// Records a clean stop (every append synced first).
+    pub async fn mark_stopped(&self) {
+        self.writer.flush().await;
+        let path = self.root.join("running");
+        if let Err(e) =
+            fs::remove_file(&path).and_then(|()| crate::disk::segments::sync_dir(&self.root))
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not record a clean stop");
+        }
     }
 
     /// Keeps `identity` (durably).
@@ -262,10 +310,6 @@ impl DataDir {
             .writer
             .run(move || SegmentLog::open(&log_dir, SEGMENT_BYTES))
             .await?;
-        if let Some(cut) = &recovered.cut {
-            tracing::warn!(group, path = %cut.path.display(), at = cut.at, damage = ?cut.damage, removed_segments = cut.removed_segments,
-                "damaged log tail cut back to its last good entry; the group catches up from its peers");
-        }
         let vote: Option<Vote<NodeId>> = read_record(VOTE, &dir.join("vote"))?;
         let purged: Option<LogId<NodeId>> = read_record(PURGED, &dir.join("purged"))?;
         let snapshot = match state_file::read(SNAPSHOT, &dir.join("snapshot")) {
@@ -300,12 +344,8 @@ impl DataDir {
             vote,
             purged,
             snapshot,
+            cut: recovered.cut,
         })
-    }
-
-    /// Makes every append so far durable (on a graceful stop).
-    pub async fn flush(&self) {
-        self.writer.flush().await;
     }
 }
 
@@ -378,38 +418,6 @@ impl GroupFiles {
                     source: std::io::Error::other(e),
                 })?;
         Ok(written?)
-    }
-
-    /// Forgets the log and the snapshot, keeping the vote (a refused snapshot).
-    pub async fn discard_log_and_snapshot(&self) -> Result<(), DurableError> {
-        let (log, snapshot, purged) = (
-            Arc::clone(&self.log),
-            self.dir.join("snapshot"),
-            self.dir.join("purged"),
-        );
-        let dir = self.dir.clone();
-        self.writer
-            .run(move || {
-                let mut log = grid_proto::sync::lock(&log);
-                log.truncate_from(0)?;
-                for file in [&snapshot, &purged] {
-                    match fs::remove_file(file) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(DiskError::Io {
-                                path: file.clone(),
-                                source: e,
-                            })
-                        }
-                        _ => {}
-                    }
-                }
-                crate::disk::segments::sync_dir(&dir).map_err(|source| DiskError::Io {
-                    path: dir.clone(),
-                    source,
-                })
-            })
-            .await?;
-        Ok(())
     }
 }
 

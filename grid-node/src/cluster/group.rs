@@ -187,11 +187,6 @@ impl PartitionGroup {
         self.vote_term_seen.load(Ordering::Relaxed)
     }
 
-    /// Whether this replica must not vote yet (see `GroupSm::refuses_votes`).
-    pub fn refuses_votes(&self) -> bool {
-        self.sm.refuses_votes()
-    }
-
     /// Value bytes held in the group's Raft log.
     pub fn log_bytes(&self) -> u64 {
         self.log_bytes.load(Ordering::Relaxed)

@@ -109,6 +109,8 @@ pub struct ClusterConfig {
     pub peer_tls: Option<grid_client::tls::ClientTls>,
     /// Log entries between snapshots.
     pub snapshot_logs: u64,
+    /// With a data directory, the least log value bytes worth writing a snapshot for.
+    pub snapshot_bytes: u64,
     /// Settings of every partition.
     pub partition: PartitionConfig,
     /// How long a client has to acknowledge an event before another gets it.
@@ -699,7 +701,7 @@ impl ClusterNode {
             let _ = raft.shutdown().await;
         }
         if let Some(data) = &self.config.data {
-            data.flush().await;
+            data.mark_stopped().await;
         }
     }
 

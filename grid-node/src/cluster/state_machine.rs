@@ -71,10 +71,6 @@ struct Inner {
     snapshots_built: AtomicU64,
     /// The group's files, with a data directory.
     files: Option<Arc<GroupFiles>>,
-    /// One past the log index this replica must have applied before it votes again (0:
-    /// it votes): set when its snapshot was refused on start, so an emptied replica
-    /// never helps elect a leader that lacks entries it had stored.
-    vote_floor: AtomicU64,
 }
 
 /// A group's state machine; clones share it.
@@ -107,7 +103,6 @@ impl GroupSm {
             partition_config,
             snapshots_built: AtomicU64::new(0),
             files,
-            vote_floor: AtomicU64::new(0),
         }))
     }
 
@@ -117,27 +112,6 @@ impl GroupSm {
         *self.write() = restored;
         self.0.has_snapshot.store(true, Ordering::Release);
         Ok(())
-    }
-
-    /// From now on, refuses to vote until the entry at `index` is applied.
-    pub fn refuse_votes_through(&self, index: u64) {
-        self.0.vote_floor.store(index + 1, Ordering::Release);
-    }
-
-    /// Whether this replica must not vote yet (see [`Self::refuse_votes_through`]).
-    pub fn refuses_votes(&self) -> bool {
-        let floor = self.0.vote_floor.load(Ordering::Acquire);
-        if floor == 0 {
-            return false;
-        }
-        let caught_up = self
-            .read()
-            .last_applied
-            .is_some_and(|l| l.index + 1 >= floor);
-        if caught_up {
-            self.0.vote_floor.store(0, Ordering::Release);
-        }
-        !caught_up
     }
 
     /// Reads the state. Do not hold across an `.await`.

@@ -33,16 +33,21 @@ impl ClusterNode {
         if self.config.join.is_empty() {
             self.bootstrap().await
         } else {
-            let id = self.join().await?;
-            self.me.store(id, Ordering::Relaxed);
-            let (raft, sm) = self
-                .new_raft(CONTROL_GROUP, Machine::Control(ClusterState::default()))
-                .await?;
-            let _ = self.control.set((raft, sm));
-            *lock(&self.last_pinged) = Instant::now();
-            tracing::info!(id, "joined the cluster");
-            Ok(())
+            let id = self.join(&self.config.join).await?;
+            self.joined(id).await
         }
+    }
+
+    /// Starts as member `id`, just admitted: its control group replica, empty.
+    pub(super) async fn joined(&self, id: NodeId) -> Result<(), ClusterError> {
+        self.me.store(id, Ordering::Relaxed);
+        let (raft, sm) = self
+            .new_raft(CONTROL_GROUP, Machine::Control(ClusterState::default()))
+            .await?;
+        let _ = self.control.set((raft, sm));
+        *lock(&self.last_pinged) = Instant::now();
+        tracing::info!(id, "joined the cluster");
+        Ok(())
     }
 
     pub(super) async fn bootstrap(&self) -> Result<(), ClusterError> {
@@ -85,13 +90,14 @@ impl ClusterNode {
         Ok(())
     }
 
-    pub(super) async fn join(&self) -> Result<NodeId, ClusterError> {
+    /// Asks `seeds` (and the leaders they name) to admit this node as a new member.
+    pub(super) async fn join(&self, seeds: &[String]) -> Result<NodeId, ClusterError> {
         let started = Instant::now();
-        let mut queue: Vec<String> = self.config.join.clone();
+        let mut queue: Vec<String> = seeds.to_vec();
         let mut reason = String::from("no member answered");
         while started.elapsed() < JOIN_DEADLINE {
             let Some(seed) = queue.first().cloned() else {
-                queue = self.config.join.clone();
+                queue = seeds.to_vec();
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
@@ -109,7 +115,7 @@ impl ClusterNode {
                 }) => queue.insert(0, addr),
                 Ok(PeerResponse::Refused { reason }) => {
                     return Err(ClusterError::Join {
-                        seeds: self.config.join.clone(),
+                        seeds: seeds.to_vec(),
                         reason,
                     })
                 }
@@ -118,7 +124,7 @@ impl ClusterNode {
             }
         }
         Err(ClusterError::Join {
-            seeds: self.config.join.clone(),
+            seeds: seeds.to_vec(),
             reason,
         })
     }
@@ -275,10 +281,8 @@ impl ClusterNode {
                         g.raft.clone()
                     })
                 };
-                // A replica emptied on start votes again only once caught up.
-                let no_vote = matches!(rpc, RaftRpc::Vote(_)) && self.refuses_votes(group);
                 // Answer only as the member the message is meant for.
-                match raft.filter(|_| to == self.id() && !no_vote) {
+                match raft.filter(|_| to == self.id()) {
                     None => PeerResponse::NoSuchGroup,
                     Some(raft) => match rpc {
                         RaftRpc::Append(r) => PeerResponse::Append(raft.append_entries(r).await),

@@ -8,12 +8,12 @@
 //! (not yet removed) costs a bounded log.
 //!
 //! With a data directory a snapshot is written out whole, so it also waits until the
-//! log is worth it: its values reach half the state's (at least [`DISK_LOG_BYTES`]), or
-//! [`DISK_LOG_ENTRIES`] entries have gone by. A restart then replays at most that much.
+//! log is worth it: its values reach half the state's (at least `--raft-snapshot-bytes`),
+//! or [`DISK_LOG_ENTRIES`] entries have gone by. A restart then replays at most that much.
 //!
 //! ```text
 //! every round, per hosted group:  entries since the snapshot >= N ?
-//!     (data dir: and log values >= max(state / 2, DISK_LOG_BYTES), or entries >= DISK_LOG_ENTRIES)
+//!     (data dir: and log values >= max(state / 2, B), or entries >= DISK_LOG_ENTRIES)
 //!     follower ─▶ snapshot
 //!     leader   ─▶ snapshot, unless a follower's match + keep < applied and the log is
 //!                 short of N x HOLD_FACTOR
@@ -30,8 +30,6 @@ pub(super) const SNAPSHOTS_EVERY: Duration = Duration::from_millis(100);
 /// How many snapshot periods a leader holds its snapshot back for a lagging follower.
 const HOLD_FACTOR: u64 = 32;
 
-/// With a data directory: log value bytes that make a snapshot worth writing.
-const DISK_LOG_BYTES: u64 = 16 * 1024 * 1024;
 /// With a data directory: entries after which a snapshot is written whatever their size.
 const DISK_LOG_ENTRIES: u64 = 100_000;
 
@@ -42,6 +40,8 @@ pub(super) struct Sizes {
     pub log_bytes: u64,
     /// Value bytes in the state.
     pub state_bytes: u64,
+    /// The least log value bytes worth a snapshot (`--raft-snapshot-bytes`).
+    pub least: u64,
 }
 
 /// What the decision looks at, from a group's Raft metrics.
@@ -82,7 +82,7 @@ pub(super) fn snapshot_due(facts: &LogFacts, every: u64, keep: u64) -> bool {
 
 /// Whether a group that writes its snapshots to disk should build one now.
 pub(super) fn disk_snapshot_due(facts: &LogFacts, sizes: Sizes, every: u64, keep: u64) -> bool {
-    let worth = sizes.log_bytes >= (sizes.state_bytes / 2).max(DISK_LOG_BYTES)
+    let worth = sizes.log_bytes >= (sizes.state_bytes / 2).max(sizes.least)
         || since_snapshot(facts) >= DISK_LOG_ENTRIES;
     worth && snapshot_due(facts, every, keep)
 }
@@ -107,23 +107,24 @@ impl ClusterNode {
         let every = self.config.snapshot_logs;
         let keep = self.raft_config.max_in_snapshot_log_to_keep;
         let on_disk = self.config.data.is_some();
+        let least = self.config.snapshot_bytes;
         let groups = self.all_groups();
         let sized = groups.iter().map(|g| {
             let sizes = Sizes {
                 log_bytes: g.log_bytes(),
                 state_bytes: g.with_partition(|p| p.stats().value_bytes).unwrap_or(0),
+                least,
             };
             (&g.raft, sizes)
         });
         // The control group's log carries no values: by entries alone.
         let control = self.control_raft().map(|raft| {
-            (
-                raft,
-                Sizes {
-                    log_bytes: 0,
-                    state_bytes: 0,
-                },
-            )
+            let sizes = Sizes {
+                log_bytes: 0,
+                state_bytes: 0,
+                least,
+            };
+            (raft, sizes)
         });
         for (raft, sizes) in sized.chain(control) {
             let facts = facts_of(raft);
@@ -177,6 +178,7 @@ mod tests {
         let sizes = |log_mib: u64, state_mib: u64| Sizes {
             log_bytes: log_mib << 20,
             state_bytes: state_mib << 20,
+            least: 16 << 20,
         };
         assert!(snapshot_due(&f, 64, 128));
         assert!(
