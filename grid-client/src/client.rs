@@ -22,6 +22,7 @@ use crate::error::ClientError;
 use crate::near_cache::{CacheStats, NearCache};
 use crate::tls::ClientTls;
 
+mod backup;
 mod events;
 mod ops;
 
@@ -389,9 +390,14 @@ impl GridClient {
 
     /// The address of the node believed to lead `obj`'s partition, and the partition.
     fn route(&self, obj: &ObjKey) -> Option<(String, u32)> {
+        let partitions = lock(&self.inner.map).as_ref()?.partitions;
+        self.route_partition(partition_of(key_hash(&obj.namespace, &obj.key), partitions))
+    }
+
+    /// The address of the node believed to lead partition `p`, and `p`.
+    fn route_partition(&self, p: u32) -> Option<(String, u32)> {
         let map = lock(&self.inner.map);
         let map = map.as_ref()?;
-        let p = partition_of(key_hash(&obj.namespace, &obj.key), map.partitions);
         let leader = map.leaders.get(p as usize).copied().flatten();
         let replicas = map.replicas.get(p as usize)?;
         let id = leader.or_else(|| replicas.first().copied())?;

@@ -411,6 +411,16 @@ fn handle(ctx: &ConnContext, session: &mut Session, frame: Frame, from: SocketAd
             }))
         }
         Request::AckEvent { id: event } => Step::Ack(id, event),
+        Request::Export {
+            partition,
+            export,
+            from,
+        } => {
+            let node = Arc::clone(node);
+            Step::Later(Box::pin(async move {
+                (id, node.export(partition, export, from).await)
+            }))
+        }
     }
 }
 

@@ -20,6 +20,7 @@
 //!   [`tls`]: certificates and keys.
 //! - [`disk`]: Raft's state on disk for `--data-dir`: checksummed log segments, damage
 //!   cut away on start, and the fsync policies.
+//! - [`exports`]: partition copies kept while a backup pages through them.
 //! - [`clock`]: the injected time source; [`log_limit`]: rate limits for repeated log lines.
 //!
 //! One write, from socket to reply:
@@ -45,6 +46,7 @@ pub mod config;
 pub mod conn;
 pub mod disk;
 pub mod events;
+pub mod exports;
 pub mod format;
 pub mod geo;
 pub mod limits;

@@ -3,15 +3,20 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use grid_proto::{check_op, Millis, NodeStatus, Op, PartitionMap, Reply};
 
 use crate::clock::Clock;
 use crate::cluster::runtime::ClusterNode;
 use crate::config::NodeConfig;
+use crate::exports::Exports;
 use crate::geo::GeoService;
 use crate::metrics::{inc, Metrics};
 use crate::workers::Workers;
+
+/// Bytes of objects in one page of an export, at most.
+const PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Most remote stores one read may name.
 const MAX_REMOTE_STORES: usize = 16;
@@ -27,6 +32,7 @@ pub struct Node {
     pub metrics: Metrics,
     geo: Option<Arc<GeoService>>,
     workers: Workers,
+    exports: Exports,
 }
 
 impl Node {
@@ -45,7 +51,29 @@ impl Node {
             config,
             metrics: Metrics::default(),
             geo,
+            exports: Exports::default(),
         }
+    }
+
+    /// A page of a partition's objects for a backup (`export` 0 starts one here, as the
+    /// partition's leader).
+    pub async fn export(&self, partition: u32, export: u64, from: u64) -> Reply {
+        // A page carries at least one object, so any value this node took fits a frame.
+        let budget = PAGE_BYTES.min(self.config.max_value_bytes / 2);
+        let export = if export == 0 {
+            let objects = match self.cluster.export(partition).await {
+                Ok(objects) => objects,
+                Err(reply) => return reply,
+            };
+            match self.exports.start(partition, objects, Instant::now()) {
+                Ok(id) => id,
+                Err(reply) => return reply,
+            }
+        } else {
+            export
+        };
+        self.exports
+            .page(export, partition, from, budget, Instant::now())
     }
 
     /// A read that pulls the object from remote sites when it is missing here.

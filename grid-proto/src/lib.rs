@@ -22,6 +22,7 @@
 //!    └────────────────────frame(Reply, same request id)◀───────────────────┘
 //! ```
 
+pub mod backup;
 pub mod batch;
 pub mod events;
 pub mod frame;

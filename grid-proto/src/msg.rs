@@ -9,7 +9,7 @@ pub use crate::geo::{GeoOp, RemoteStoreStatus};
 pub use crate::map::{MapNode, PartitionMap};
 pub use crate::status::{NodeStatus, WorkerState, WorkerStatus};
 use rkyv::rancor::Error as RkyvError;
-use rkyv::util::AlignedVec;
+pub use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 use serde::{Deserialize as SerdeDeserialize, Serialize as SerdeSerialize};
 use thiserror::Error;
@@ -269,6 +269,18 @@ pub enum Request {
     /// A step of a migration between sites, on the partition of its object. Only from
     /// the cluster's own nodes.
     Geo(GeoOp),
+    /// A page of a partition's objects, for a backup. `export` 0 starts an export on the
+    /// partition's leader: it copies the partition as of a linearizable point and answers
+    /// its first page. Later pages name the export and go to the same node. Replies
+    /// `Exported`.
+    Export {
+        /// The partition.
+        partition: u32,
+        /// The export (0: start one).
+        export: u64,
+        /// Index of the first object wanted.
+        from: u64,
+    },
 }
 
 impl Request {
@@ -512,6 +524,15 @@ pub enum Reply {
         /// What each remote store said (`east: not found`, `west: unreachable ...`).
         reasons: Vec<String>,
     },
+    /// Answer to `Export`: objects `from..from + objects.len()` of `total`.
+    Exported {
+        /// The export, to name in the next pages.
+        export: u64,
+        /// Objects in the partition's copy.
+        total: u64,
+        /// This page.
+        objects: Vec<crate::backup::BackupObject>,
+    },
 }
 
 impl Reply {
@@ -520,6 +541,7 @@ impl Reply {
         match self {
             Reply::Retrieved { value, .. } => value.len(),
             Reply::Peer { payload } => payload.len(),
+            Reply::Exported { objects, .. } => objects.iter().map(|o| o.size()).sum(),
             _ => 0,
         }
     }

@@ -168,6 +168,46 @@ async fn empty_and_overlong_keys_are_bad_requests() {
 }
 
 #[tokio::test]
+async fn exports_of_no_partition_or_an_unknown_export_are_bad_requests() {
+    let f = fixture().await;
+    let mut conn = f.raw().await;
+    let asks = [
+        (2u64, u32::MAX, 0u64, "no partition"),
+        (3, 0, 77, "unknown export"),
+        (4, 0, u64::MAX, "unknown export"),
+    ];
+    for (id, partition, export, says) in asks {
+        let ask = Request::Export {
+            partition,
+            export,
+            from: u64::MAX,
+        };
+        match conn.call(id, &ask).await.unwrap() {
+            Reply::BadRequest { reason } => assert!(reason.contains(says), "{reason}"),
+            other => panic!("export {export} of partition {partition}: {other:?}"),
+        }
+    }
+    // An export asked past its end answers an empty page, and the node goes on.
+    match conn
+        .call(
+            5,
+            &Request::Export {
+                partition: 0,
+                export: 0,
+                from: u64::MAX,
+            },
+        )
+        .await
+        .unwrap()
+    {
+        Reply::Exported { objects, .. } => assert!(objects.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(conn.call(6, &Request::Ping).await.unwrap(), Reply::Pong);
+    f.assert_intact().await;
+}
+
+#[tokio::test]
 async fn invalid_payload_in_a_valid_frame_is_a_bad_request() {
     let f = fixture().await;
     let mut conn = f.raw().await;

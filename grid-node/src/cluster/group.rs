@@ -435,6 +435,21 @@ impl PartitionGroup {
         reply
     }
 
+    /// A copy of the partition's objects for a backup, as of a linearizable point: the
+    /// leader confirms it still leads (a heartbeat round, never the lease) after the
+    /// entries it has applied, then copies under the state's read lock (writes to this
+    /// partition wait for the copy, the others do not).
+    pub async fn export(&self) -> Result<Vec<grid_proto::backup::BackupObject>, Reply> {
+        self.gate.wait_while_draining().await;
+        self.raft.ensure_linearizable().await.map_err(read_error)?;
+        let now = self.clock.now();
+        self.with_partition(|p| p.store().backup(now))
+            .ok_or_else(|| Reply::Unavailable {
+                code: Unavailability::Internal,
+                reason: "not a partition group".into(),
+            })
+    }
+
     /// Delivers answers to this node's parked requests and counts expirations. A lock
     /// granted to a request that is gone is released again, so it passes on.
     async fn settle(&self, outcome: Outcome) {

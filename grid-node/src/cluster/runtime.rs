@@ -502,6 +502,30 @@ impl ClusterNode {
         Ok(group)
     }
 
+    /// A copy of partition `p`'s objects for a backup, if this node leads it.
+    pub async fn export(&self, p: u32) -> Result<Vec<grid_proto::backup::BackupObject>, Reply> {
+        let routed = self.with_state(|state| {
+            if p >= state.partitions {
+                return Err(Reply::BadRequest {
+                    reason: format!("no partition {p}: the cluster has {}", state.partitions),
+                });
+            }
+            self.group(p).ok_or_else(|| Reply::NotLeader {
+                leader_hint: state.assignment[p as usize]
+                    .first()
+                    .and_then(|id| state.addr_of(*id))
+                    .map(str::to_string),
+            })
+        });
+        let group = routed.unwrap_or_else(|| {
+            Err(Reply::Unavailable {
+                code: Unavailability::NotJoined,
+                reason: "this node has not joined a cluster yet".into(),
+            })
+        })?;
+        group.export().await
+    }
+
     /// True while this node reaches no other member (see `liveness`).
     pub fn isolated(&self) -> bool {
         self.isolated.load(Ordering::Relaxed)

@@ -24,6 +24,7 @@ use grid_proto::{Millis, ObjKey, ObjectInfo, Op, Reply, Timeout};
 
 use super::expiry::DeadlineIndex;
 
+mod backup;
 mod geo;
 mod locks;
 mod snapshot;
