@@ -239,6 +239,13 @@ struct ServeArgs {
     /// a restart replays at most that much log.
     #[arg(long, default_value_t = 16 * 1024 * 1024, requires = "data_dir")]
     raft_snapshot_bytes: u64,
+    /// With --data-dir, refuse writes that add data (put, create, update) with a
+    /// disk-full error while the data directory's disk has less free space than this;
+    /// reads, removes, unlocks and everything already written go on. The reserve covers
+    /// the entries the grid still writes meanwhile (locks, touches, expirations) and
+    /// snapshot files (one is written only if it leaves half the reserve).
+    #[arg(long, default_value_t = 64 * 1024 * 1024, requires = "data_dir")]
+    disk_reserve: u64,
 }
 
 #[derive(Debug, Args)]
@@ -347,6 +354,7 @@ impl ServeArgs {
             data_dir: self.data_dir.clone(),
             fsync: self.fsync,
             raft_snapshot_bytes: self.raft_snapshot_bytes,
+            disk_reserve: self.disk_reserve,
             ..NodeConfig::default()
         })
     }

@@ -92,6 +92,9 @@ pub struct NodeConfig {
     /// With `data_dir`, a group writes a snapshot once its log holds this many value
     /// bytes (and half its state's). Default 16 MiB.
     pub raft_snapshot_bytes: u64,
+    /// With `data_dir`, writes that add data are refused while the disk has less free
+    /// space than this. Default 64 MiB.
+    pub disk_reserve: u64,
 }
 
 impl Default for NodeConfig {
@@ -126,6 +129,7 @@ impl Default for NodeConfig {
             data_dir: None,
             fsync: crate::disk::FsyncPolicy::Always,
             raft_snapshot_bytes: 16 * 1024 * 1024,
+            disk_reserve: 64 * 1024 * 1024,
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub auth_failures_total: AtomicU64,
     /// Writes refused because the node is past `--max-memory` with eviction off.
     pub low_memory_refusals_total: AtomicU64,
+    /// Writes refused because the data directory's disk is under `--disk-reserve`.
+    pub disk_full_refusals_total: AtomicU64,
     /// Connections refused at accept because `--max-connections` were open.
     pub connections_refused_total: AtomicU64,
     /// Connections closed by a bound: no hello in time, idle, or a client not reading.
@@ -47,7 +49,7 @@ pub fn get(counter: &AtomicU64) -> u64 {
 impl Metrics {
     /// Renders the counters and the node status as Prometheus text.
     pub fn render(&self, status: &NodeStatus) -> String {
-        let rows: [(&str, &str, &str, u64); 25] = [
+        let rows: [(&str, &str, &str, u64); 26] = [
             (
                 "grid_connections_total",
                 "counter",
@@ -162,6 +164,12 @@ impl Metrics {
                 "counter",
                 "Writes refused past --max-memory (eviction off).",
                 get(&self.low_memory_refusals_total),
+            ),
+            (
+                "grid_disk_full_refusals_total",
+                "counter",
+                "Writes refused while the data directory's disk is under --disk-reserve.",
+                get(&self.disk_full_refusals_total),
             ),
             (
                 "grid_evicted_total",

@@ -133,7 +133,24 @@ impl Node {
         if let Some(reply) = self.refuse_for_memory(&op) {
             return reply;
         }
+        if let Some(reply) = self.refuse_for_disk(&op) {
+            return reply;
+        }
         self.cluster.execute(op).await
+    }
+
+    /// `DiskFull` for a write that adds data while the data directory's disk is under
+    /// its reserve.
+    fn refuse_for_disk(&self, op: &Op) -> Option<Reply> {
+        let grows = matches!(op, Op::Create { .. } | Op::Put { .. } | Op::Update { .. });
+        let (free, reserve) = self.cluster.short_of_space().filter(|_| grows)?;
+        inc(&self.metrics.disk_full_refusals_total);
+        Some(Reply::Unavailable {
+            code: grid_proto::Unavailability::DiskFull,
+            reason: format!(
+                "the data directory's disk has {free} bytes free, under --disk-reserve {reserve}: writes are refused until there is room (reads go on)"
+            ),
+        })
     }
 
     /// `LowMemory` for a write that adds bytes while the node is past its limit and may

@@ -141,7 +141,8 @@ pub async fn start(config: NodeConfig, clock: Arc<dyn Clock>) -> Result<RunningN
     let peer_key = config.peer_key();
     let data = match &config.data_dir {
         Some(dir) => Some(Arc::new(
-            DataDir::open(dir, config.fsync).map_err(|e| StartError::DataDir(e.to_string()))?,
+            DataDir::open(dir, config.fsync, config.disk_reserve)
+                .map_err(|e| StartError::DataDir(e.to_string()))?,
         )),
         None => None,
     };

@@ -358,6 +358,9 @@ pub enum Unavailability {
     SiteUnreachable,
     /// The node lost an answer it should have had; a defect worth reporting.
     Internal,
+    /// The disk of the node's data directory is nearly full: writes that add data are
+    /// refused until there is room; reads go on.
+    DiskFull,
 }
 
 impl std::fmt::Display for Unavailability {
@@ -373,6 +376,7 @@ impl std::fmt::Display for Unavailability {
             Unavailability::HandOverAborted => "hand-over-aborted",
             Unavailability::SiteUnreachable => "site-unreachable",
             Unavailability::Internal => "internal",
+            Unavailability::DiskFull => "disk-full",
         })
     }
 }

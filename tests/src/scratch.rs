@@ -38,3 +38,46 @@ impl Drop for ScratchDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A small tmpfs the test mounts (it runs as root, as the suite does), unmounted and
+/// removed when dropped, also when the test fails.
+#[derive(Debug)]
+pub struct SmallDisk {
+    dir: ScratchDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `bytes`.
+    pub fn mount(what: &str, bytes: u64) -> anyhow::Result<Self> {
+        let dir = ScratchDir::new(what)?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()?;
+        anyhow::ensure!(status.success(), "mounting a tmpfs needs root: {status}");
+        Ok(Self { dir })
+    }
+
+    /// Grows (or shrinks) it to `bytes`.
+    pub fn resize(&self, bytes: u64) -> anyhow::Result<()> {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(self.dir.path())
+            .status()?;
+        anyhow::ensure!(status.success(), "remount failed: {status}");
+        Ok(())
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}

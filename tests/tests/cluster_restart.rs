@@ -3,7 +3,8 @@
 //! locks (with their lock ids), timeouts and pending expiration events carry on. A node
 //! whose log or snapshot was damaged while it was down finds it on start, cuts the log
 //! back or refuses the snapshot, and (its copy now in doubt) joins again as a new member
-//! that copies its partitions from its peers; nothing damaged is served.
+//! that copies its partitions from its peers; nothing damaged is served. A disk that
+//! fills up refuses writes with a clear error while reads go on, and loses nothing.
 #![allow(clippy::unwrap_used)] // reason: integration tests; a panic is a failed test
 
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use grid_client::{GridClient, LockOptions, LockResult, Timeout, UpdateOptions};
 use grid_tests::cluster::TestCluster;
-use grid_tests::scratch::ScratchDir;
+use grid_tests::scratch::{ScratchDir, SmallDisk};
 use grid_tests::{wait_until, DEADLINE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_test-node");
@@ -359,4 +360,81 @@ async fn a_node_with_damaged_files_cuts_or_refuses_them_and_catches_up_from_its_
         let got = client.get("sessions", key).await.unwrap();
         assert_eq!(got.map(|o| o.value), Some(v.clone().into_bytes()), "{key}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_refuses_writes_clearly_while_reads_go_on_and_loses_nothing() {
+    const MIB: u64 = 1024 * 1024;
+    let disks: Vec<SmallDisk> = (0..3)
+        .map(|i| SmallDisk::mount(&format!("full{i}"), 24 * MIB).unwrap())
+        .collect();
+    let per_node = disks
+        .iter()
+        .map(|d| {
+            vec![
+                "--data-dir".to_string(),
+                d.path().join("data").display().to_string(),
+                "--disk-reserve".to_string(),
+                (8 * MIB).to_string(),
+            ]
+        })
+        .collect();
+    let mut cluster = TestCluster::start_each(BIN, &["--partitions", "4"], per_node)
+        .await
+        .unwrap();
+    let client = GridClient::connect(&cluster.connection_string(OPTS))
+        .await
+        .unwrap();
+    let value = |i: usize| format!("{i:06}").repeat(10_000).into_bytes();
+    let mut written = 0usize;
+    let refusal = loop {
+        assert!(
+            written < 400,
+            "{written} writes of 60 KB fit on a 24 MiB disk"
+        );
+        match client
+            .put("sessions", format!("k{written}"), value(written), HOUR)
+            .await
+        {
+            Ok(_) => written += 1,
+            Err(e) => break e,
+        }
+    };
+    let text = refusal.to_string();
+    assert!(
+        text.contains("disk-full") && text.contains("--disk-reserve"),
+        "{text}"
+    );
+    assert!(written > 50, "only {written} writes before the refusal");
+    // Reads go on, and every acknowledged write is there.
+    for i in 0..written {
+        let got = client.get("sessions", format!("k{i}")).await.unwrap();
+        assert_eq!(got.map(|o| o.value), Some(value(i)), "k{i}");
+    }
+    // Room again: writes are taken (within the time the node takes to measure).
+    for d in &disks {
+        d.resize(256 * MIB).unwrap();
+    }
+    wait_until("writes are taken again", DEADLINE, || async {
+        client
+            .put("sessions", "after", "room again", HOUR)
+            .await
+            .ok()
+    })
+    .await
+    .unwrap();
+    // What was written before survives a restart of every node, undamaged.
+    kill_all_and_restart(&mut cluster).await;
+    let client = GridClient::connect(&cluster.connection_string(OPTS))
+        .await
+        .unwrap();
+    for i in 0..written {
+        let got = client.get("sessions", format!("k{i}")).await.unwrap();
+        assert_eq!(
+            got.map(|o| o.value),
+            Some(value(i)),
+            "k{i} after the restart"
+        );
+    }
+    drop(cluster);
 }

@@ -22,6 +22,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::{Entry, LogId, Vote};
@@ -31,7 +32,7 @@ use thiserror::Error;
 use super::raft_types::{GroupId, NodeId, TypeConfig, CONTROL_GROUP};
 use crate::disk::state_file::{self, StateFileError, StateKind};
 use crate::disk::writer::{DiskWriter, SharedLog};
-use crate::disk::{DiskError, FsyncPolicy, SegmentLog};
+use crate::disk::{space, DiskError, FsyncPolicy, SegmentLog};
 use crate::format::{FormatError, DISK_RECORD, LOG_ENTRY};
 
 /// Log segments roll over at this size.
@@ -107,6 +108,10 @@ pub struct DataDir {
     root: PathBuf,
     policy: FsyncPolicy,
     writer: DiskWriter,
+    /// Free space under which writes are refused (`--disk-reserve`).
+    reserve: u64,
+    /// Free space as last measured.
+    free: AtomicU64,
 }
 
 /// The files of one hosted group.
@@ -178,15 +183,39 @@ fn read_record<T: serde::de::DeserializeOwned>(
 
 impl DataDir {
     /// Opens (creating it if missing) the directory at `root` and starts its writer.
-    pub fn open(root: &Path, policy: FsyncPolicy) -> Result<Self, DurableError> {
+    /// Writes are refused while free space is under `reserve`.
+    pub fn open(root: &Path, policy: FsyncPolicy, reserve: u64) -> Result<Self, DurableError> {
         let groups = root.join("groups");
         fs::create_dir_all(&groups).map_err(io_err(&groups))?;
         let writer = DiskWriter::start(policy).map_err(io_err(root))?;
-        Ok(Self {
+        let data = Self {
             root: root.to_path_buf(),
             policy,
             writer,
-        })
+            reserve,
+            free: AtomicU64::new(u64::MAX),
+        };
+        data.measure_free().map_err(io_err(root))?;
+        Ok(data)
+    }
+
+    /// Measures the free space again.
+    pub fn measure_free(&self) -> std::io::Result<u64> {
+        let free = space::free_bytes(&self.root)?;
+        self.free.store(free, Ordering::Relaxed);
+        Ok(free)
+    }
+
+    /// `(free, reserve)` while free space is under the reserve: writes that add data
+    /// are refused.
+    pub fn short_of_space(&self) -> Option<(u64, u64)> {
+        let free = self.free.load(Ordering::Relaxed);
+        space::too_full(free, self.reserve).then_some((free, self.reserve))
+    }
+
+    /// Whether a snapshot file of about `bytes` fits, leaving half the reserve.
+    pub fn room_for_snapshot(&self, bytes: u64) -> bool {
+        space::room_for_snapshot(self.free.load(Ordering::Relaxed), self.reserve, bytes)
     }
 
     /// Where it is.

@@ -20,7 +20,7 @@
 //! leadership hand-over, releasing groups), `memory` (the node's memory limit).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,8 @@ const HAND_OVER_COOLDOWN: Duration = Duration::from_secs(10);
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 /// How far behind the leader's log a learner may be when it is made a voter.
 const CAUGHT_UP_ENTRIES: u64 = 64;
+/// How often the data directory's free space is measured.
+const DISK_SPACE_EVERY: Duration = Duration::from_millis(250);
 /// How long a node may take to join or bootstrap.
 const JOIN_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -526,6 +528,11 @@ impl ClusterNode {
         group.export().await
     }
 
+    /// `(free, reserve)` while the data directory's disk is under its reserve.
+    pub fn short_of_space(&self) -> Option<(u64, u64)> {
+        self.config.data.as_ref()?.short_of_space()
+    }
+
     /// True while this node reaches no other member (see `liveness`).
     pub fn isolated(&self) -> bool {
         self.isolated.load(Ordering::Relaxed)
@@ -715,7 +722,28 @@ impl ClusterNode {
                         }
                     }
                 });
-        tokio::join!(watcher, reconciler, maintainer, successor, heartbeats, snapshots);
+        let disk_space = async {
+            let Some(data) = self.config.data.clone() else {
+                return;
+            };
+            let said = Arc::new(AtomicBool::new(false));
+            let round = workers.add("disk-space").every(DISK_SPACE_EVERY, shutdown.clone(), move || {
+                let (data, said) = (Arc::clone(&data), Arc::clone(&said));
+                async move {
+                    data.measure_free().map_err(|e| format!("free space of {}: {e}", data.root().display()))?;
+                    let short = data.short_of_space();
+                    if short.is_some() != said.swap(short.is_some(), Ordering::Relaxed) {
+                        match short {
+                            Some((free, reserve)) => tracing::error!(free, reserve, dir = %data.root().display(), "the data directory's disk is nearly full: writes are refused until there is room"),
+                            None => tracing::warn!(dir = %data.root().display(), "the data directory's disk has room again: writes are taken"),
+                        }
+                    }
+                    Ok(())
+                }
+            });
+            round.await;
+        };
+        tokio::join!(watcher, reconciler, maintainer, successor, heartbeats, snapshots, disk_space);
         lock(&housekeeping).abort_all();
         self.tasks.lock().await.abort_all();
         for g in self.all_groups() {

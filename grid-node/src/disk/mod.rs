@@ -11,6 +11,7 @@
 
 pub mod frame;
 pub mod segments;
+pub mod space;
 pub mod state_file;
 #[cfg(test)]
 mod test_dir;

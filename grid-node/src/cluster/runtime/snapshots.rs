@@ -129,7 +129,12 @@ impl ClusterNode {
         for (raft, sizes) in sized.chain(control) {
             let facts = facts_of(raft);
             let due = if on_disk {
-                disk_snapshot_due(&facts, sizes, every, keep)
+                let fits = self
+                    .config
+                    .data
+                    .as_ref()
+                    .is_some_and(|d| d.room_for_snapshot(sizes.state_bytes.saturating_mul(2)));
+                disk_snapshot_due(&facts, sizes, every, keep) && fits
             } else {
                 snapshot_due(&facts, every, keep)
             };
