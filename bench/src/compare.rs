@@ -143,7 +143,11 @@ fn key(client: usize, seq: u64, value_bytes: usize) -> String {
 }
 
 /// `SET` then `WAIT` for every replica: a write acknowledged by all three copies.
-async fn replicated_set(c: &mut RedisClient, key: &str, value: &[u8]) -> anyhow::Result<()> {
+pub(crate) async fn replicated_set(
+    c: &mut RedisClient,
+    key: &str,
+    value: &[u8],
+) -> anyhow::Result<()> {
     c.set(key, value).await?;
     let acked = c.wait(REPLICAS, 1_000).await?;
     anyhow::ensure!(

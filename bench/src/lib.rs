@@ -9,6 +9,8 @@
 //!   [`floor`]: the raw loopback round trip; [`report`]: JSON, markdown and SVG.
 //! - [`memory`]: bytes per object per replica; [`failover`]: write gaps after kill -9;
 //!   [`idle`]: CPU of an idle cluster.
+//! - [`durable`]: the grid with `--data-dir` against Redis with its append-only file;
+//!   restart, backup and restore of a filled node.
 //! - [`log_store`]: the on-disk log's choice, the node's segment files against redb.
 //! - [`raft_core`]: openraft 0.9 against 0.10 alone, in one process, on the write path.
 //! - [`geo`]: pull-on-miss between two sites against a local read; QUIC against TCP.
@@ -17,6 +19,7 @@
 //!   loopback, with minimal clients (RESP2; etcd's JSON gateway over HTTP/1.1).
 
 pub mod compare;
+pub mod durable;
 pub mod etcd_peer;
 pub mod failover;
 pub mod floor;

@@ -92,3 +92,12 @@ fn new_histogram() -> Histogram<u64> {
     // 1 µs .. 60 s at 3 significant digits; the bounds are constants that always work.
     Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|e| panic!("histogram bounds: {e}"))
 }
+
+/// The median of `values` (0 for none).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}

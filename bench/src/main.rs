@@ -100,6 +100,31 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Durability: replicated 4 KB writes with `--fsync always` and `everysec` beside a
+    /// replicated Redis with `appendfsync always` and `everysec` (interleaved rounds,
+    /// files under --dir), then a node holding --fill bytes restarted after kill -9, and
+    /// a backup and restore of those bytes; markdown on stdout.
+    Durable {
+        /// A directory on the file system to measure (each backend writes a fresh
+        /// directory under it and removes it).
+        #[arg(long, default_value_os_t = std::env::temp_dir())]
+        dir: std::path::PathBuf,
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Warm-up before each measurement.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        /// Measured time per backend and round.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Rounds (each backend once per round).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Bytes of 4 KB values the restart, backup and restore rows hold.
+        #[arg(long, default_value_t = 1 << 30)]
+        fill: u64,
+    },
     /// openraft's core alone, the grid's 0.9 against 0.10.0-alpha.37: replicated writes
     /// and read barriers (read index; lease on 0.10) on 3-replica groups in this process,
     /// RPCs as direct calls (no sockets), rounds of 0.9 then 0.10 on fresh clusters,
@@ -182,6 +207,26 @@ async fn main() -> anyhow::Result<()> {
             let etcd = bench::memory::etcd(objects, 4096).await?;
             println!("| etcd | {etcd:.0} |");
             println!("\ngrid / redis: {:.2}", grid / redis);
+            Ok(())
+        }
+        Command::Durable {
+            dir,
+            clients,
+            warmup,
+            duration,
+            rounds,
+            fill,
+        } => {
+            anyhow::ensure!(rounds > 0, "--rounds must be at least 1");
+            let plan = bench::durable::Plan {
+                dir,
+                clients,
+                warmup,
+                duration,
+                rounds,
+                fill,
+            };
+            print!("{}", bench::durable::run(&plan).await?);
             Ok(())
         }
         Command::Failover { kills } => {

@@ -41,8 +41,13 @@ pub fn node_binary() -> anyhow::Result<PathBuf> {
 impl BenchNode {
     /// Starts a node on an ephemeral loopback port with `args`.
     pub fn start(args: &[String]) -> anyhow::Result<Self> {
+        Self::start_at("127.0.0.1:0", args)
+    }
+
+    /// Like [`BenchNode::start`], listening at `listen` (a restart where it was).
+    pub fn start_at(listen: &str, args: &[String]) -> anyhow::Result<Self> {
         let mut child = Command::new(node_binary()?)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             // Errors only, unless the caller's environment asks for more.
             .env(

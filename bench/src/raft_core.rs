@@ -11,6 +11,7 @@
 pub mod v010;
 pub mod v09;
 
+use crate::load::median;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -332,15 +333,6 @@ async fn one_version<C: Core>(
     let core = Arc::into_inner(core).context("a client still holds the cluster")?;
     core.stop().await;
     Ok((idle, samples))
-}
-
-/// The median of `values` (0 for none).
-fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// The comparison as a markdown table: medians over the rounds, with 0.10's ratio to 0.9,

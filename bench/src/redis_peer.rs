@@ -170,15 +170,22 @@ impl RedisReplicated {
     /// Starts the primary and its replicas and returns once every replica's link is up
     /// (bounded by 20 s).
     pub async fn start() -> anyhow::Result<Self> {
-        let primary = RedisServer::start().await?;
-        let follow = [
-            "--replicaof".to_string(),
-            "127.0.0.1".to_string(),
-            primary.port().to_string(),
-        ];
+        Self::start_with(|_| Vec::new()).await
+    }
+
+    /// Like [`RedisReplicated::start`], server `i` (0: the primary) with `extra(i)` as
+    /// further arguments (persistence settings, say).
+    pub async fn start_with(extra: impl Fn(usize) -> Vec<String>) -> anyhow::Result<Self> {
+        let primary = RedisServer::start_with(&extra(0)).await?;
         let mut replicas = Vec::new();
-        for _ in 0..REPLICAS {
-            replicas.push(RedisServer::start_with(&follow).await?);
+        for i in 1..=REPLICAS as usize {
+            let mut args = vec![
+                "--replicaof".to_string(),
+                "127.0.0.1".to_string(),
+                primary.port().to_string(),
+            ];
+            args.extend(extra(i));
+            replicas.push(RedisServer::start_with(&args).await?);
         }
         let started = Instant::now();
         let mut client = RedisClient::connect(&primary.addr()).await?;

@@ -14,6 +14,7 @@
 //!        └──────── typed result ◀── Reply ◀── reader task ◀─frame(id)─┘
 //! ```
 
+pub mod backup;
 pub mod backup_file;
 pub mod cli;
 pub mod client;
