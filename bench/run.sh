@@ -4,7 +4,8 @@
 # idle and failover rows (method: shared/BENCHMARKING.md). Installs the peers from Debian
 # packages if missing, builds release binaries, and runs `grid-bench compare` with this
 # script's arguments, then (in a full run) `grid-bench raft-core` into
-# bench/results/raft-core.md.
+# bench/results/raft-core.md and `grid-bench durable` (files under /var/tmp) into
+# bench/results/durable.md.
 #
 #   bench/run.sh --quick      # short run
 #   bench/run.sh              # full run
@@ -86,4 +87,6 @@ wait "$bench_pid"
 # the measurement behind the grid's openraft version. Not in a quick run.
 if [[ " $* " != *" --quick "* ]]; then
     "${CARGO_TARGET_DIR:-target}/release/grid-bench" raft-core > bench/results/raft-core.md
+    # The grid with --data-dir beside Redis with its append-only file, on one file system.
+    "${CARGO_TARGET_DIR:-target}/release/grid-bench" durable --dir /var/tmp > bench/results/durable.md
 fi
