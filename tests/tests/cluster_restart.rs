@@ -240,6 +240,17 @@ async fn a_full_cluster_kill_and_restart_keeps_every_acknowledged_write_lock_and
     assert!(client.get("sessions", "expiring").await.unwrap().is_none());
 }
 
+/// Three nodes with `per_node` arguments and 4 partitions, and a client of them.
+async fn four_partitions(per_node: Vec<Vec<String>>) -> (TestCluster, GridClient) {
+    let cluster = TestCluster::start_each(BIN, &["--partitions", "4"], per_node)
+        .await
+        .unwrap();
+    let client = GridClient::connect(&cluster.connection_string(OPTS))
+        .await
+        .unwrap();
+    (cluster, client)
+}
+
 /// The last log segment of group directory `group`.
 fn last_segment(group: &Path) -> PathBuf {
     let mut segments: Vec<PathBuf> = std::fs::read_dir(group.join("log"))
@@ -272,12 +283,7 @@ async fn a_node_with_damaged_files_cuts_or_refuses_them_and_catches_up_from_its_
             ]
         })
         .collect();
-    let mut cluster = TestCluster::start_each(BIN, &["--partitions", "4"], per_node)
-        .await
-        .unwrap();
-    let client = GridClient::connect(&cluster.connection_string(OPTS))
-        .await
-        .unwrap();
+    let (mut cluster, client) = four_partitions(per_node).await;
     let mut written = BTreeMap::new();
     let value = |i: usize, round: &str| format!("{round} {i} {}", "x".repeat(100));
     // Over 64 entries per partition: a snapshot is due.
@@ -379,12 +385,7 @@ async fn a_full_disk_refuses_writes_clearly_while_reads_go_on_and_loses_nothing(
             ]
         })
         .collect();
-    let mut cluster = TestCluster::start_each(BIN, &["--partitions", "4"], per_node)
-        .await
-        .unwrap();
-    let client = GridClient::connect(&cluster.connection_string(OPTS))
-        .await
-        .unwrap();
+    let (mut cluster, client) = four_partitions(per_node).await;
     let value = |i: usize| format!("{i:06}").repeat(10_000).into_bytes();
     let mut written = 0usize;
     let refusal = loop {

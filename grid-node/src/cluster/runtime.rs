@@ -477,20 +477,8 @@ impl ClusterNode {
     /// The hosted group of `obj`'s partition, or where to go instead. Reads the cluster
     /// state in place (under its lock, briefly), never a copy of it per request.
     fn group_of(&self, obj: &ObjKey) -> Result<Arc<PartitionGroup>, Reply> {
-        let routed = self.with_state(|state| {
-            let p = partition_of(key_hash(&obj.namespace, &obj.key), state.partitions);
-            self.group(p).ok_or_else(|| Reply::NotLeader {
-                leader_hint: state.assignment[p as usize]
-                    .first()
-                    .and_then(|id| state.addr_of(*id))
-                    .map(str::to_string),
-            })
-        });
-        let group = routed.unwrap_or_else(|| {
-            Err(Reply::Unavailable {
-                code: Unavailability::NotJoined,
-                reason: "this node has not joined a cluster yet".into(),
-            })
+        let group = self.hosted(|partitions| {
+            Ok(partition_of(key_hash(&obj.namespace, &obj.key), partitions))
         })?;
         // Cut off, a replica could only wait for a quorum it cannot reach (a write until
         // its time limit); "unavailable" sends the client to the others now. A group whose
@@ -504,14 +492,14 @@ impl ClusterNode {
         Ok(group)
     }
 
-    /// A copy of partition `p`'s objects for a backup, if this node leads it.
-    pub async fn export(&self, p: u32) -> Result<Vec<grid_proto::backup::BackupObject>, Reply> {
+    /// The hosted group of the partition `pick` chooses out of the cluster's, or where to
+    /// go instead (the partition's preferred leader, or "not joined").
+    fn hosted(
+        &self,
+        pick: impl FnOnce(u32) -> Result<u32, Reply>,
+    ) -> Result<Arc<PartitionGroup>, Reply> {
         let routed = self.with_state(|state| {
-            if p >= state.partitions {
-                return Err(Reply::BadRequest {
-                    reason: format!("no partition {p}: the cluster has {}", state.partitions),
-                });
-            }
+            let p = pick(state.partitions)?;
             self.group(p).ok_or_else(|| Reply::NotLeader {
                 leader_hint: state.assignment[p as usize]
                     .first()
@@ -519,11 +507,24 @@ impl ClusterNode {
                     .map(str::to_string),
             })
         });
-        let group = routed.unwrap_or_else(|| {
+        routed.unwrap_or_else(|| {
             Err(Reply::Unavailable {
                 code: Unavailability::NotJoined,
                 reason: "this node has not joined a cluster yet".into(),
             })
+        })
+    }
+
+    /// A copy of partition `p`'s objects for a backup, if this node leads it.
+    pub async fn export(&self, p: u32) -> Result<Vec<grid_proto::backup::BackupObject>, Reply> {
+        let group = self.hosted(|partitions| {
+            if p < partitions {
+                Ok(p)
+            } else {
+                Err(Reply::BadRequest {
+                    reason: format!("no partition {p}: the cluster has {partitions}"),
+                })
+            }
         })?;
         group.export().await
     }
