@@ -10,10 +10,9 @@
 //!     vote                 the vote (a state file, synced before Raft goes on)
 //!     purged               the last log id purged (entries up to it are skipped)
 //!     snapshot             the state as of its last applied entry (GROUP_SNAPSHOT)
-//! ```
-//!
 //! DIR/running              the boot of the machine a node started in; removed on a
 //!                          clean stop
+//! ```
 //!
 //! Every file is checksummed and versioned. Log I/O runs on the node's disk writer
 //! thread (`disk/writer.rs`), in order; a snapshot file is written whole beside the old
