@@ -9,6 +9,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ struct Export {
 #[derive(Debug, Default)]
 pub struct Exports {
     held: Mutex<HashMap<u64, Export>>,
-    next: Mutex<u64>,
+    next: AtomicU64,
 }
 
 /// Objects from `from` on, as many as fit in `budget` bytes (at least one, so any object
@@ -69,11 +70,7 @@ impl Exports {
                 ),
             });
         }
-        let id = {
-            let mut next = lock(&self.next);
-            *next += 1;
-            *next
-        };
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let objects = Arc::new(objects);
         held.insert(
             id,

@@ -106,37 +106,28 @@ impl ClusterNode {
     pub(super) async fn snapshot_round(&self) {
         let every = self.config.snapshot_logs;
         let keep = self.raft_config.max_in_snapshot_log_to_keep;
-        let on_disk = self.config.data.is_some();
-        let least = self.config.snapshot_bytes;
         let groups = self.all_groups();
-        let sized = groups.iter().map(|g| {
-            let sizes = Sizes {
-                log_bytes: g.log_bytes(),
-                state_bytes: g.with_partition(|p| p.stats().value_bytes).unwrap_or(0),
-                least,
-            };
-            (&g.raft, sizes)
-        });
         // The control group's log carries no values: by entries alone.
-        let control = self.control_raft().map(|raft| {
-            let sizes = Sizes {
-                log_bytes: 0,
-                state_bytes: 0,
-                least,
-            };
-            (raft, sizes)
-        });
-        for (raft, sizes) in sized.chain(control) {
+        let rafts = groups
+            .iter()
+            .map(|g| (&g.raft, Some(g)))
+            .chain(self.control_raft().map(|raft| (raft, None)));
+        for (raft, group) in rafts {
             let facts = facts_of(raft);
-            let due = if on_disk {
-                let fits = self
-                    .config
-                    .data
-                    .as_ref()
-                    .is_some_and(|d| d.room_for_snapshot(sizes.state_bytes.saturating_mul(2)));
-                disk_snapshot_due(&facts, sizes, every, keep) && fits
-            } else {
-                snapshot_due(&facts, every, keep)
+            let due = match &self.config.data {
+                None => snapshot_due(&facts, every, keep),
+                // Sizes are looked at only when snapshots are written out.
+                Some(data) => {
+                    let sizes = Sizes {
+                        log_bytes: group.map_or(0, |g| g.log_bytes()),
+                        state_bytes: group
+                            .and_then(|g| g.with_partition(|p| p.stats().value_bytes))
+                            .unwrap_or(0),
+                        least: self.config.snapshot_bytes,
+                    };
+                    disk_snapshot_due(&facts, sizes, every, keep)
+                        && data.room_for_snapshot(sizes.state_bytes.saturating_mul(2))
+                }
             };
             if due {
                 let _ = raft.trigger().snapshot().await;
