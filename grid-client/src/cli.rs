@@ -5,8 +5,11 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::{ClientError, GridClient, LockOptions, LockResult, RemoteRead, Timeout};
+use crate::{
+    ClientError, GridClient, LockOptions, LockResult, RemoteRead, Timeout, WriteOptions, Written,
+};
 use clap::{Parser, Subcommand};
+use grid_proto::WriteBody;
 
 mod backup;
 mod status;
@@ -57,6 +60,20 @@ enum Command {
         /// Make --ttl a sliding timeout: every access restarts it.
         #[arg(long, requires = "ttl")]
         sliding: bool,
+        /// Tag the object (repeatable, at most 8 tags of at most 64 bytes), e.g.
+        /// `--tag user:42`; `find --tag` and `remove --tag` then reach it. Without
+        /// --tag, a replaced object keeps the tags it had.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+    },
+    /// Print the keys of the objects carrying a tag, one per line (exit 1 if none).
+    /// Every partition answers as of a linearizable point of its own.
+    Find {
+        /// Namespace.
+        ns: String,
+        /// The tag.
+        #[arg(long)]
+        tag: String,
     },
     /// Write the value to stdout.
     Get {
@@ -69,15 +86,20 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         remote_stores: Vec<String>,
     },
-    /// Remove an object.
+    /// Remove an object, or with --tag every object carrying the tag (locked or not),
+    /// printing how many were removed.
     Remove {
         /// Namespace.
         ns: String,
-        /// Key.
-        key: String,
+        /// Key (or --tag).
+        #[arg(required_unless_present = "tag")]
+        key: Option<String>,
         /// The lock id, if the object is locked by you.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tag")]
         lock_id: Option<u64>,
+        /// Remove every object of the namespace carrying this tag instead.
+        #[arg(long, conflicts_with = "key")]
+        tag: Option<String>,
     },
     /// Lock an object and print the lock id.
     Lock {
@@ -236,6 +258,7 @@ async fn run(cli: Cli, out: &mut Out) -> Result<(), Failure> {
             value,
             ttl,
             sliding,
+            tags,
         } => {
             let value = read_value(value)?;
             let timeout = match ttl {
@@ -247,8 +270,34 @@ async fn run(cli: Cli, out: &mut Out) -> Result<(), Failure> {
                     ms: d.as_millis() as u64,
                 },
             };
-            let version = client.put(&ns, &key, value, timeout).await?;
+            let version = if tags.is_empty() {
+                client.put(&ns, &key, value, timeout).await?
+            } else {
+                let options = WriteOptions {
+                    tags: Some(tags),
+                    timeout: Some(timeout),
+                    create: true,
+                    ..WriteOptions::default()
+                };
+                match client
+                    .write(&ns, &key, WriteBody::Whole(value), options)
+                    .await?
+                {
+                    Written::Added(version) | Written::Updated(version) => version,
+                }
+            };
             out.line(format_args!("version {version}"))?;
+        }
+        Command::Find { ns, tag } => {
+            let keys = client.find_by_tag(&ns, &tag).await?;
+            if keys.is_empty() {
+                return Err(Failure::Negative(format!(
+                    "no object in '{ns}' carries the tag '{tag}'"
+                )));
+            }
+            for key in keys {
+                out.line(String::from_utf8_lossy(&key))?;
+            }
         }
         Command::Get {
             ns,
@@ -283,7 +332,16 @@ async fn run(cli: Cli, out: &mut Out) -> Result<(), Failure> {
             };
             out.bytes(&object.value)?;
         }
-        Command::Remove { ns, key, lock_id } => {
+        Command::Remove {
+            ns, tag: Some(tag), ..
+        } => {
+            let removed = client.remove_by_tag(&ns, &tag).await?;
+            out.line(removed)?;
+        }
+        Command::Remove {
+            ns, key, lock_id, ..
+        } => {
+            let key = key.unwrap_or_default();
             if !client.remove(&ns, &key, lock_id).await? {
                 return Err(ClientError::NotFound.into());
             }

@@ -25,8 +25,10 @@ use crate::tls::ClientTls;
 mod backup;
 mod events;
 mod ops;
+mod tags;
 
 pub use events::{Delivery, EventSubscription};
+pub use tags::{WriteOptions, Written};
 
 /// An object as read.
 #[derive(Debug, Clone, PartialEq, Eq)]

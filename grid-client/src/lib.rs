@@ -26,7 +26,7 @@ pub mod tls;
 
 pub use client::{
     Delivery, EventSubscription, GridClient, LockOptions, LockResult, Object, ReadResult,
-    RemoteRead, UpdateOptions, WireBytes,
+    RemoteRead, UpdateOptions, WireBytes, WriteOptions, Written,
 };
 pub use connstr::{ClientConfig, ConnStringError, Gateway, NearCacheConfig, NodeCredentials};
 pub use error::ClientError;

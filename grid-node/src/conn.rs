@@ -421,6 +421,16 @@ fn handle(ctx: &ConnContext, session: &mut Session, frame: Frame, from: SocketAd
                 (id, node.export(partition, export, from).await)
             }))
         }
+        Request::FindTag {
+            partition,
+            namespace,
+            tag,
+        } => {
+            let node = Arc::clone(node);
+            Step::Later(Box::pin(async move {
+                (id, node.find_tag(partition, &namespace, &tag).await)
+            }))
+        }
     }
 }
 

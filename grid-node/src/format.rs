@@ -5,12 +5,12 @@
 //!
 //! | format | carries | version |
 //! |---|---|---|
-//! | [`PEER`] | node-to-node requests and answers, Raft log entries included (their operations in the log's own encoding, `partition/log_format.rs`; 2: a message carries a batch of requests) | 2 |
+//! | [`PEER`] | node-to-node requests and answers, Raft log entries included (their operations in the log's own encoding, `partition/log_format.rs`; 2: a message carries a batch of requests; 3: operations `Write` and `RemoveTagged`) | 3 |
 //! | [`GROUP_SNAPSHOT`] | a group's snapshot: Raft's bookkeeping and its state | 1 |
 //! | [`PARTITION_SNAPSHOT`] | a partition's objects, lock waiters and events owed | 1 |
 //! | [`CONTROL_SNAPSHOT`] | the cluster's membership and partition map | 1 |
-//! | [`STORE_SNAPSHOT`] | a partition's objects and locks (3: this framing) | 3 |
-//! | [`LOG_ENTRY`] | a Raft log entry kept in a `--data-dir` log segment (`disk/frame.rs` has the segment's own framing and version) | 1 |
+//! | [`STORE_SNAPSHOT`] | a partition's objects, locks and tags (3: this framing; 4: tags, 3 still read) | 4 |
+//! | [`LOG_ENTRY`] | a Raft log entry kept in a `--data-dir` log segment (`disk/frame.rs` has the segment's own framing and version); 2: operations `Write` and `RemoveTagged`, 1 still read | 2 |
 //! | [`DISK_RECORD`] | what a `--data-dir` keeps in its state files: a node's identity, a group's vote and purged log id | 1 |
 //!
 //! A change to any of these types bumps its version here. The bytes of a fixed value of
@@ -33,7 +33,7 @@ pub struct Format {
 /// Node-to-node messages ([`crate::cluster::peer`]), Raft log entries included.
 pub const PEER: Format = Format {
     name: "peer message",
-    version: 2,
+    version: 3,
 };
 /// A Raft group's snapshot ([`crate::cluster::state_machine`]).
 pub const GROUP_SNAPSHOT: Format = Format {
@@ -53,13 +53,19 @@ pub const CONTROL_SNAPSHOT: Format = Format {
 /// A store's objects ([`crate::store::Store::snapshot`]).
 pub const STORE_SNAPSHOT: Format = Format {
     name: "store snapshot",
-    version: 3,
+    version: 4,
 };
 
 /// A Raft log entry on disk ([`crate::cluster::durable`]).
 pub const LOG_ENTRY: Format = Format {
     name: "log entry",
+    version: 2,
+};
+/// Log entries before `Write` and `RemoveTagged`: the same encoding, fewer operations,
+/// so they read as [`LOG_ENTRY`] does.
+pub const LOG_ENTRY_V1: Format = Format {
     version: 1,
+    ..LOG_ENTRY
 };
 /// The small records of a data directory ([`crate::cluster::durable`]).
 pub const DISK_RECORD: Format = Format {

@@ -3,10 +3,11 @@
 //! carries, an openraft type in a log entry) fails this test: bump that format's version
 //! in `format.rs`, then replace the bytes with the ones the failure prints.
 
-use grid_proto::{ObjKey, Op, Timeout};
+use grid_proto::items::{Item, ItemChanges};
+use grid_proto::{ObjKey, Op, Timeout, WriteBody};
 use openraft::{Entry, EntryPayload, LogId};
 
-use super::{CONTROL_SNAPSHOT, DISK_RECORD, LOG_ENTRY, PEER};
+use super::{CONTROL_SNAPSHOT, DISK_RECORD, LOG_ENTRY, LOG_ENTRY_V1, PEER};
 use crate::cluster::control::{ClusterState, ControlCommand};
 use crate::cluster::raft_types::{GroupCommand, TypeConfig};
 use crate::partition::{Command, Partition, PartitionConfig, WaiterId};
@@ -51,6 +52,15 @@ fn partition() -> Partition {
             wait_ms: 0,
             take_over_after_ms: None,
         },
+        Op::Write {
+            obj: obj("tagged"),
+            body: WriteBody::Whole(b"t".to_vec()),
+            tags: Some(vec!["user:1".into()]),
+            timeout: None,
+            lock_id: None,
+            unlock: false,
+            create: true,
+        },
     ];
     for op in ops {
         p.apply(&Command::Op { op, waiter: None }, 1_000);
@@ -69,19 +79,20 @@ fn partition() -> Partition {
 }
 
 fn entry() -> Entry<TypeConfig> {
+    entry_of(Op::Update {
+        obj: obj("a"),
+        value: b"two".to_vec(),
+        timeout: None,
+        expected_version: Some(3),
+        lock_id: Some(9),
+        unlock: true,
+    })
+}
+
+fn entry_of(op: Op) -> Entry<TypeConfig> {
     let cmd = GroupCommand::Partition {
         now: 1_700_000_000_000,
-        cmd: std::sync::Arc::new(Command::Op {
-            op: Op::Update {
-                obj: obj("a"),
-                value: b"two".to_vec(),
-                timeout: None,
-                expected_version: Some(3),
-                lock_id: Some(9),
-                unlock: true,
-            },
-            waiter: None,
-        }),
+        cmd: std::sync::Arc::new(Command::Op { op, waiter: None }),
     };
     Entry {
         log_id: LogId::new(openraft::CommittedLeaderId::new(4, 2), 17),
@@ -90,11 +101,41 @@ fn entry() -> Entry<TypeConfig> {
 }
 
 #[test]
+fn a_log_entry_of_an_item_write_and_one_written_before_it() {
+    let write = entry_of(Op::Write {
+        obj: obj("a"),
+        body: WriteBody::Items(ItemChanges {
+            clear: false,
+            remove: vec!["old".into()],
+            set: vec![Item {
+                name: "n".into(),
+                value: b"v".to_vec(),
+            }],
+        }),
+        tags: Some(vec!["user:1".into()]),
+        timeout: Some(Timeout::Sliding { ms: 1_000 }),
+        lock_id: Some(9),
+        unlock: true,
+        create: false,
+    });
+    let bytes = LOG_ENTRY.encode(&write);
+    assert_golden("log entry (item write)",
+        &bytes,
+        "02040211010080d095ffbc3100090873657373696f6e730161020001036f6c6401016e0176010106757365723a310101e8070109010000");
+    let back: Entry<TypeConfig> = LOG_ENTRY.decode(&bytes).unwrap();
+    assert_eq!(format!("{back:?}"), format!("{write:?}"));
+    // Entries of a data directory written before version 2 read unchanged.
+    let v1 = LOG_ENTRY_V1.encode(&entry());
+    let old: Entry<TypeConfig> = LOG_ENTRY_V1.decode(&v1).unwrap();
+    assert_eq!(format!("{old:?}"), format!("{:?}", entry()));
+}
+
+#[test]
 fn a_log_entry_in_a_peer_message() {
     assert_golden(
         "peer (log entry)",
         &PEER.encode(&entry()),
-        "02040211010080d095ffbc3100020873657373696f6e7301610374776f00010301090100",
+        "03040211010080d095ffbc3100020873657373696f6e7301610374776f00010301090100",
     );
 }
 
@@ -104,7 +145,7 @@ fn a_log_entry_and_the_records_of_a_data_directory() {
     assert_golden(
         "log entry",
         &LOG_ENTRY.encode(&entry()),
-        "01040211010080d095ffbc3100020873657373696f6e7301610374776f00010301090100",
+        "02040211010080d095ffbc3100020873657373696f6e7301610374776f00010301090100",
     );
     let identity = Identity {
         node_id: 3,
@@ -130,12 +171,12 @@ fn a_batch_of_peer_requests_and_its_answers() {
             7,
             &[PeerRequest::Ping, PeerRequest::Hosts { group: 3, to: 2 }],
         ),
-        "02070202070302",
+        "03070202070302",
     );
     assert_golden(
         "peer (answers)",
         &encode_responses(&[PeerResponse::Pong { id: 2 }, PeerResponse::Applied]),
-        "0202080205",
+        "0302080205",
     );
 }
 
@@ -144,9 +185,11 @@ fn a_partition_snapshot() {
     assert_golden(
         "partition snapshot",
         &partition().snapshot(),
-        "012c0303010873657373696f6e730161036f6e650101e0d403cc08e8070103e807b0ea0198f2010001\
-         acdd030000010873657373696f6e730161010101010000dc56020701dc56010873657373696f6e7301\
-         610101dc560180080101000873657373696f6e7304676f6e65017802d00f0100",
+        "01610404020873657373696f6e730161036f6e650101e0d403cc08e8070103e807b0ea0198f20100\
+         01acdd03000873657373696f6e730674616767656401740400e807e8070000000000010873657373\
+         696f6e73067461676765640106757365723a31010873657373696f6e730161010101010000dc5602\
+         0701dc56010873657373696f6e7301610101dc560180080101000873657373696f6e7304676f6e65\
+         017802d00f0100",
     );
 }
 

@@ -76,6 +76,20 @@ impl Node {
             .page(export, partition, from, budget, Instant::now())
     }
 
+    /// The keys of a partition's objects in `namespace` carrying `tag` (as its leader).
+    pub async fn find_tag(&self, partition: u32, namespace: &str, tag: &str) -> Reply {
+        if let Err(e) = grid_proto::validate_object_key(namespace, b"-")
+            .map_err(|e| e.to_string())
+            .and_then(|()| grid_proto::limits::validate_tag(tag).map_err(|e| e.to_string()))
+        {
+            return Reply::BadRequest { reason: e };
+        }
+        match self.cluster.find_tag(partition, namespace, tag).await {
+            Ok(keys) => Reply::Keys { keys },
+            Err(reply) => reply,
+        }
+    }
+
     /// A read that pulls the object from remote sites when it is missing here.
     pub async fn pull(&self, op: Op, remote_stores: Vec<String>) -> Reply {
         if !matches!(op, Op::Read { .. } | Op::ReadAndLock { .. }) {

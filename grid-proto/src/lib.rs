@@ -7,6 +7,7 @@
 //!   validated on receipt ([`decode`]); [`batch`]: frames written many to one write.
 //! - [`events`]: events pushed to registered clients; [`geo`]: migration steps between
 //!   sites.
+//! - [`items`]: the item map, a value whose items a write can change one by one.
 //! - [`hash`]: the stable key hash that places an object in a partition.
 //! - [`limits`]: key, namespace and value bounds shared by client and node.
 //! - [`map`]: the partition map; [`status`]: what a node reports for `gridctl status`.
@@ -28,6 +29,7 @@ pub mod events;
 pub mod frame;
 pub mod geo;
 pub mod hash;
+pub mod items;
 pub mod limits;
 pub mod map;
 pub mod msg;
@@ -38,9 +40,9 @@ pub mod sync;
 
 pub use frame::{Frame, FrameCodec, FrameError, PROTOCOL_VERSION};
 pub use hash::{key_hash, partition_of};
-pub use limits::{check_op, validate_object_key, KeyError, OpError};
+pub use limits::{check_op, validate_object_key, KeyError, OpError, TagError};
 pub use msg::{
     decode, encode, DecodeError, EventCause, EventId, GeoOp, GridEvent, MapNode, Millis,
     NodeStatus, ObjKey, ObjectInfo, Op, PartitionMap, RemoteStoreStatus, Reply, Request, Timeout,
-    Unavailability, WorkerState, WorkerStatus,
+    Unavailability, WorkerState, WorkerStatus, WriteBody,
 };

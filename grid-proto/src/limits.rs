@@ -3,12 +3,17 @@
 
 use thiserror::Error;
 
-use crate::msg::{Op, Reply};
+use crate::items::{check_name, ItemMapError};
+use crate::msg::{Op, Reply, WriteBody};
 
 /// Longest namespace name, in bytes.
 pub const MAX_NAMESPACE_BYTES: usize = 256;
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
+/// Most tags one object carries.
+pub const MAX_TAGS: usize = 8;
+/// Longest tag, in bytes.
+pub const MAX_TAG_BYTES: usize = 64;
 /// Default largest value a node accepts (`--max-value-bytes`).
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
 /// Room in a frame beyond the value: header, namespace, key and encoding overhead.
@@ -67,6 +72,45 @@ pub fn validate_object_key(namespace: &str, key: &[u8]) -> Result<(), KeyError> 
     Ok(())
 }
 
+/// Why a tag was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TagError {
+    /// The tag is the empty string.
+    #[error("tag is empty")]
+    Empty,
+    /// The tag is longer than [`MAX_TAG_BYTES`].
+    #[error("tag is {len} bytes; the limit is {MAX_TAG_BYTES}")]
+    TooLong {
+        /// Length that was sent.
+        len: usize,
+    },
+    /// More than [`MAX_TAGS`] tags for one object.
+    #[error("{count} tags; an object carries at most {MAX_TAGS}")]
+    TooMany {
+        /// Tags that were sent.
+        count: usize,
+    },
+}
+
+/// Checks one tag against the limits.
+pub fn validate_tag(tag: &str) -> Result<(), TagError> {
+    if tag.is_empty() {
+        return Err(TagError::Empty);
+    }
+    if tag.len() > MAX_TAG_BYTES {
+        return Err(TagError::TooLong { len: tag.len() });
+    }
+    Ok(())
+}
+
+/// Checks an object's tags against the limits.
+pub fn validate_tags(tags: &[String]) -> Result<(), TagError> {
+    if tags.len() > MAX_TAGS {
+        return Err(TagError::TooMany { count: tags.len() });
+    }
+    tags.iter().try_for_each(|t| validate_tag(t))
+}
+
 /// Why an operation was refused before it reached a partition.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum OpError {
@@ -81,6 +125,12 @@ pub enum OpError {
         /// The limit.
         limit: usize,
     },
+    /// A tag is out of bounds.
+    #[error(transparent)]
+    Tag(#[from] TagError),
+    /// An item name is out of bounds.
+    #[error(transparent)]
+    Item(#[from] ItemMapError),
 }
 
 impl From<OpError> for Reply {
@@ -91,8 +141,8 @@ impl From<OpError> for Reply {
                 size: size as u64,
                 limit: limit as u64,
             },
-            OpError::Key(e) => Reply::BadRequest {
-                reason: e.to_string(),
+            OpError::Key(_) | OpError::Tag(_) | OpError::Item(_) => Reply::BadRequest {
+                reason: err.to_string(),
             },
         }
     }
@@ -109,12 +159,50 @@ pub fn check_op(op: &Op, max_value_bytes: usize) -> Result<(), OpError> {
             limit: max_value_bytes,
         });
     }
+    match op {
+        Op::Write { body, tags, .. } => {
+            if let Some(tags) = tags {
+                validate_tags(tags)?;
+            }
+            if let WriteBody::Items(changes) = body {
+                changes.remove.iter().try_for_each(|n| check_name(n))?;
+                changes.set.iter().try_for_each(|i| check_name(&i.name))?;
+            }
+        }
+        Op::RemoveTagged { tag, .. } => validate_tag(tag)?,
+        _ => {}
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_are_bounded_in_count_and_length() {
+        let tag = |n: usize| "t".repeat(n);
+        assert_eq!(validate_tags(&vec![tag(MAX_TAG_BYTES); MAX_TAGS]), Ok(()));
+        assert_eq!(
+            validate_tags(&vec![tag(1); MAX_TAGS + 1]),
+            Err(TagError::TooMany {
+                count: MAX_TAGS + 1
+            })
+        );
+        assert_eq!(
+            validate_tag(&tag(MAX_TAG_BYTES + 1)),
+            Err(TagError::TooLong {
+                len: MAX_TAG_BYTES + 1
+            })
+        );
+        assert_eq!(validate_tag(""), Err(TagError::Empty));
+        let op = Op::RemoveTagged {
+            obj: crate::ObjKey::new("ns", b"k".to_vec()),
+            tag: String::new(),
+        };
+        let refused: Reply = check_op(&op, 100).unwrap_err().into();
+        assert!(matches!(refused, Reply::BadRequest { reason } if reason == "tag is empty"));
+    }
 
     #[test]
     fn bounds_are_inclusive() {

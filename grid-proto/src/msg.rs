@@ -179,6 +179,61 @@ pub enum Op {
         /// New expiry; `None` keeps the current one.
         timeout: Option<Timeout>,
     },
+    /// The general write: the whole value or some items of an item map, the object's
+    /// tags, its expiry and its lock, in one step. Replies `Added` (it was absent and
+    /// `create` is set), `Updated`, `NotFound` (absent, `create` not set), `Locked` or
+    /// `LockLost` (a lock id for an absent object included), or `BadRequest` when item
+    /// changes meet a value that is not an item map.
+    Write {
+        /// Object to write.
+        obj: ObjKey,
+        /// What happens to its value.
+        body: WriteBody,
+        /// Its tags from now on (at most [`crate::limits::MAX_TAGS`]); `None` keeps them.
+        tags: Option<Vec<String>>,
+        /// New expiry; `None` keeps the current one (none for a new object).
+        timeout: Option<Timeout>,
+        /// Lock id held by the caller; required when the object is locked.
+        lock_id: Option<u64>,
+        /// Release the lock in the same step.
+        unlock: bool,
+        /// Create the object if it is absent.
+        create: bool,
+    },
+    /// Removes the object if it still carries `tag`, whoever holds its lock (revoking a
+    /// user's sessions outranks a request in flight, whose later write finds its lock
+    /// lost). Replies `Removed` or `NotFound` (absent, or no longer tagged).
+    RemoveTagged {
+        /// Object to remove.
+        obj: ObjKey,
+        /// The tag it must carry.
+        tag: String,
+    },
+}
+
+/// What an [`Op::Write`] does to the object's value.
+#[derive(
+    Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, SerdeSerialize, SerdeDeserialize,
+)]
+pub enum WriteBody {
+    /// Leaves it as it is (a change of tags or expiry only).
+    Keep,
+    /// Replaces it.
+    Whole(Vec<u8>),
+    /// Changes some items of the item map it holds ([`crate::items`]); an absent object
+    /// starts from the empty map.
+    Items(crate::items::ItemChanges),
+}
+
+impl WriteBody {
+    /// The value bytes it carries.
+    pub fn value_len(&self) -> usize {
+        match self {
+            WriteBody::Keep => 0,
+            WriteBody::Whole(value) => value.len(),
+            WriteBody::Items(changes) => changes.value_len(),
+        }
+    }
 }
 
 impl Op {
@@ -193,7 +248,9 @@ impl Op {
             | Op::Unlock { obj, .. }
             | Op::RefreshLock { obj, .. }
             | Op::Remove { obj, .. }
-            | Op::ResetTimeout { obj, .. } => obj,
+            | Op::ResetTimeout { obj, .. }
+            | Op::Write { obj, .. }
+            | Op::RemoveTagged { obj, .. } => obj,
         }
     }
 
@@ -203,6 +260,7 @@ impl Op {
             Op::Create { value, .. } | Op::Put { value, .. } | Op::Update { value, .. } => {
                 value.len()
             }
+            Op::Write { body, .. } => body.value_len(),
             _ => 0,
         }
     }
@@ -280,6 +338,16 @@ pub enum Request {
         export: u64,
         /// Index of the first object wanted.
         from: u64,
+    },
+    /// The keys of a partition's objects in `namespace` that carry `tag`, read on the
+    /// partition's leader at a linearizable point. Replies `Keys`.
+    FindTag {
+        /// The partition.
+        partition: u32,
+        /// The namespace.
+        namespace: String,
+        /// The tag.
+        tag: String,
     },
 }
 
@@ -536,6 +604,11 @@ pub enum Reply {
         total: u64,
         /// This page.
         objects: Vec<crate::backup::BackupObject>,
+    },
+    /// Answer to `FindTag`: the keys, in order.
+    Keys {
+        /// The keys.
+        keys: Vec<Vec<u8>>,
     },
 }
 

@@ -1,4 +1,4 @@
-//! The demo site: a per-session counter served by axum with sessions in the grid. Run it
+//! The demo site: a per-session counter, logins and items, served by axum with sessions in the grid. Run it
 //! with `cargo run -p session-provider --example web -- --listen 127.0.0.1:8080
 //! --connection "bootstrapGateways=127.0.0.1:7210"`; start two on different ports to see
 //! a session continue across web servers.
@@ -10,6 +10,11 @@
 //! | `GET /work?ms=N` | exclusive | a slow page: holds the session N ms, then increments  |
 //! | `POST /abandon`  | exclusive | ends the session (`Session_End` runs)                  |
 //! | `GET /ended`     | none      | recently ended sessions: `<id> <counter> <cause>`      |
+//! | `GET /login?user=U` | exclusive | logs in as U: a new session id (against fixation), item `user`, tag `user:U` |
+//! | `GET /devices`   | read-only | the ids of the logged-in user's sessions, one per line |
+//! | `POST /logout-everywhere` | read-only | abandons every session of the user; prints how many |
+//! | `GET /set?item=NAME&value=V` | exclusive | sets one item (a string)                 |
+//! | `GET /items`     | read-only | the session's items as one JSON object                 |
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -53,11 +58,82 @@ pub struct DemoArgs {
 #[derive(Debug, Clone)]
 struct Site {
     ended: Arc<Mutex<VecDeque<String>>>,
+    provider: Arc<SessionStateProvider>,
 }
 
 #[derive(Debug, Deserialize)]
 struct Work {
     ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Login {
+    user: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct SetItem {
+    item: String,
+    value: String,
+}
+
+type Page = Result<String, (StatusCode, String)>;
+
+fn internal(e: impl std::fmt::Display) -> (StatusCode, String) {
+    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+fn bad_request(e: impl std::fmt::Display) -> (StatusCode, String) {
+    (StatusCode::BAD_REQUEST, format!("{e}\n"))
+}
+
+/// The tag of a user's sessions.
+fn user_tag(user: &str) -> String {
+    format!("user:{user}")
+}
+
+/// The tag of the logged-in user of this session.
+fn logged_in(session: &Session) -> Result<String, (StatusCode, String)> {
+    match session.get::<String>("user").map_err(internal)? {
+        Some(user) => Ok(user_tag(&user)),
+        None => Err((
+            StatusCode::UNAUTHORIZED,
+            "not logged in: /login?user=U\n".into(),
+        )),
+    }
+}
+
+async fn login(session: Session, Query(login): Query<Login>) -> Page {
+    let tag = user_tag(&login.user);
+    session.tag(&tag).map_err(bad_request)?;
+    session.set("user", &login.user).map_err(internal)?;
+    session.rotate_id().map_err(internal)?;
+    Ok(format!("logged in as {}\n", login.user))
+}
+
+async fn devices(State(site): State<Site>, session: Session) -> Page {
+    let tag = logged_in(&session)?;
+    let ids = site
+        .provider
+        .sessions_with_tag(&tag)
+        .await
+        .map_err(internal)?;
+    Ok(ids.iter().map(|id| format!("{id}\n")).collect())
+}
+
+async fn logout_everywhere(State(site): State<Site>, session: Session) -> Page {
+    let tag = logged_in(&session)?;
+    let ended = site.provider.abandon_tagged(&tag).await.map_err(internal)?;
+    Ok(format!("{}\n", ended.len()))
+}
+
+async fn set_item(session: Session, Query(set): Query<SetItem>) -> Page {
+    session.set(&set.item, &set.value).map_err(bad_request)?;
+    Ok(format!("{}={}\n", set.item, set.value))
+}
+
+async fn items(session: Session) -> Page {
+    Ok(serde_json::Value::Object(session.to_json()).to_string())
 }
 
 fn counter_of(session: &Session) -> Result<u64, (StatusCode, String)> {
@@ -104,6 +180,7 @@ async fn ended(State(site): State<Site>) -> String {
 pub async fn router(provider: Arc<SessionStateProvider>) -> anyhow::Result<Router> {
     let site = Site {
         ended: Arc::default(),
+        provider: Arc::clone(&provider),
     };
     let record = Arc::clone(&site.ended);
     provider
@@ -122,10 +199,16 @@ pub async fn router(provider: Arc<SessionStateProvider>) -> anyhow::Result<Route
         .route("/counter", get(counter))
         .route("/work", get(work))
         .route("/abandon", post(abandon))
+        .route("/login", get(login))
+        .route("/set", get(set_item))
         .route_layer(layer.clone());
     let read_only = Router::new()
         .route("/peek", get(peek))
-        .route_layer(layer.read_only());
+        .route("/items", get(items))
+        .route("/devices", get(devices))
+        .route("/logout-everywhere", post(logout_everywhere))
+        .route_layer(layer.read_only())
+        .with_state(site.clone());
     let plain = Router::new()
         .route("/ended", get(ended))
         .route_layer(layer.unused())

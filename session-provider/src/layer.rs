@@ -3,7 +3,10 @@
 //! ```text
 //! cookie ─▶ acquire ──────────────▶ handler(Session) ──▶ release ──────────────────▶ response
 //!           exclusive: lock (queued,          │           abandoned: remove + Session_End
-//!             take over past executionTimeout)│           changed:   write back + unlock
+//!             take over past executionTimeout)│           rotated:   write under new id,
+//!                                             │                      remove old + Set-Cookie
+//!                                             │           changed:   write back changed
+//!                                             │                      items + unlock
 //!           read-only: read (waits for a lock)│           unchanged: unlock
 //!           concurrent: read, never waits     │           new + changed: create + Set-Cookie
 //!           unknown/expired: new session      │
@@ -13,7 +16,10 @@
 //! `IRequiresSessionState`), [`SessionLayer::read_only`] (`IReadOnlySessionState`), and
 //! [`SessionLayer::unused`] for routes without session state, which only keep a session
 //! alive (unless `skipKeepAliveWhenUnused`). With `allowConcurrentRequestsPerSession`
-//! nothing is locked and the last write wins.
+//! nothing is locked: each request writes back only the items it changed, merged per
+//! item on the node, so concurrent requests changing different items all land; of two
+//! changing the same item, the one whose write-back reaches the partition's log last
+//! wins (removals included).
 //!
 //! A request whose client goes away still runs to its release. A request still holding a
 //! lock when its server dies (or its handler panics) leaves the lock to its lease
@@ -300,16 +306,16 @@ async fn acquire(
     }
 }
 
-/// Writes back, releases or removes the session; returns whether the client needs the
-/// session cookie.
+/// Writes back, releases, moves or removes the session; returns the id the client needs
+/// a cookie for, if any.
 async fn release(
     provider: &SessionStateProvider,
     session: &Session,
     lock_id: Option<u64>,
-) -> Result<bool, ProviderError> {
-    let (items, abandoned) = {
+) -> Result<Option<String>, ProviderError> {
+    let (items, abandoned, new_id) = {
         let state = session.state();
-        (state.items.clone(), state.abandoned)
+        (state.items.clone(), state.abandoned, state.new_id.clone())
     };
     let id = session.id();
     if abandoned {
@@ -317,18 +323,28 @@ async fn release(
             provider.remove_item(id, lock_id).await?;
         }
         provider.abandoned(id, items);
-        return Ok(false);
+        return Ok(None);
+    }
+    if let Some(new_id) = new_id {
+        if session.is_new() {
+            provider
+                .set_and_release_item_exclusive(&new_id, &items, None, true)
+                .await?;
+        } else {
+            provider.rotate_id(id, &new_id, &items, lock_id).await?;
+        }
+        return Ok(Some(new_id));
     }
     if items.is_dirty() {
         provider
             .set_and_release_item_exclusive(id, &items, lock_id, session.is_new())
             .await?;
-        return Ok(session.is_new());
+        return Ok(session.is_new().then(|| id.to_string()));
     }
     if let Some(lock_id) = lock_id {
         provider.release_item_exclusive(id, lock_id).await?;
     }
-    Ok(false)
+    Ok(None)
 }
 
 fn session_cookie(provider: &SessionStateProvider, id: &str) -> Option<HeaderValue> {
@@ -374,13 +390,13 @@ where
     req.extensions_mut().insert(session.clone());
     let mut response = inner.call(req).await?;
     match release(&provider, &session, acquired.lock_id).await {
-        Ok(true) => {
-            if let Some(cookie) = session_cookie(&provider, session.id()) {
+        Ok(Some(id)) => {
+            if let Some(cookie) = session_cookie(&provider, &id) {
                 response.headers_mut().append(SET_COOKIE, cookie);
             }
             Ok(response)
         }
-        Ok(false) => Ok(response),
+        Ok(None) => Ok(response),
         Err(e @ ProviderError::LockLost) => Ok(failure(
             StatusCode::CONFLICT,
             format!("the session's changes were not saved: {e}"),

@@ -6,7 +6,8 @@
 //!   create uninitialized, `Session_End`).
 //! - [`layer`]: [`SessionLayer`], the per-request algorithm of `SessionStateModuleAsync`
 //!   as a tower layer for axum; [`session`]: the [`Session`] handlers extract.
-//! - [`items`]: [`SessionItems`] and their stored form (JSON).
+//! - [`items`]: [`SessionItems`] and their stored form (an item map, written back per
+//!   item); [`codec`]: one item's bytes, compressed from 1 KiB.
 //! - [`session_end`]: delivery of ended sessions to the `Session_End` callback.
 //! - [`store`]: [`GridSessionStore`], a `tower_sessions::SessionStore` over the grid.
 //! - [`demo`]: the demo site (`--example web`).
@@ -19,6 +20,7 @@
 //! grid expiry ─▶ event to one web server ─▶ Session_End(id, final items) ─▶ ack
 //! ```
 
+pub mod codec;
 pub mod demo;
 pub mod id;
 pub mod items;

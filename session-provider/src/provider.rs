@@ -6,12 +6,14 @@
 //! |------------------------------------|---------------------------------------|-----------------------|
 //! | `GetItemAsync`                     | [`SessionStateProvider::get_item`]     | read (slides expiry)  |
 //! | `GetItemExclusiveAsync`            | [`SessionStateProvider::get_item_exclusive`] | read-and-lock, queued |
-//! | `SetAndReleaseItemExclusiveAsync`  | [`SessionStateProvider::set_and_release_item_exclusive`] | update + unlock / create |
+//! | `SetAndReleaseItemExclusiveAsync`  | [`SessionStateProvider::set_and_release_item_exclusive`] | item merge + unlock / create |
 //! | `ReleaseItemExclusiveAsync`        | [`SessionStateProvider::release_item_exclusive`] | unlock            |
 //! | `RemoveItemAsync`                  | [`SessionStateProvider::remove_item`]  | remove with lock id   |
 //! | `ResetItemTimeoutAsync`            | [`SessionStateProvider::reset_item_timeout`] | reset timeout   |
 //! | `CreateUninitializedItemAsync`     | [`SessionStateProvider::create_uninitialized_item`] | create, uninitialized |
 //! | `SetItemExpireCallback`            | [`SessionStateProvider::set_item_expire_callback`] | event registration |
+//! | (`SessionIDManager` + login)       | [`SessionStateProvider::rotate_id`]    | write new id, remove old |
+//! | (ScaleOut object tags)             | [`SessionStateProvider::sessions_with_tag`], [`SessionStateProvider::abandon_tagged`] | find / remove by tag |
 //!
 //! Unlike ASP.NET's module, which polls a locked session every 500 ms, an exclusive
 //! request waits in the grid's FIFO queue for the session's lock and gets it the moment
@@ -23,8 +25,9 @@ use std::time::Duration;
 use grid_proto::sync::lock;
 
 use grid_client::{
-    ClientError, GridClient, LockOptions, LockResult, RemoteRead, Timeout, UpdateOptions,
+    ClientError, GridClient, LockOptions, LockResult, RemoteRead, Timeout, WriteOptions,
 };
+use grid_proto::WriteBody;
 use thiserror::Error;
 use tokio::task::JoinHandle;
 
@@ -286,9 +289,11 @@ impl SessionStateProvider {
         }
     }
 
-    /// Writes a session back and releases its lock in one step. `new_item` creates it
-    /// instead (a session first used in this request); with `lock_id: None` (concurrent
-    /// requests) it writes without a lock.
+    /// Writes a session back and releases its lock in one step: only the items that
+    /// changed (and the tags, if they did), merged into the stored session on the node.
+    /// `new_item` creates it instead (a session first used in this request), with every
+    /// item. With `lock_id: None` (concurrent requests) it merges without a lock; a
+    /// session removed meanwhile (abandoned, revoked, expired) stays removed.
     pub async fn set_and_release_item_exclusive(
         &self,
         id: &str,
@@ -296,35 +301,88 @@ impl SessionStateProvider {
         lock_id: Option<u64>,
         new_item: bool,
     ) -> Result<(), ProviderError> {
-        let bytes = items.encode();
-        if new_item {
-            self.client
-                .put(&self.namespace, id, bytes, self.sliding())
-                .await?;
-            return Ok(());
-        }
-        let options = UpdateOptions {
-            timeout: Some(self.sliding()),
-            expected_version: None,
-            lock_id,
-            unlock: lock_id.is_some(),
+        let tags = (new_item || items.tags_changed()).then(|| items.tags());
+        let (changes, options) = if new_item {
+            let options = WriteOptions {
+                tags,
+                timeout: Some(self.sliding()),
+                create: true,
+                ..WriteOptions::default()
+            };
+            (items.all(), options)
+        } else {
+            let options = WriteOptions {
+                tags,
+                timeout: Some(self.sliding()),
+                lock_id,
+                unlock: lock_id.is_some(),
+                create: false,
+            };
+            (items.changes(), options)
         };
-        match self
-            .client
-            .update(&self.namespace, id, bytes, options)
-            .await
-        {
+        let body = WriteBody::Items(changes);
+        match self.client.write(&self.namespace, id, body, options).await {
             Ok(_) => Ok(()),
             Err(ClientError::LockLost) => Err(ProviderError::LockLost),
-            // Removed or expired meanwhile (another request abandoned it): write it anew.
-            Err(ClientError::NotFound) if lock_id.is_none() => {
-                self.client
-                    .put(&self.namespace, id, items.encode(), self.sliding())
-                    .await?;
+            Err(ClientError::NotFound) => {
+                tracing::debug!(
+                    session = id,
+                    "session gone before its write-back; not recreated"
+                );
                 Ok(())
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Gives a session a new id (against session fixation, e.g. at login), keeping its
+    /// items and tags: the session is written under `new_id` first, then the old id is
+    /// removed with the caller's lock, so at no point is the session lost, and a request
+    /// still holding the old id waits for that lock and then finds no session.
+    pub async fn rotate_id(
+        &self,
+        old_id: &str,
+        new_id: &str,
+        items: &SessionItems,
+        lock_id: Option<u64>,
+    ) -> Result<(), ProviderError> {
+        self.set_and_release_item_exclusive(new_id, items, None, true)
+            .await?;
+        match self.client.remove(&self.namespace, old_id, lock_id).await {
+            Ok(_) => Ok(()),
+            Err(ClientError::LockLost) => Err(ProviderError::LockLost),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The ids of this application's sessions tagged `tag` (e.g. `user:42`), sorted; each
+    /// partition answers as of a linearizable point.
+    pub async fn sessions_with_tag(&self, tag: &str) -> Result<Vec<String>, ProviderError> {
+        let keys = self.client.find_by_tag(&self.namespace, tag).await?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| String::from_utf8(k).ok())
+            .collect())
+    }
+
+    /// Abandons every session tagged `tag` ("log out everywhere"), locked or not: each
+    /// is removed in one step that checks the tag, and `Session_End` runs for it here,
+    /// once (only the caller that removed a session reports it), with its items as read
+    /// just before. A request in flight on one of them finds its lock lost and saves
+    /// nothing. Returns the ids abandoned.
+    pub async fn abandon_tagged(&self, tag: &str) -> Result<Vec<String>, ProviderError> {
+        let mut ended = Vec::new();
+        for id in self.sessions_with_tag(tag).await? {
+            let items = match self.client.get(&self.namespace, &id).await? {
+                Some(object) => SessionItems::decode(&object.value).unwrap_or_default(),
+                None => continue,
+            };
+            if self.client.remove_tagged(&self.namespace, &id, tag).await? {
+                self.abandoned(&id, items);
+                ended.push(id);
+            }
+        }
+        Ok(ended)
     }
 
     /// Releases a session's lock without writing; only the holder's lock id does.

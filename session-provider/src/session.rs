@@ -29,6 +29,8 @@ pub enum SessionError {
 pub(crate) struct SessionState {
     pub(crate) items: SessionItems,
     pub(crate) abandoned: bool,
+    /// The id the session moves to when the request ends ([`Session::rotate_id`]).
+    pub(crate) new_id: Option<String>,
 }
 
 #[derive(Debug)]
@@ -53,6 +55,7 @@ impl Session {
             state: Mutex::new(SessionState {
                 items,
                 abandoned: false,
+                new_id: None,
             }),
         }))
     }
@@ -61,9 +64,18 @@ impl Session {
         lock(&self.0.state)
     }
 
-    /// The session id.
+    /// The session id the request came with (or was given, for a new session).
     pub fn id(&self) -> &str {
         &self.0.id
+    }
+
+    /// The id the client holds once this request ends: the new one after
+    /// [`Session::rotate_id`].
+    pub fn current_id(&self) -> String {
+        self.state()
+            .new_id
+            .clone()
+            .unwrap_or_else(|| self.0.id.clone())
     }
 
     /// True if the session starts with this request.
@@ -100,6 +112,40 @@ impl Session {
         self.writable()?;
         self.state().abandoned = true;
         Ok(())
+    }
+
+    /// Tags the session (at most 8 tags of at most 64 bytes), e.g. `user:42`, so that
+    /// `SessionStateProvider::sessions_with_tag` finds it and `abandon_tagged` ends it.
+    /// Written back with the request's other changes, in the same step.
+    pub fn tag(&self, tag: &str) -> Result<(), SessionError> {
+        self.writable()?;
+        Ok(self.state().items.tag(tag)?)
+    }
+
+    /// Removes a tag, if present.
+    pub fn untag(&self, tag: &str) -> Result<(), SessionError> {
+        self.writable()?;
+        self.state().items.untag(tag);
+        Ok(())
+    }
+
+    /// The session's tags, sorted.
+    pub fn tags(&self) -> Vec<String> {
+        self.state().items.tags()
+    }
+
+    /// Every item as one JSON object.
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.state().items.to_json()
+    }
+
+    /// Gives the session a new id when the request ends (do it at login, against session
+    /// fixation): its items and tags move to the new id, the old id stops naming any
+    /// session, and the response sets the cookie to the new id, which this returns.
+    pub fn rotate_id(&self) -> Result<String, SessionError> {
+        self.writable()?;
+        let mut state = self.state();
+        Ok(state.new_id.get_or_insert_with(crate::id::new_id).clone())
     }
 
     fn writable(&self) -> Result<(), SessionError> {

@@ -4,13 +4,22 @@
 //! [`ProviderSettings::set`], so every source validates the same way and every error
 //! names the attribute:
 //! - a TOML file ([`ProviderSettings::from_toml`]): attributes under `[sessionState]`,
-//!   connection strings under `[connectionStrings]`;
+//!   connection strings under `[connectionStrings]`, application settings under
+//!   `[appSettings]`;
 //! - the environment ([`ProviderSettings::from_env`]): `SESSIONSTATE_<ATTRIBUTE>`, e.g.
 //!   `SESSIONSTATE_CONNECTIONSTRING`;
 //! - code: `ProviderSettings::default()` and [`ProviderSettings::set`] or the fields.
 //!
 //! Durations accept a unit (`90s`, `20m`) or a bare number in ASP.NET's unit: minutes
 //! for `timeout`, seconds for `executionTimeout`.
+//!
+//! `[appSettings]` is ASP.NET's `<appSettings>`: string entries, keys compared without
+//! regard to case, filled through [`ProviderSettings::set_app_setting`]. The provider
+//! reads two of them: the entry `connectionStringAppSetting` names, and
+//! `aspnet:AllowConcurrentRequestsPerSession` (`true`/`false`, as .NET's `bool` parses
+//! it), which turns on concurrent requests unless the provider attribute
+//! `allowConcurrentRequestsPerSession` is also given: the attribute wins, whichever
+//! comes first.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -36,6 +45,15 @@ pub enum SettingsError {
     /// The configuration file cannot be read or parsed.
     #[error("session-state config file: {0}")]
     File(String),
+    /// An `[appSettings]` entry is not text, or is one the provider reads and its value
+    /// does not parse.
+    #[error("app setting '{key}': {reason}")]
+    AppSetting {
+        /// The entry's key, as written.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 fn bad(attribute: &'static str, reason: impl Into<String>) -> SettingsError {
@@ -57,6 +75,8 @@ pub enum ConnectionSource {
     Environment(String),
     /// `connectionStringElement`: a name in the config file's `[connectionStrings]`.
     Element(String),
+    /// `connectionStringAppSetting`: a key in the config file's `[appSettings]`.
+    AppSetting(String),
 }
 
 /// `clientCacheType`.
@@ -74,10 +94,17 @@ pub enum CacheType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderSettings {
     /// `connectionString` / `connectionStringEnvironmentVariable` /
-    /// `connectionStringElement`: how to reach the grid. Required.
+    /// `connectionStringElement` / `connectionStringAppSetting`: how to reach the grid.
+    /// Required; when several are given, the last one set wins (within one file, the
+    /// last by key order, since a TOML table does not keep the file's order).
     pub connection: ConnectionSource,
     /// The `[connectionStrings]` table of the config file, for `connectionStringElement`.
     pub connection_strings: BTreeMap<String, String>,
+    /// The `[appSettings]` table of the config file (empty by default), for
+    /// `connectionStringAppSetting` and `aspnet:AllowConcurrentRequestsPerSession`.
+    /// Fill it with [`ProviderSettings::set_app_setting`]: inserting here directly does
+    /// not apply `aspnet:AllowConcurrentRequestsPerSession`.
+    pub app_settings: BTreeMap<String, String>,
     /// `clientCacheType`: `LRU` (default), `LRU-MaxMemory`, or `None`: the near cache of
     /// sessions.
     pub client_cache_type: CacheType,
@@ -96,8 +123,14 @@ pub struct ProviderSettings {
     /// `timeout` (20 min): sliding expiry of an idle session.
     pub timeout: Duration,
     /// `allowConcurrentRequestsPerSession` (false): no exclusive lock per request; reads
-    /// never wait and the last write wins.
+    /// never wait and the last write wins. The app setting
+    /// `aspnet:AllowConcurrentRequestsPerSession` sets it too, unless the attribute has
+    /// been set through [`ProviderSettings::set`] (file, environment or code).
     pub allow_concurrent_requests: bool,
+    /// Whether `allowConcurrentRequestsPerSession` went through [`ProviderSettings::set`],
+    /// so that the app setting yields to it in whatever order the two arrive (a TOML
+    /// table's order is not the file's).
+    allow_concurrent_attribute_set: bool,
     /// `skipKeepAliveWhenUnused` (false): requests to handlers without session state do
     /// not slide the session's expiry.
     pub skip_keep_alive_when_unused: bool,
@@ -123,6 +156,7 @@ impl Default for ProviderSettings {
         Self {
             connection: ConnectionSource::Missing,
             connection_strings: BTreeMap::new(),
+            app_settings: BTreeMap::new(),
             client_cache_type: CacheType::Lru,
             client_cache_capacity: None,
             handle_session_end: false,
@@ -130,6 +164,7 @@ impl Default for ProviderSettings {
             remote_stores: Vec::new(),
             timeout: Duration::from_secs(20 * 60),
             allow_concurrent_requests: false,
+            allow_concurrent_attribute_set: false,
             skip_keep_alive_when_unused: false,
             regenerate_expired_session_id: true,
             execution_timeout: Duration::from_secs(110),
@@ -142,10 +177,11 @@ impl Default for ProviderSettings {
 }
 
 /// Every attribute, as written in configuration.
-pub const ATTRIBUTES: [&str; 17] = [
+pub const ATTRIBUTES: [&str; 18] = [
     "connectionString",
     "connectionStringEnvironmentVariable",
     "connectionStringElement",
+    "connectionStringAppSetting",
     "clientCacheType",
     "clientCacheCapacity",
     "handleSessionEnd",
@@ -161,6 +197,12 @@ pub const ATTRIBUTES: [&str; 17] = [
     "cookieSameSite",
     "cookieSecure",
 ];
+
+/// The app setting ASP.NET reads for concurrent requests per session.
+pub const ALLOW_CONCURRENT_APP_SETTING: &str = "aspnet:AllowConcurrentRequestsPerSession";
+
+/// The sections [`ProviderSettings::from_toml`] knows, for its error about another.
+const SECTIONS: &str = "[sessionState], [connectionStrings], [appSettings]";
 
 fn parse_bool(attribute: &'static str, value: &str) -> Result<bool, SettingsError> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -188,6 +230,19 @@ fn parse_duration(
     Ok(d)
 }
 
+/// An app-setting boolean as .NET's `bool.Parse` reads it: `true` or `false`, any case,
+/// surrounding white space ignored (stricter than the attributes' [`parse_bool`]).
+fn parse_app_setting_bool(key: &str, value: &str) -> Result<bool, SettingsError> {
+    match value.trim() {
+        v if v.eq_ignore_ascii_case("true") => Ok(true),
+        v if v.eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err(SettingsError::AppSetting {
+            key: key.to_string(),
+            reason: format!("'{value}' is not true or false"),
+        }),
+    }
+}
+
 impl ProviderSettings {
     /// Sets one attribute from its configuration text. Attribute names are
     /// case-insensitive.
@@ -203,6 +258,7 @@ impl ProviderSettings {
                 self.connection = ConnectionSource::Environment(text)
             }
             "connectionStringElement" => self.connection = ConnectionSource::Element(text),
+            "connectionStringAppSetting" => self.connection = ConnectionSource::AppSetting(text),
             "clientCacheType" => {
                 self.client_cache_type = match text.to_ascii_lowercase().as_str() {
                     "lru" => CacheType::Lru,
@@ -233,7 +289,8 @@ impl ProviderSettings {
             }
             "timeout" => self.timeout = parse_duration(name, &text, Duration::from_secs(60))?,
             "allowConcurrentRequestsPerSession" => {
-                self.allow_concurrent_requests = parse_bool(name, &text)?
+                self.allow_concurrent_requests = parse_bool(name, &text)?;
+                self.allow_concurrent_attribute_set = true;
             }
             "skipKeepAliveWhenUnused" => {
                 self.skip_keep_alive_when_unused = parse_bool(name, &text)?
@@ -275,8 +332,41 @@ impl ProviderSettings {
         Ok(())
     }
 
+    /// Sets one `[appSettings]` entry, replacing one whose key differs only in case (as
+    /// ASP.NET's case-insensitive `appSettings` does). The entry
+    /// `aspnet:AllowConcurrentRequestsPerSession` must be `true` or `false` and sets
+    /// `allow_concurrent_requests`, unless `allowConcurrentRequestsPerSession` was set
+    /// (before or after): the attribute takes precedence.
+    pub fn set_app_setting(&mut self, key: &str, value: &str) -> Result<(), SettingsError> {
+        if key.eq_ignore_ascii_case(ALLOW_CONCURRENT_APP_SETTING) {
+            let allow = parse_app_setting_bool(key, value)?;
+            if !self.allow_concurrent_attribute_set {
+                self.allow_concurrent_requests = allow;
+            }
+        }
+        self.app_settings
+            .retain(|k, _| !k.eq_ignore_ascii_case(key));
+        self.app_settings.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
+    /// The `[appSettings]` entry under `key`, compared without regard to case.
+    pub fn app_setting(&self, key: &str) -> Option<&str> {
+        self.app_settings
+            .get(key)
+            .or_else(|| {
+                self.app_settings
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                    .map(|(_, v)| v)
+            })
+            .map(String::as_str)
+    }
+
     /// Settings from a TOML document: attributes under `[sessionState]` (strings, numbers
-    /// or booleans), connection strings under `[connectionStrings]`.
+    /// or booleans), connection strings under `[connectionStrings]`, app settings under
+    /// `[appSettings]` (strings; two keys differing only in case are an error, since
+    /// ASP.NET would read them as one).
     pub fn from_toml(text: &str) -> Result<Self, SettingsError> {
         let doc: toml::Table = text
             .parse()
@@ -315,9 +405,33 @@ impl ProviderSettings {
                             .insert(name.clone(), cs.to_string());
                     }
                 }
+                "appSettings" => {
+                    for (key, value) in table {
+                        let text = value.as_str().ok_or_else(|| SettingsError::AppSetting {
+                            key: key.clone(),
+                            reason: format!(
+                                "must be a string (write it in quotes), not {}",
+                                value.type_str()
+                            ),
+                        })?;
+                        if let Some(other) = settings
+                            .app_settings
+                            .keys()
+                            .find(|k| k.eq_ignore_ascii_case(key))
+                        {
+                            return Err(SettingsError::AppSetting {
+                                key: key.clone(),
+                                reason: format!(
+                                    "'{other}' differs only in case; ASP.NET reads them as one"
+                                ),
+                            });
+                        }
+                        settings.set_app_setting(key, text)?;
+                    }
+                }
                 other => {
                     return Err(SettingsError::File(format!(
-                        "unknown section [{other}] (known: [sessionState], [connectionStrings])"
+                        "unknown section [{other}] (known: {SECTIONS})"
                     )))
                 }
             }
@@ -325,11 +439,23 @@ impl ProviderSettings {
         Ok(settings)
     }
 
-    /// Settings from `SESSIONSTATE_<ATTRIBUTE>` environment variables over `self`.
-    pub fn from_env(mut self) -> Result<Self, SettingsError> {
+    /// Settings from `SESSIONSTATE_<ATTRIBUTE>` environment variables over `self`
+    /// (`SESSIONSTATE_CONNECTIONSTRINGAPPSETTING` and `SESSIONSTATE_CONNECTIONSTRINGELEMENT`
+    /// name entries of the file's tables, so call this on the settings
+    /// [`ProviderSettings::from_toml`] returned).
+    pub fn from_env(self) -> Result<Self, SettingsError> {
+        self.from_vars(|var| std::env::var(var).ok())
+    }
+
+    /// [`ProviderSettings::from_env`] over any variable lookup, so tests need not touch
+    /// the process environment.
+    pub fn from_vars(
+        mut self,
+        mut lookup: impl FnMut(&str) -> Option<String>,
+    ) -> Result<Self, SettingsError> {
         for attribute in ATTRIBUTES {
             let var = format!("SESSIONSTATE_{}", attribute.to_ascii_uppercase());
-            if let Ok(value) = std::env::var(&var) {
+            if let Some(value) = lookup(&var) {
                 self.set(attribute, &value)?;
             }
         }
@@ -343,7 +469,8 @@ impl ProviderSettings {
             ConnectionSource::Missing => {
                 return Err(bad(
                     "connectionString",
-                    "set connectionString, connectionStringEnvironmentVariable or connectionStringElement",
+                    "set connectionString, connectionStringEnvironmentVariable, \
+                     connectionStringElement or connectionStringAppSetting",
                 ))
             }
             ConnectionSource::Inline(cs) => ("connectionString", cs.clone()),
@@ -362,6 +489,15 @@ impl ProviderSettings {
                     bad(
                         "connectionStringElement",
                         format!("no connection string named '{name}' in [connectionStrings]"),
+                    )
+                })?,
+            ),
+            ConnectionSource::AppSetting(key) => (
+                "connectionStringAppSetting",
+                self.app_setting(key).map(str::to_string).ok_or_else(|| {
+                    bad(
+                        "connectionStringAppSetting",
+                        format!("no entry named '{key}' in [appSettings]"),
                     )
                 })?,
             ),

@@ -1,14 +1,16 @@
 //! Copying a partition out for a backup: its leader takes a copy as of a linearizable
 //! point and the client fetches it page by page from that node. A copy interrupted (its
 //! node gone, leadership moved before it started) is started again, within
-//! `maxRequestRetries`.
+//! `maxRequestRetries`. The helpers that reach a partition's leader serve tags too.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use grid_proto::backup::BackupObject;
 use grid_proto::{Reply, Request};
 
 use super::unexpected;
+use crate::conn::Connection;
 use crate::error::ClientError;
 use crate::GridClient;
 
@@ -19,20 +21,33 @@ impl GridClient {
     /// Every object of partition `p`, as of one point in its history (later writes are
     /// not in it, earlier acknowledged ones are), sorted by key.
     pub async fn export_partition(&self, p: u32) -> Result<Vec<BackupObject>, ClientError> {
-        let mut attempt = 0;
+        self.with_retries(p, || self.try_export(p)).await
+    }
+
+    /// Runs `attempt` on partition `p` until it succeeds, fails for good (refused, bad
+    /// request) or `maxRequestRetries` run out, refreshing the map in between.
+    pub(super) async fn with_retries<T, F>(
+        &self,
+        p: u32,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T, ClientError>
+    where
+        F: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let mut tries = 0;
         loop {
-            match self.try_export(p).await {
-                Ok(objects) => return Ok(objects),
+            match attempt().await {
+                Ok(done) => return Ok(done),
                 Err(e)
-                    if attempt < self.inner.config.max_request_retries
+                    if tries < self.inner.config.max_request_retries
                         && !matches!(
                             e,
                             ClientError::Unauthorized | ClientError::BadRequest { .. }
                         ) =>
                 {
-                    attempt += 1;
-                    tracing::debug!(partition = p, attempt, error = %e, "export interrupted; starting it again");
-                    tokio::time::sleep(Duration::from_millis(50u64 << attempt.min(5))).await;
+                    tries += 1;
+                    tracing::debug!(partition = p, attempt = tries, error = %e, "partition request interrupted; trying again");
+                    tokio::time::sleep(Duration::from_millis(50u64 << tries.min(5))).await;
                     let _ = self.refresh().await;
                 }
                 Err(e) => return Err(e),
@@ -40,7 +55,13 @@ impl GridClient {
         }
     }
 
-    async fn try_export(&self, p: u32) -> Result<Vec<BackupObject>, ClientError> {
+    /// Sends `request` to partition `p`'s leader, following its redirects; returns the
+    /// connection that answered and the answer.
+    pub(super) async fn call_leader(
+        &self,
+        p: u32,
+        request: &Request,
+    ) -> Result<(Arc<Connection>, Reply), ClientError> {
         let timeout = self.inner.config.request_timeout;
         if self.partition_map().is_none() {
             self.refresh().await?;
@@ -51,24 +72,29 @@ impl GridClient {
             .ok_or_else(|| ClientError::BadRequest {
                 reason: format!("no partition {p} in the cluster's map"),
             })?;
-        let start = Request::Export {
-            partition: p,
-            export: 0,
-            from: 0,
-        };
         let mut redirects = 0;
-        let (conn, first) = loop {
+        loop {
             let conn = self.connection(&addr).await?;
-            match conn.call(&start, timeout).await? {
+            match conn.call(request, timeout).await? {
                 Reply::NotLeader {
                     leader_hint: Some(hint),
                 } if hint != addr && redirects < MAX_REDIRECTS => {
                     redirects += 1;
                     addr = hint;
                 }
-                reply => break (conn, reply),
+                reply => return Ok((conn, reply)),
             }
+        }
+    }
+
+    async fn try_export(&self, p: u32) -> Result<Vec<BackupObject>, ClientError> {
+        let timeout = self.inner.config.request_timeout;
+        let start = Request::Export {
+            partition: p,
+            export: 0,
+            from: 0,
         };
+        let (conn, first) = self.call_leader(p, &start).await?;
         let Reply::Exported {
             export,
             total,

@@ -117,7 +117,7 @@ impl GridClient {
 
     /// Runs a write carrying `value` and returns the node's reply; the near cache learns
     /// the new version with these bytes, or forgets the object if the write failed.
-    async fn write(&self, obj: ObjKey, value: Vec<u8>, op: Op) -> Result<Reply, ClientError> {
+    async fn write_value(&self, obj: ObjKey, value: Vec<u8>, op: Op) -> Result<Reply, ClientError> {
         let cache = &self.inner.cache;
         let kept = cache.enabled().then(|| value.clone());
         let op = match op {
@@ -184,7 +184,7 @@ impl GridClient {
             timeout,
             lock_id: None,
         };
-        match self.write(obj, value.into(), op).await? {
+        match self.write_value(obj, value.into(), op).await? {
             Reply::Added { version } | Reply::Updated { version } => Ok(version),
             other => Err(unexpected(other)),
         }
@@ -208,7 +208,7 @@ impl GridClient {
             timeout,
             uninitialized,
         };
-        match self.write(obj, value.into(), op).await? {
+        match self.write_value(obj, value.into(), op).await? {
             Reply::Added { version } => Ok(Some(version)),
             Reply::AlreadyExists => Ok(None),
             other => Err(unexpected(other)),
@@ -232,7 +232,7 @@ impl GridClient {
             lock_id: options.lock_id,
             unlock: options.unlock,
         };
-        match self.write(obj, value.into(), op).await? {
+        match self.write_value(obj, value.into(), op).await? {
             Reply::Updated { version } => Ok(version),
             other => Err(unexpected(other)),
         }

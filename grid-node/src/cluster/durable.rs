@@ -32,7 +32,7 @@ use super::raft_types::{GroupId, NodeId, TypeConfig, CONTROL_GROUP};
 use crate::disk::state_file::{self, StateFileError, StateKind};
 use crate::disk::writer::{DiskWriter, SharedLog};
 use crate::disk::{space, DiskError, FsyncPolicy, SegmentLog};
-use crate::format::{FormatError, DISK_RECORD, LOG_ENTRY};
+use crate::format::{FormatError, DISK_RECORD, LOG_ENTRY, LOG_ENTRY_V1};
 
 /// Log segments roll over at this size.
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -354,7 +354,11 @@ impl DataDir {
             if purged.is_some_and(|p| index <= p.index) {
                 continue;
             }
-            let entry = LOG_ENTRY
+            let format = match LOG_ENTRY.version_of(&payload) {
+                Ok(v) if v == LOG_ENTRY_V1.version => LOG_ENTRY_V1,
+                _ => LOG_ENTRY,
+            };
+            let entry = format
                 .decode(&payload)
                 .map_err(|source| DurableError::Record {
                     path: dir.join("log"),

@@ -440,10 +440,26 @@ impl PartitionGroup {
     /// entries it has applied, then copies under the state's read lock (writes to this
     /// partition wait for the copy, the others do not).
     pub async fn export(&self) -> Result<Vec<grid_proto::backup::BackupObject>, Reply> {
+        self.read_linearizable(|store, now| store.backup(now)).await
+    }
+
+    /// The keys in `namespace` carrying `tag`, as of a linearizable point (as
+    /// [`PartitionGroup::export`]).
+    pub async fn find_tag(&self, namespace: &str, tag: &str) -> Result<Vec<Vec<u8>>, Reply> {
+        self.read_linearizable(|store, now| store.tagged(namespace, tag, now))
+            .await
+    }
+
+    /// `read` of the partition's store once the leader has confirmed it still leads
+    /// after the entries it applied.
+    async fn read_linearizable<T>(
+        &self,
+        read: impl FnOnce(&crate::store::Store, Millis) -> T,
+    ) -> Result<T, Reply> {
         self.gate.wait_while_draining().await;
         self.raft.ensure_linearizable().await.map_err(read_error)?;
         let now = self.clock.now();
-        self.with_partition(|p| p.store().backup(now))
+        self.with_partition(|p| read(p.store(), now))
             .ok_or_else(|| Reply::Unavailable {
                 code: Unavailability::Internal,
                 reason: "not a partition group".into(),

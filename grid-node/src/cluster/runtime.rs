@@ -517,7 +517,22 @@ impl ClusterNode {
 
     /// A copy of partition `p`'s objects for a backup, if this node leads it.
     pub async fn export(&self, p: u32) -> Result<Vec<grid_proto::backup::BackupObject>, Reply> {
-        let group = self.hosted(|partitions| {
+        self.partition_group(p)?.export().await
+    }
+
+    /// The keys of partition `p` in `namespace` carrying `tag`, if this node leads it.
+    pub async fn find_tag(
+        &self,
+        p: u32,
+        namespace: &str,
+        tag: &str,
+    ) -> Result<Vec<Vec<u8>>, Reply> {
+        self.partition_group(p)?.find_tag(namespace, tag).await
+    }
+
+    /// The group of partition `p` when this node hosts it.
+    fn partition_group(&self, p: u32) -> Result<Arc<PartitionGroup>, Reply> {
+        self.hosted(|partitions| {
             if p < partitions {
                 Ok(p)
             } else {
@@ -525,8 +540,7 @@ impl ClusterNode {
                     reason: format!("no partition {p}: the cluster has {partitions}"),
                 })
             }
-        })?;
-        group.export().await
+        })
     }
 
     /// `(free, reserve)` while the data directory's disk is under its reserve.

@@ -8,7 +8,8 @@
 //! Used as `#[serde(with = "log_format::op")]` / `"log_format::geo_op"` on the command
 //! fields. The mirrors keep the shape the log had, so existing log bytes read the same.
 
-use grid_proto::{GeoOp, Millis, ObjKey, Op, Timeout};
+use grid_proto::items::{Item, ItemChanges};
+use grid_proto::{GeoOp, Millis, ObjKey, Op, Timeout, WriteBody};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_bytes::{ByteBuf, Bytes};
 
@@ -71,6 +72,65 @@ impl From<LogTimeout> for Timeout {
     }
 }
 
+/// What a write does to a value, on the log.
+#[derive(Serialize)]
+enum LogBodyRef<'a> {
+    Keep,
+    Whole(&'a Bytes),
+    Items {
+        clear: bool,
+        remove: &'a [String],
+        set: Vec<(&'a str, &'a Bytes)>,
+    },
+}
+
+#[derive(Deserialize)]
+enum LogBodyOwned {
+    Keep,
+    Whole(ByteBuf),
+    Items {
+        clear: bool,
+        remove: Vec<String>,
+        set: Vec<(String, ByteBuf)>,
+    },
+}
+
+fn body_ref(body: &WriteBody) -> LogBodyRef<'_> {
+    match body {
+        WriteBody::Keep => LogBodyRef::Keep,
+        WriteBody::Whole(value) => LogBodyRef::Whole(Bytes::new(value)),
+        WriteBody::Items(changes) => LogBodyRef::Items {
+            clear: changes.clear,
+            remove: &changes.remove,
+            set: changes
+                .set
+                .iter()
+                .map(|i| (i.name.as_str(), Bytes::new(&i.value)))
+                .collect(),
+        },
+    }
+}
+
+impl From<LogBodyOwned> for WriteBody {
+    fn from(body: LogBodyOwned) -> Self {
+        match body {
+            LogBodyOwned::Keep => WriteBody::Keep,
+            LogBodyOwned::Whole(value) => WriteBody::Whole(value.into_vec()),
+            LogBodyOwned::Items { clear, remove, set } => WriteBody::Items(ItemChanges {
+                clear,
+                remove,
+                set: set
+                    .into_iter()
+                    .map(|(name, value)| Item {
+                        name,
+                        value: value.into_vec(),
+                    })
+                    .collect(),
+            }),
+        }
+    }
+}
+
 /// Declares the borrowed (written) and owned (read) mirrors of an operation enum, with
 /// the same variants and fields, each field given as `name: written type / read type`.
 macro_rules! mirror {
@@ -110,6 +170,16 @@ mirror!(OpRef, OpOwned {
     RefreshLock { obj: ObjRef<'a>, ObjOwned, lock_id: u64, u64 },
     Remove { obj: ObjRef<'a>, ObjOwned, lock_id: Option<u64>, Option<u64> },
     ResetTimeout { obj: ObjRef<'a>, ObjOwned, timeout: Option<LogTimeout>, Option<LogTimeout> },
+    Write {
+        obj: ObjRef<'a>, ObjOwned,
+        body: LogBodyRef<'a>, LogBodyOwned,
+        tags: Option<&'a [String]>, Option<Vec<String>>,
+        timeout: Option<LogTimeout>, Option<LogTimeout>,
+        lock_id: Option<u64>, Option<u64>,
+        unlock: bool, bool,
+        create: bool, bool
+    },
+    RemoveTagged { obj: ObjRef<'a>, ObjOwned, tag: &'a str, String },
 });
 
 mirror!(GeoOpRef, GeoOpOwned {
@@ -202,6 +272,27 @@ fn op_ref(op: &Op) -> OpRef<'_> {
             obj: obj_ref(obj),
             timeout: timeout.map(Into::into),
         },
+        Op::Write {
+            obj,
+            body,
+            tags,
+            timeout,
+            lock_id,
+            unlock,
+            create,
+        } => OpRef::Write {
+            obj: obj_ref(obj),
+            body: body_ref(body),
+            tags: tags.as_deref(),
+            timeout: timeout.map(Into::into),
+            lock_id: *lock_id,
+            unlock: *unlock,
+            create: *create,
+        },
+        Op::RemoveTagged { obj, tag } => OpRef::RemoveTagged {
+            obj: obj_ref(obj),
+            tag,
+        },
     }
 }
 
@@ -280,6 +371,27 @@ impl From<OpOwned> for Op {
             OpOwned::ResetTimeout { obj, timeout } => Op::ResetTimeout {
                 obj: obj.into(),
                 timeout: timeout.map(Into::into),
+            },
+            OpOwned::Write {
+                obj,
+                body,
+                tags,
+                timeout,
+                lock_id,
+                unlock,
+                create,
+            } => Op::Write {
+                obj: obj.into(),
+                body: body.into(),
+                tags,
+                timeout: timeout.map(Into::into),
+                lock_id,
+                unlock,
+                create,
+            },
+            OpOwned::RemoveTagged { obj, tag } => Op::RemoveTagged {
+                obj: obj.into(),
+                tag,
             },
         }
     }

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use grid_proto::{Millis, ObjKey, ObjectInfo, Op, Reply, Timeout};
+use grid_proto::items::{self, Item, ItemChanges};
+use grid_proto::{Millis, ObjKey, ObjectInfo, Op, Reply, Timeout, WriteBody};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
@@ -13,6 +14,9 @@ use proptest::prelude::*;
 use super::state::{Store, StoreConfig, StoreEvent, StoreStats};
 
 const DEFAULT_LEASE_MS: Millis = 90_000;
+
+/// Few tags, so objects share them.
+const TAGS: [&str; 2] = ["t1", "t2"];
 
 /// Few keys, two namespaces, one key name shared across them.
 const KEYS: [(&str, &str); 3] = [("a", "x"), ("a", "y"), ("b", "x")];
@@ -42,6 +46,8 @@ struct ModelObject {
     last_write: Millis,
     lock: Option<ModelLock>,
     uninitialized: bool,
+    /// Sorted, without repeats.
+    tags: Vec<String>,
 }
 
 impl ModelObject {
@@ -158,9 +164,29 @@ impl Model {
             last_write: now,
             lock: None,
             uninitialized: false,
+            tags: Vec::new(),
         };
         self.objects.insert(obj.clone(), object);
         version
+    }
+
+    fn set_tags(&mut self, obj: &ObjKey, tags: &Option<Vec<String>>) {
+        if let Some(tags) = tags {
+            let mut tags = tags.clone();
+            tags.sort();
+            tags.dedup();
+            self.objects.get_mut(obj).unwrap().tags = tags;
+        }
+    }
+
+    /// Keys of `namespace` tagged `tag` that are not past their deadline, in order.
+    fn tagged(&self, namespace: &str, tag: &str, now: Millis) -> Vec<Vec<u8>> {
+        self.objects
+            .iter()
+            .filter(|(k, o)| k.namespace == namespace && o.tags.iter().any(|t| t == tag))
+            .filter(|(_, o)| o.deadline().is_none_or(|d| d > now))
+            .map(|(k, _)| k.key.clone())
+            .collect()
     }
 
     fn apply(&mut self, op: &Op, now: Millis) -> (Reply, Vec<StoreEvent>) {
@@ -203,6 +229,32 @@ impl Model {
                 Op::Put { value, timeout, .. } => Reply::Added {
                     version: self.insert(&obj, value, *timeout, now),
                 },
+                Op::Write {
+                    lock_id: Some(_), ..
+                } => Reply::LockLost,
+                Op::Write {
+                    body,
+                    tags,
+                    timeout,
+                    create: true,
+                    ..
+                } => {
+                    let value = match body {
+                        WriteBody::Keep => Vec::new(),
+                        WriteBody::Whole(value) => value.clone(),
+                        WriteBody::Items(changes) => match items::apply(&[], changes) {
+                            Ok(value) => value,
+                            Err(e) => {
+                                return Reply::BadRequest {
+                                    reason: e.to_string(),
+                                }
+                            }
+                        },
+                    };
+                    let version = self.insert(&obj, &value, timeout.unwrap_or_default(), now);
+                    self.set_tags(&obj, tags);
+                    Reply::Added { version }
+                }
                 _ => Reply::NotFound,
             };
         };
@@ -296,6 +348,47 @@ impl Model {
                     Reply::Removed
                 }
             },
+            Op::Write {
+                body,
+                tags,
+                timeout,
+                lock_id,
+                unlock,
+                ..
+            } => {
+                if let Err(reply) = o.permits(*lock_id, now) {
+                    return reply;
+                }
+                let value = match body {
+                    WriteBody::Keep => o.value.clone(),
+                    WriteBody::Whole(value) => value.clone(),
+                    WriteBody::Items(changes) => match items::apply(&o.value, changes) {
+                        Ok(value) => value,
+                        Err(e) => {
+                            return Reply::BadRequest {
+                                reason: e.to_string(),
+                            }
+                        }
+                    },
+                };
+                let version = self.write(&obj, &value, *timeout, now);
+                self.set_tags(&obj, tags);
+                if *unlock && o.lock.is_some() {
+                    self.objects.get_mut(&obj).unwrap().lock = None;
+                    events.push(StoreEvent::LockFreed { obj });
+                }
+                Reply::Updated { version }
+            }
+            Op::RemoveTagged { tag, .. } => {
+                if !o.tags.contains(tag) {
+                    return Reply::NotFound;
+                }
+                self.objects.remove(&obj);
+                if o.lock.is_some() {
+                    events.push(StoreEvent::LockFreed { obj });
+                }
+                Reply::Removed
+            }
             Op::ResetTimeout { timeout, .. } => {
                 let o = self.objects.get_mut(&obj).unwrap();
                 o.timeout = timeout.unwrap_or(o.timeout);
@@ -443,7 +536,52 @@ fn op() -> impl Strategy<Value = Op> {
                 take_over_after_ms,
             },
         );
+    let tags = option::of(vec(
+        prop::sample::select(&TAGS[..]).prop_map(String::from),
+        0..3,
+    ));
+    let body = prop_oneof![
+        1 => Just(WriteBody::Keep),
+        2 => value().prop_map(WriteBody::Whole),
+        3 => (any::<bool>(), vec(0..3u8, 0..2), vec((0..3u8, value()), 0..3)).prop_map(
+            |(clear, remove, set)| WriteBody::Items(ItemChanges {
+                clear,
+                remove: remove.into_iter().map(|n| format!("i{n}")).collect(),
+                set: set
+                    .into_iter()
+                    .map(|(n, value)| Item { name: format!("i{n}"), value })
+                    .collect(),
+            })
+        ),
+    ];
+    let write = (
+        obj(),
+        body,
+        tags,
+        option::of(timeout()),
+        some(0.4),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(obj, body, tags, timeout, lock_id, unlock, create)| Op::Write {
+                obj,
+                body,
+                tags,
+                timeout,
+                lock_id,
+                unlock,
+                create,
+            },
+        );
+    let remove_tagged =
+        (obj(), prop::sample::select(&TAGS[..])).prop_map(|(obj, tag)| Op::RemoveTagged {
+            obj,
+            tag: tag.into(),
+        });
     prop_oneof![
+        4 => write,
+        1 => remove_tagged,
         3 => create,
         3 => put,
         3 => update,
@@ -501,8 +639,10 @@ fn resolve(step: &Step, model: &Model, issued: &[u64]) -> Option<Op> {
     };
     let fill = |slot: &mut Option<u64>, with: u64| *slot = slot.map(|_| with);
     match &mut op {
-        Op::Create { .. } | Op::ResetTimeout { .. } => {}
-        Op::Put { lock_id, .. } | Op::Remove { lock_id, .. } => fill(lock_id, id),
+        Op::Create { .. } | Op::ResetTimeout { .. } | Op::RemoveTagged { .. } => {}
+        Op::Put { lock_id, .. } | Op::Remove { lock_id, .. } | Op::Write { lock_id, .. } => {
+            fill(lock_id, id)
+        }
         Op::Update {
             lock_id,
             expected_version,
@@ -578,6 +718,13 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
         for obj in (0..KEYS.len()).map(key) {
             let (got, want) = (store.lock_of(&obj, now), model.lock_of(&obj, now));
             prop_assert_eq!(got, want, "{}: lock of {:?}", at, obj);
+        }
+        for (namespace, tag) in ["a", "b"].into_iter().flat_map(|n| TAGS.map(|t| (n, t))) {
+            let (got, want) = (
+                store.tagged(namespace, tag, now),
+                model.tagged(namespace, tag, now),
+            );
+            prop_assert_eq!(got, want, "{}: tagged {}/{}", at, namespace, tag);
         }
     }
     Ok(())

@@ -28,6 +28,8 @@ mod backup;
 mod geo;
 mod locks;
 mod snapshot;
+mod tags;
+mod write;
 pub use geo::GeoRole;
 use geo::Transfers;
 
@@ -171,6 +173,7 @@ pub struct Store {
     value_bytes: u64,
     /// Outcomes of migrations into this partition.
     transfers: Transfers,
+    tags: tags::TagIndex,
 }
 
 impl Store {
@@ -270,6 +273,28 @@ impl Store {
             Op::RefreshLock { obj, lock_id } => self.refresh_lock(obj, *lock_id, now),
             Op::Remove { obj, lock_id } => self.remove(obj, *lock_id, now, &mut events),
             Op::ResetTimeout { obj, timeout } => self.reset_timeout(obj, *timeout, now),
+            Op::Write {
+                obj,
+                body,
+                tags,
+                timeout,
+                lock_id,
+                unlock,
+                create,
+            } => self.write(
+                write::Write {
+                    obj,
+                    body,
+                    tags: tags.as_ref(),
+                    timeout: *timeout,
+                    lock_id: *lock_id,
+                    unlock: *unlock,
+                    create: *create,
+                },
+                now,
+                &mut events,
+            ),
+            Op::RemoveTagged { obj, tag } => self.remove_tagged(obj, tag, &mut events),
         };
         Applied { reply, events }
     }
@@ -354,6 +379,7 @@ impl Store {
         if let Some(lock) = entry.lock {
             self.leases.remove(lock.lease_end, obj);
         }
+        self.tags.forget(obj);
         self.value_bytes -= entry.value.len() as u64;
         Some(entry)
     }

@@ -1,22 +1,38 @@
 //! Snapshots of a partition's store: what a new or lagging replica installs instead of
 //! replaying the whole log, in the versioned [`STORE_SNAPSHOT`] format. The deadline
-//! indexes are rebuilt on restore, not shipped.
+//! and tag indexes are rebuilt on restore, not shipped. Version 4 added the objects'
+//! tags after the fields of version 3, which is still read (as objects without tags).
 
 use serde::{Deserialize, Serialize};
 
 use super::{Entry, Store, StoreConfig, Transfers};
-use crate::format::{FormatError, STORE_SNAPSHOT};
+use crate::format::{Format, FormatError, STORE_SNAPSHOT};
 use grid_proto::ObjKey;
+
+/// The store snapshot before tags.
+const STORE_SNAPSHOT_V3: Format = Format {
+    version: 3,
+    ..STORE_SNAPSHOT
+};
 
 #[derive(Serialize)]
 struct SnapshotRef<'a> {
     seq: u64,
     objects: Vec<(&'a ObjKey, &'a Entry)>,
     transfers: &'a Transfers,
+    tags: Vec<(&'a ObjKey, &'a Vec<String>)>,
 }
 
 #[derive(Deserialize)]
 struct SnapshotOwned {
+    seq: u64,
+    objects: Vec<(ObjKey, Entry)>,
+    transfers: Transfers,
+    tags: Vec<(ObjKey, Vec<String>)>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotV3 {
     seq: u64,
     objects: Vec<(ObjKey, Entry)>,
     transfers: Transfers,
@@ -32,12 +48,24 @@ impl Store {
             seq: self.seq,
             objects,
             transfers: &self.transfers,
+            tags: self.tags.all(),
         })
     }
 
     /// Rebuilds a store from [`Store::snapshot`] bytes.
     pub fn restore(config: StoreConfig, bytes: &[u8]) -> Result<Store, FormatError> {
-        let snap: SnapshotOwned = STORE_SNAPSHOT.decode(bytes)?;
+        let snap: SnapshotOwned = if STORE_SNAPSHOT.version_of(bytes)? == STORE_SNAPSHOT_V3.version
+        {
+            let v3: SnapshotV3 = STORE_SNAPSHOT_V3.decode(bytes)?;
+            SnapshotOwned {
+                seq: v3.seq,
+                objects: v3.objects,
+                transfers: v3.transfers,
+                tags: Vec::new(),
+            }
+        } else {
+            STORE_SNAPSHOT.decode(bytes)?
+        };
         let mut store = Store::new(config);
         store.seq = snap.seq;
         store.transfers = snap.transfers;
@@ -50,6 +78,9 @@ impl Store {
                 store.leases.insert(lock.lease_end, obj.clone());
             }
             store.objects.insert(obj, entry);
+        }
+        for (obj, tags) in snap.tags {
+            store.tags.set(&obj, tags);
         }
         Ok(store)
     }
@@ -82,7 +113,18 @@ mod tests {
             take_over_after_ms: None,
         };
         a.apply(&lock, 10);
+        let tag = Op::Write {
+            obj: obj("slide"),
+            body: grid_proto::WriteBody::Keep,
+            tags: Some(vec!["user:1".into()]),
+            timeout: None,
+            lock_id: None,
+            unlock: false,
+            create: false,
+        };
+        a.apply(&tag, 0);
         let mut b = Store::restore(cfg, &a.snapshot()).unwrap();
+        assert_eq!(b.tagged("ns", "user:1", 10), vec![b"slide".to_vec()]);
         assert_eq!(a.snapshot(), b.snapshot());
         assert_eq!(a.stats(), b.stats());
         assert_eq!(a.next_deadline(), b.next_deadline());
@@ -99,6 +141,24 @@ mod tests {
             b.apply(&put("x", Timeout::None), 2000).reply,
             Reply::Added { .. }
         ));
+    }
+
+    #[test]
+    fn a_snapshot_from_before_tags_is_read() {
+        let mut a = Store::new(StoreConfig::default());
+        let put = Op::Put {
+            obj: ObjKey::new("ns", b"k".to_vec()),
+            value: b"v".to_vec(),
+            timeout: Timeout::None,
+            lock_id: None,
+        };
+        a.apply(&put, 0);
+        // Version 3 is version 4 without the trailing tags (here none: one zero byte).
+        let mut v3 = a.snapshot();
+        assert_eq!((v3[0], v3.pop()), (4, Some(0)));
+        v3[0] = 3;
+        let b = Store::restore(StoreConfig::default(), &v3).unwrap();
+        assert_eq!(b.snapshot(), a.snapshot());
     }
 
     #[test]

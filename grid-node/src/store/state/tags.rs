@@ -1,0 +1,107 @@
+//! Object tags and their per-partition index: which keys of a namespace carry a tag
+//! (`find_by_tag`, `remove_by_tag`). Part of the replicated state: set by `Op::Write`,
+//! dropped with the object, shipped in snapshots; the index is rebuilt on restore.
+
+use std::collections::{BTreeSet, HashMap};
+
+use grid_proto::{Millis, ObjKey, Reply};
+
+use super::{Store, StoreEvent};
+
+/// Tags by object, and objects by tag.
+#[derive(Debug, Default, Clone)]
+pub(super) struct TagIndex {
+    by_obj: HashMap<ObjKey, Vec<String>>,
+    /// `(namespace, tag)` → keys.
+    by_tag: HashMap<(String, String), BTreeSet<Vec<u8>>>,
+}
+
+impl TagIndex {
+    /// Gives `obj` exactly `tags` (sorted, without repeats; none removes them).
+    pub(super) fn set(&mut self, obj: &ObjKey, mut tags: Vec<String>) {
+        tags.sort();
+        tags.dedup();
+        self.forget(obj);
+        if tags.is_empty() {
+            return;
+        }
+        for tag in &tags {
+            self.by_tag
+                .entry((obj.namespace.clone(), tag.clone()))
+                .or_default()
+                .insert(obj.key.clone());
+        }
+        self.by_obj.insert(obj.clone(), tags);
+    }
+
+    /// Drops `obj`'s tags.
+    pub(super) fn forget(&mut self, obj: &ObjKey) {
+        let Some(tags) = self.by_obj.remove(obj) else {
+            return;
+        };
+        for tag in tags {
+            let slot = (obj.namespace.clone(), tag);
+            if let Some(keys) = self.by_tag.get_mut(&slot) {
+                keys.remove(&obj.key);
+                if keys.is_empty() {
+                    self.by_tag.remove(&slot);
+                }
+            }
+        }
+    }
+
+    /// `obj`'s tags, sorted.
+    pub(super) fn of(&self, obj: &ObjKey) -> &[String] {
+        self.by_obj.get(obj).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every tagged object with its tags, sorted by object (for snapshots).
+    pub(super) fn all(&self) -> Vec<(&ObjKey, &Vec<String>)> {
+        let mut all: Vec<_> = self.by_obj.iter().collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all
+    }
+
+    fn keys(&self, namespace: &str, tag: &str) -> Vec<Vec<u8>> {
+        self.by_tag
+            .get(&(namespace.to_string(), tag.to_string()))
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Store {
+    /// The keys in `namespace` carrying `tag` that have not expired by `now`, in order.
+    pub fn tagged(&self, namespace: &str, tag: &str, now: Millis) -> Vec<Vec<u8>> {
+        let mut keys = self.tags.keys(namespace, tag);
+        keys.retain(|key| {
+            let obj = ObjKey::new(namespace, key.clone());
+            self.objects
+                .get(&obj)
+                .is_some_and(|e| e.expires_at.is_none_or(|at| at > now))
+        });
+        keys
+    }
+
+    /// The tags of `obj`, sorted.
+    pub fn tags_of(&self, obj: &ObjKey) -> &[String] {
+        self.tags.of(obj)
+    }
+
+    pub(super) fn remove_tagged(
+        &mut self,
+        obj: &ObjKey,
+        tag: &str,
+        events: &mut Vec<StoreEvent>,
+    ) -> Reply {
+        if !self.tags.of(obj).iter().any(|t| t == tag) {
+            return Reply::NotFound;
+        }
+        if let Some(entry) = self.take(obj) {
+            if entry.lock.is_some() {
+                events.push(StoreEvent::LockFreed { obj: obj.clone() });
+            }
+        }
+        Reply::Removed
+    }
+}

@@ -1,0 +1,302 @@
+//! What sessions do beyond ASP.NET's contract, on real node and web server processes:
+//! tags found and removed across partitions and through a failover, "log out
+//! everywhere" over two web servers, per-item write-back (only the change crosses the
+//! wire), concurrent requests that change different items, and id rotation at login.
+#![allow(clippy::unwrap_used)] // reason: integration tests; a panic is a failed test
+
+use std::collections::BTreeSet;
+
+use grid_client::{ClientError, GridClient, LockOptions, LockResult, Timeout, WriteOptions};
+use grid_proto::WriteBody;
+use grid_tests::cluster::TestCluster;
+use grid_tests::http::{request, HttpResponse, WebProcess};
+use grid_tests::{wait_until, DEADLINE};
+
+const NODE: &str = env!("CARGO_BIN_EXE_test-node");
+const WEB: &str = env!("CARGO_BIN_EXE_test-web");
+/// The demo site's namespace (its application name).
+const NS: &str = "web-demo";
+
+async fn grid(nodes: usize) -> (TestCluster, String) {
+    let cluster = TestCluster::start(NODE, nodes, &["--partitions", "8"])
+        .await
+        .unwrap();
+    let cs = cluster.connection_string(";requestTimeout=10s;connectTimeout=1s");
+    (cluster, cs)
+}
+
+async fn get(web: &WebProcess, path: &str, cookie: Option<&str>) -> HttpResponse {
+    request(web.addr(), "GET", path, cookie).await.unwrap()
+}
+
+/// The session id in a `name=id` cookie.
+fn id_of(cookie: &str) -> &str {
+    cookie.split_once('=').unwrap().1
+}
+
+fn tagged(tags: &[&str]) -> WriteOptions {
+    WriteOptions {
+        tags: Some(tags.iter().map(|t| t.to_string()).collect()),
+        create: true,
+        ..WriteOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tags_are_found_and_removed_across_partitions_and_through_a_failover() {
+    let (mut cluster, cs) = grid(3).await;
+    let client = GridClient::connect(&cs).await.unwrap();
+    // 40 objects over 8 partitions: the even ones tagged `even`, all tagged `all`.
+    let mut even = Vec::new();
+    for i in 0..40 {
+        let key = format!("k{i:02}");
+        let tags: &[&str] = if i % 2 == 0 {
+            &["all", "even"]
+        } else {
+            &["all"]
+        };
+        let body = WriteBody::Whole(vec![b'v'; 10]);
+        client
+            .write("tags", &key, body, tagged(tags))
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            even.push(key.into_bytes());
+        }
+    }
+    let partitions: BTreeSet<u32> = even
+        .iter()
+        .map(|k| grid_proto::partition_of(grid_proto::key_hash("tags", k), 8))
+        .collect();
+    assert!(
+        partitions.len() > 3,
+        "spread over partitions: {partitions:?}"
+    );
+    assert_eq!(client.find_by_tag("tags", "even").await.unwrap(), even);
+    assert_eq!(
+        client.find_by_tag("other-ns", "even").await.unwrap(),
+        Vec::<Vec<u8>>::new()
+    );
+    // A plain rewrite keeps the tags; a write naming tags replaces them.
+    client
+        .put("tags", "k00", b"new".to_vec(), Timeout::None)
+        .await
+        .unwrap();
+    let untag = WriteOptions {
+        tags: Some(Vec::new()),
+        ..WriteOptions::default()
+    };
+    client
+        .write("tags", "k02", WriteBody::Keep, untag)
+        .await
+        .unwrap();
+    even.remove(1);
+    assert_eq!(client.find_by_tag("tags", "even").await.unwrap(), even);
+    // Bad tags are refused with the reason.
+    let too_many: Vec<&str> = vec!["t"; 9];
+    let refused = client
+        .write("tags", "k99", WriteBody::Keep, tagged(&too_many))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("at most 8"), "{refused}");
+
+    // A locked tagged object goes too; its holder then finds its lock lost.
+    let lock = client
+        .lock("tags", "k04", LockOptions::default())
+        .await
+        .unwrap();
+    let LockResult::Acquired { lock_id, .. } = lock else {
+        panic!("{lock:?}")
+    };
+
+    // Kill a node (it leads some partitions): the tags were replicated with the objects.
+    cluster.kill(0).unwrap();
+    let cs2 = cluster.connection_string(";requestTimeout=10s;connectTimeout=1s");
+    let client = GridClient::connect(&cs2).await.unwrap();
+    let found = wait_until("find after the failover", DEADLINE, || async {
+        client.find_by_tag("tags", "even").await.ok()
+    })
+    .await
+    .unwrap();
+    assert_eq!(found, even);
+    assert_eq!(client.remove_by_tag("tags", "even").await.unwrap(), 19);
+    assert!(client.find_by_tag("tags", "even").await.unwrap().is_empty());
+    let lost = client
+        .write(
+            "tags",
+            "k04",
+            WriteBody::Whole(b"late".to_vec()),
+            WriteOptions {
+                lock_id: Some(lock_id),
+                unlock: true,
+                ..WriteOptions::default()
+            },
+        )
+        .await;
+    assert!(matches!(lost, Err(ClientError::LockLost)), "{lost:?}");
+    // The odd ones are untouched.
+    assert_eq!(client.find_by_tag("tags", "all").await.unwrap().len(), 20);
+    assert!(client.get("tags", "k01").await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn log_out_everywhere_over_two_web_servers_ends_each_session_once() {
+    let (_cluster, cs) = grid(3).await;
+    let settings = ["handleSessionEnd=true"];
+    let a = WebProcess::start(WEB, &cs, &settings).unwrap();
+    let b = WebProcess::start(WEB, &cs, &settings).unwrap();
+    let client = GridClient::connect(&cs).await.unwrap();
+    // Ann signs in from four devices, over both servers; Bob from one.
+    let mut ann = Vec::new();
+    for i in 0..4 {
+        let web = if i % 2 == 0 { &a } else { &b };
+        let before = get(web, "/counter", None).await.set_cookie.unwrap();
+        let login = get(web, "/login?user=ann", Some(&before)).await;
+        assert_eq!(
+            (login.status, login.body.as_str()),
+            (200, "logged in as ann\n")
+        );
+        let after = login.set_cookie.expect("login gives the session a new id");
+        assert_ne!(id_of(&after), id_of(&before), "a new id at login");
+        // The items moved to the new id; the old id names no session any more.
+        let items = get(web, "/items", Some(&after)).await.body;
+        assert_eq!(items, r#"{"counter":1,"user":"ann"}"#);
+        assert!(client.get(NS, id_of(&before)).await.unwrap().is_none());
+        let old = get(web, "/items", Some(&before)).await.body;
+        assert_eq!(old, "{}");
+        ann.push(after);
+    }
+    let bob = get(&a, "/login?user=bob", None).await.set_cookie.unwrap();
+    let ann_ids: Vec<String> = ann.iter().map(|c| id_of(c).to_string()).collect();
+    let mut expected = ann_ids.clone();
+    expected.sort();
+    let devices = get(&b, "/devices", Some(&ann[0])).await;
+    assert_eq!(devices.body.lines().collect::<Vec<_>>(), expected);
+
+    let out = request(b.addr(), "POST", "/logout-everywhere", Some(&ann[1]))
+        .await
+        .unwrap();
+    assert_eq!((out.status, out.body.as_str()), (200, "4\n"));
+    // Session_End ran once for each of Ann's sessions, over the whole farm.
+    let mut ended = Vec::new();
+    for web in [&a, &b] {
+        ended.extend(
+            get(web, "/ended", None)
+                .await
+                .body
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    let mut want: Vec<String> = ann_ids
+        .iter()
+        .map(|id| format!("{id} 1 Abandoned"))
+        .collect();
+    // The ids of the sessions before login were moved, not ended.
+    want.sort();
+    ended.sort();
+    assert_eq!(ended, want);
+    for cookie in &ann {
+        assert_eq!(get(&a, "/items", Some(cookie)).await.body, "{}");
+    }
+    assert_eq!(
+        get(&b, "/items", Some(&bob)).await.body,
+        r#"{"user":"bob"}"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_that_set_different_items_all_land() {
+    let (_cluster, cs) = grid(3).await;
+    let concurrent = ["allowConcurrentRequestsPerSession=true"];
+    let a = WebProcess::start(WEB, &cs, &concurrent).unwrap();
+    let b = WebProcess::start(WEB, &cs, &concurrent).unwrap();
+    let cookie = get(&a, "/set?item=seed&value=0", None)
+        .await
+        .set_cookie
+        .unwrap();
+    const N: usize = 20;
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let addr = if i % 2 == 0 { a.addr() } else { b.addr() };
+        let cookie = cookie.clone();
+        tasks.push(tokio::spawn(async move {
+            let path = format!("/set?item=i{i:02}&value=v{i}");
+            request(addr, "GET", &path, Some(&cookie)).await.unwrap()
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let items: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&get(&b, "/items", Some(&cookie)).await.body).unwrap();
+    let mut want: BTreeSet<String> = (0..N).map(|i| format!("i{i:02}")).collect();
+    want.insert("seed".into());
+    assert_eq!(items.keys().cloned().collect::<BTreeSet<_>>(), want);
+    for i in 0..N {
+        assert_eq!(items[&format!("i{i:02}")], format!("v{i}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_session_writes_back_only_its_change() {
+    use session_provider::{ItemResult, ProviderSettings, SessionItems, SessionStateProvider};
+
+    let (_cluster, cs) = grid(3).await;
+    let mut settings = ProviderSettings::default();
+    settings.set("connectionString", &cs).unwrap();
+    let p = SessionStateProvider::connect(settings, "large")
+        .await
+        .unwrap();
+    // 256 KB of items that do not compress much (hex of a pseudo-random sequence).
+    let mut items = SessionItems::default();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..16 {
+        let text: String = (0..2048)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("{:08x}", x as u32)
+            })
+            .collect::<String>()[..16 * 1024]
+            .to_string();
+        items.set(&format!("part{i}"), &text).unwrap();
+    }
+    items.set("small", &"x".repeat(100)).unwrap();
+    let before = p.client().wire_bytes().sent;
+    p.set_and_release_item_exclusive("s", &items, None, true)
+        .await
+        .unwrap();
+    let whole = p.client().wire_bytes().sent - before;
+    assert!(
+        whole > 100 * 1024,
+        "the first write carries the session: {whole}"
+    );
+
+    let ItemResult::Found(held) = p
+        .get_item_exclusive("s", std::time::Duration::ZERO)
+        .await
+        .unwrap()
+    else {
+        panic!("not found")
+    };
+    let mut changed = held.items.clone();
+    changed.set("small", &"y".repeat(100)).unwrap();
+    let before = p.client().wire_bytes().sent;
+    p.set_and_release_item_exclusive("s", &changed, held.lock_id, false)
+        .await
+        .unwrap();
+    let delta = p.client().wire_bytes().sent - before;
+    assert!(
+        delta < 1024,
+        "a 100-byte change sends {delta} bytes; the session is {whole}"
+    );
+    // The node merged it: the whole session reads back, with the change.
+    let ItemResult::Found(read) = p.get_item("s").await.unwrap() else {
+        panic!("not found")
+    };
+    assert_eq!(read.items, changed);
+    assert_eq!(read.items.len(), 17);
+}
