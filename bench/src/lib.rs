@@ -25,6 +25,7 @@ pub mod failover;
 pub mod floor;
 pub mod geo;
 pub mod idle;
+pub mod large_session;
 pub mod load;
 pub mod log_store;
 pub mod memory;

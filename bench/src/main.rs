@@ -82,6 +82,24 @@ enum Command {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// A 256 KB session changed by 100 bytes per request: cycles per second and bytes
+    /// sent per cycle with the whole session written back (before per-item writes), with
+    /// only the changed item (now), and for a replicated Redis session store (GET, SET,
+    /// WAIT 2); interleaved rounds, medians; markdown on stdout.
+    LargeSession {
+        /// Concurrent clients, each on its own session.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Rounds (each backend once per round).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Warm-up before each measurement.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        /// Measured time per backend and round.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
     /// The on-disk log's choice: the node's segment files against redb, appending 4 KB
     /// entries with a sync per entry, per 16 entries and none, then reading them back
     /// after a reopen; rounds alternate the two; a markdown table of medians.
@@ -198,6 +216,17 @@ async fn main() -> anyhow::Result<()> {
             duration,
         } => bench::session::run(&clients, warmup, duration).await,
         Command::Geo { count } => bench::geo::run(count).await,
+        Command::LargeSession {
+            clients,
+            rounds,
+            warmup,
+            duration,
+        } => {
+            anyhow::ensure!(rounds > 0, "--rounds must be at least 1");
+            let table = bench::large_session::run(clients, rounds, warmup, duration).await?;
+            print!("{table}");
+            Ok(())
+        }
         Command::Memory { objects } => {
             println!("| backend | bytes per 4 KB object per replica |\n|---|---:|");
             let grid = bench::memory::grid(objects, 4096).await?;

@@ -208,6 +208,90 @@ async fn exports_of_no_partition_or_an_unknown_export_are_bad_requests() {
 }
 
 #[tokio::test]
+async fn bad_tags_and_item_changes_are_refused_and_change_nothing() {
+    use grid_proto::items::{Item, ItemChanges};
+    use grid_proto::WriteBody;
+
+    let f = fixture().await;
+    let mut conn = f.raw().await;
+    let write = |key: &str, body: WriteBody, tags: Option<Vec<String>>| {
+        Request::Op(Op::Write {
+            obj: ObjKey::new("ns", key.as_bytes().to_vec()),
+            body,
+            tags,
+            timeout: None,
+            lock_id: None,
+            unlock: false,
+            create: true,
+        })
+    };
+    let items = |name: &str| {
+        WriteBody::Items(ItemChanges {
+            set: vec![Item {
+                name: name.into(),
+                value: b"v".to_vec(),
+            }],
+            ..ItemChanges::default()
+        })
+    };
+    let asks = [
+        (
+            write("t", WriteBody::Keep, Some(vec!["t".into(); 9])),
+            "9 tags",
+        ),
+        (
+            write("t", WriteBody::Keep, Some(vec!["x".repeat(65)])),
+            "65 bytes",
+        ),
+        (
+            write("t", WriteBody::Keep, Some(vec![String::new()])),
+            "tag is empty",
+        ),
+        (write("t", items(""), None), "item name is empty"),
+        (
+            write("t", items(&"n".repeat(1025)), None),
+            "item name is 1025 bytes",
+        ),
+        // Item changes to an object written whole: refused by the partition, whose
+        // state stays as it was on every replica.
+        (write("keep", items("a"), None), "not an item map"),
+        (
+            Request::Op(Op::RemoveTagged {
+                obj: ObjKey::new("ns", b"keep".to_vec()),
+                tag: "y".repeat(100),
+            }),
+            "100 bytes",
+        ),
+        (
+            Request::FindTag {
+                partition: 0,
+                namespace: "ns".into(),
+                tag: String::new(),
+            },
+            "tag is empty",
+        ),
+        (
+            Request::FindTag {
+                partition: u32::MAX,
+                namespace: "ns".into(),
+                tag: "t".into(),
+            },
+            "no partition",
+        ),
+    ];
+    for (id, (ask, says)) in (2u64..).zip(asks) {
+        match conn.call(id, &ask).await.unwrap() {
+            Reply::BadRequest { reason } => assert!(reason.contains(says), "{reason}"),
+            other => panic!("{ask:?}: {other:?}"),
+        }
+    }
+    assert!(f.client.get("ns", "t").await.unwrap().is_none());
+    assert!(f.client.find_by_tag("ns", "t").await.unwrap().is_empty());
+    assert_eq!(conn.call(99, &Request::Ping).await.unwrap(), Reply::Pong);
+    f.assert_intact().await;
+}
+
+#[tokio::test]
 async fn invalid_payload_in_a_valid_frame_is_a_bad_request() {
     let f = fixture().await;
     let mut conn = f.raw().await;

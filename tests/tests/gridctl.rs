@@ -63,6 +63,43 @@ fn gridctl_follows_its_contract() {
     );
     assert_eq!(gridctl(&cs, &["remove", "ns", "small"], None).0, 0);
 
+    // Tags: put --tag (repeatable), find --tag (one key per line; none: exit 1),
+    // remove --tag (prints the count).
+    for (key, tags) in [
+        ("u1", &["user:7", "web"][..]),
+        ("u2", &["user:7"]),
+        ("u3", &["web"]),
+    ] {
+        let mut args = vec!["put", "ns", key, "v"];
+        for tag in tags {
+            args.extend(["--tag", tag]);
+        }
+        let (code, _, err) = gridctl(&cs, &args, None);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, out, _) = gridctl(&cs, &["find", "ns", "--tag", "user:7"], None);
+    assert_eq!(
+        (code, String::from_utf8(out).unwrap()),
+        (0, "u1\nu2\n".into())
+    );
+    let (code, out, err) = gridctl(&cs, &["find", "ns", "--tag", "nobody"], None);
+    assert_eq!((code, out.is_empty()), (1, true), "{err}");
+    assert!(err.contains("nobody"), "{err}");
+    let (code, _, err) = gridctl(
+        &cs,
+        &["put", "ns", "u4", "v", "--tag", &"t".repeat(65)],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("65 bytes; the limit is 64"), "{err}");
+    let (code, out, _) = gridctl(&cs, &["remove", "ns", "--tag", "user:7"], None);
+    assert_eq!((code, String::from_utf8(out).unwrap()), (0, "2\n".into()));
+    assert_eq!(gridctl(&cs, &["get", "ns", "u1"], None).0, 1);
+    assert_eq!(
+        gridctl(&cs, &["find", "ns", "--tag", "web"], None).1,
+        b"u3\n"
+    );
+
     // Status shows the cluster.
     let (code, out, _) = gridctl(&cs, &["status"], None);
     let out = String::from_utf8(out).unwrap();
