@@ -4,8 +4,9 @@
 # idle and failover rows (method: shared/BENCHMARKING.md). Installs the peers from Debian
 # packages if missing, builds release binaries, and runs `grid-bench compare` with this
 # script's arguments, then (in a full run) `grid-bench raft-core` into
-# bench/results/raft-core.md and `grid-bench durable` (files under /var/tmp) into
-# bench/results/durable.md.
+# bench/results/raft-core.md, `grid-bench durable` (files under /var/tmp) into
+# bench/results/durable.md, `grid-bench large-session` into
+# bench/results/large-session.md and `grid-bench codec` into bench/results/codec.md.
 #
 #   bench/run.sh --quick      # short run
 #   bench/run.sh              # full run
@@ -89,4 +90,8 @@ if [[ " $* " != *" --quick "* ]]; then
     "${CARGO_TARGET_DIR:-target}/release/grid-bench" raft-core > bench/results/raft-core.md
     # The grid with --data-dir beside Redis with its append-only file, on one file system.
     "${CARGO_TARGET_DIR:-target}/release/grid-bench" durable --dir /var/tmp > bench/results/durable.md
+    # A 256 KB session changed by 100 bytes per request: whole write-back, per-item, and a
+    # replicated Redis session store; and the codecs the session items were chosen from.
+    "${CARGO_TARGET_DIR:-target}/release/grid-bench" large-session > bench/results/large-session.md
+    "${CARGO_TARGET_DIR:-target}/release/grid-bench" codec > bench/results/codec.md
 fi

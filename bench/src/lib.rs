@@ -18,6 +18,7 @@
 //! - [`redis_peer`] and [`etcd_peer`]: the peers, started from their Debian packages on
 //!   loopback, with minimal clients (RESP2; etcd's JSON gateway over HTTP/1.1).
 
+pub mod codec;
 pub mod compare;
 pub mod durable;
 pub mod etcd_peer;

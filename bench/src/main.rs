@@ -82,6 +82,9 @@ enum Command {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         duration: Duration,
     },
+    /// The session items' compression: LZ4 against Snappy and deflate on session-like
+    /// JSON (4 KB, 64 KB, 256 KB): ratio and MB/s each way; markdown on stdout.
+    Codec,
     /// A 256 KB session changed by 100 bytes per request: cycles per second and bytes
     /// sent per cycle with the whole session written back (before per-item writes), with
     /// only the changed item (now), and for a replicated Redis session store (GET, SET,
@@ -216,6 +219,10 @@ async fn main() -> anyhow::Result<()> {
             duration,
         } => bench::session::run(&clients, warmup, duration).await,
         Command::Geo { count } => bench::geo::run(count).await,
+        Command::Codec => {
+            print!("{}", bench::codec::run()?);
+            Ok(())
+        }
         Command::LargeSession {
             clients,
             rounds,

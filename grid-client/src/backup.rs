@@ -15,7 +15,8 @@ use futures_util::stream::{self, TryStreamExt};
 use thiserror::Error;
 
 use crate::backup_file::{BackupFileError, BackupHeader, BackupReader, BackupWriter};
-use crate::{ClientError, GridClient};
+use crate::{ClientError, GridClient, WriteOptions};
+use grid_proto::WriteBody;
 
 /// Writes a restore keeps in flight.
 const RESTORE_IN_FLIGHT: usize = 64;
@@ -131,9 +132,15 @@ pub async fn restore(client: &GridClient, path: &Path) -> Result<Summary, Backup
         );
         stream::iter(copy.into_iter().map(Ok::<_, ClientError>))
             .try_for_each_concurrent(RESTORE_IN_FLIGHT, |o| async move {
-                let timeout = o.restore_timeout();
+                let options = WriteOptions {
+                    tags: Some(o.tags.clone()),
+                    timeout: Some(o.restore_timeout()),
+                    create: true,
+                    ..WriteOptions::default()
+                };
+                let body = WriteBody::Whole(o.value);
                 client
-                    .put(&o.obj.namespace, &o.obj.key, o.value, timeout)
+                    .write(&o.obj.namespace, &o.obj.key, body, options)
                     .await
                     .map(drop)
             })

@@ -18,13 +18,15 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use grid_proto::backup::BackupObject;
+use grid_proto::backup::{BackupObject, BackupObjectV1};
 use thiserror::Error;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 const MAGIC: &[u8; 10] = b"gridbackup";
-/// The format version this build writes and reads.
-pub const VERSION: u16 = 1;
+/// The format version this build writes and reads (2: objects carry their tags; files of
+/// format 1 still read, as objects without tags).
+pub const VERSION: u16 = 2;
+const VERSION_1: u16 = 1;
 const SECTION: &[u8; 4] = b"part";
 const END: &[u8; 4] = b"end!";
 /// Largest section body read (a partition's objects).
@@ -160,6 +162,7 @@ pub struct BackupReader {
     header: BackupHeader,
     sections: u32,
     done: bool,
+    version: u16,
 }
 
 impl BackupReader {
@@ -177,6 +180,7 @@ impl BackupReader {
             },
             sections: 0,
             done: false,
+            version: VERSION,
         };
         let mut head = [0u8; 10 + 2 + 8 + 4];
         if r.take(&mut head, "header").is_err() || &head[..10] != MAGIC {
@@ -185,7 +189,8 @@ impl BackupReader {
             });
         }
         let got = u16::from_le_bytes([head[10], head[11]]);
-        if got != VERSION {
+        r.version = got;
+        if got != VERSION && got != VERSION_1 {
             return Err(BackupFileError::Version {
                 path: path.to_path_buf(),
                 got,
@@ -295,8 +300,13 @@ impl BackupReader {
             return Err(self.damaged(format!("partition {p}'s checksum does not match")));
         }
         // The objects are validated, not trusted, although the checksum matched.
-        let objects: Vec<BackupObject> = grid_proto::msg::decode(&body)
-            .map_err(|e| self.damaged(format!("partition {p}'s objects: {e}")))?;
+        let objects: Vec<BackupObject> = if self.version == VERSION_1 {
+            grid_proto::msg::decode::<Vec<BackupObjectV1>>(&body)
+                .map(|old| old.into_iter().map(Into::into).collect())
+        } else {
+            grid_proto::msg::decode(&body)
+        }
+        .map_err(|e| self.damaged(format!("partition {p}'s objects: {e}")))?;
         if objects.len() as u64 != count {
             return Err(self.damaged(format!(
                 "partition {p} holds {} objects, its header says {count}",

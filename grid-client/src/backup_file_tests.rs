@@ -23,8 +23,49 @@ fn objects(p: u32) -> Vec<BackupObject> {
             value: format!("value {p} {i}").into_bytes(),
             timeout: Timeout::Absolute { ms: 60_000 },
             left_ms: Some(1_000 * i),
+            tags: (0..i).map(|t| format!("tag{t}")).collect(),
         })
         .collect()
+}
+
+/// A file of format 1 (objects without tags), as the release before tags wrote it.
+fn write_v1(path: &Path, objects: &[BackupObjectV1]) {
+    let mut file = Vec::new();
+    let mut header = MAGIC.to_vec();
+    header.extend_from_slice(&VERSION_1.to_le_bytes());
+    header.extend_from_slice(&1_700_000_000_000u64.to_le_bytes());
+    header.extend_from_slice(&1u32.to_le_bytes());
+    let sum = xxh3_64(&header);
+    file.extend_from_slice(&header);
+    file.extend_from_slice(&sum.to_le_bytes());
+    let body = grid_proto::msg::encode(&objects.to_vec());
+    let mut section = SECTION.to_vec();
+    section.extend_from_slice(&0u32.to_le_bytes());
+    section.extend_from_slice(&(objects.len() as u64).to_le_bytes());
+    section.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    section.extend_from_slice(&body);
+    let sum = xxh3_64(&section);
+    file.extend_from_slice(&section);
+    file.extend_from_slice(&sum.to_le_bytes());
+    file.extend_from_slice(END);
+    file.extend_from_slice(&1u32.to_le_bytes());
+    let sum = xxh3_64(&file);
+    file.extend_from_slice(&sum.to_le_bytes());
+    std::fs::write(path, file).unwrap();
+}
+
+#[test]
+fn a_backup_of_format_1_reads_as_objects_without_tags() {
+    let file = Scratch::new("v1");
+    let old = BackupObjectV1 {
+        obj: ObjKey::new("sessions", "k"),
+        value: b"v".to_vec(),
+        timeout: Timeout::None,
+        left_ms: None,
+    };
+    write_v1(&file.0, std::slice::from_ref(&old));
+    let (_, sections) = read_all(&file.0).unwrap();
+    assert_eq!(sections, vec![(0, vec![BackupObject::from(old)])]);
 }
 
 fn write(path: &Path, partitions: u32) {

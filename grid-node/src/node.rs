@@ -156,7 +156,7 @@ impl Node {
     /// `DiskFull` for a write that adds data while the data directory's disk is under
     /// its reserve.
     fn refuse_for_disk(&self, op: &Op) -> Option<Reply> {
-        let grows = matches!(op, Op::Create { .. } | Op::Put { .. } | Op::Update { .. });
+        let grows = op.adds_data();
         let (free, reserve) = self.cluster.short_of_space().filter(|_| grows)?;
         inc(&self.metrics.disk_full_refusals_total);
         Some(Reply::Unavailable {
@@ -173,8 +173,7 @@ impl Node {
         let limit = self.cluster.memory_limit();
         let max = limit.max.filter(|_| !limit.evict)?;
         let used = self.cluster.memory_used();
-        let grows = matches!(op, Op::Create { .. } | Op::Put { .. } | Op::Update { .. });
-        (grows && used > max).then(|| {
+        (op.adds_data() && used > max).then(|| {
             inc(&self.metrics.low_memory_refusals_total);
             Reply::LowMemory { used, limit: max }
         })

@@ -1,6 +1,6 @@
 //! What a backup carries of each object, as a partition leader exports it
-//! (`Request::Export`) and `gridctl restore` writes it back: its key, value and timeout,
-//! with the time it had left. Locks, waiters and events owed are not carried: a backup is
+//! (`Request::Export`) and `gridctl restore` writes it back: its key, value, tags and
+//! timeout, with the time it had left. Locks, waiters and events owed are not carried: a backup is
 //! restored into a new cluster, where no holder or listener of them exists.
 
 use rkyv::{Archive, Deserialize, Serialize};
@@ -21,6 +21,33 @@ pub struct BackupObject {
     pub timeout: Timeout,
     /// Time it had left when exported (none without a timeout).
     pub left_ms: Option<Millis>,
+    /// Its tags, sorted.
+    pub tags: Vec<String>,
+}
+
+/// An object as backup files of format 1 carry it: without tags.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BackupObjectV1 {
+    /// Its identity.
+    pub obj: ObjKey,
+    /// Its bytes.
+    pub value: Vec<u8>,
+    /// Its timeout as set.
+    pub timeout: Timeout,
+    /// Time it had left when exported.
+    pub left_ms: Option<Millis>,
+}
+
+impl From<BackupObjectV1> for BackupObject {
+    fn from(o: BackupObjectV1) -> Self {
+        BackupObject {
+            obj: o.obj,
+            value: o.value,
+            timeout: o.timeout,
+            left_ms: o.left_ms,
+            tags: Vec::new(),
+        }
+    }
 }
 
 impl BackupObject {
@@ -35,7 +62,8 @@ impl BackupObject {
 
     /// Bytes it takes in a page, about.
     pub fn size(&self) -> usize {
-        self.obj.namespace.len() + self.obj.key.len() + self.value.len() + 64
+        let tags: usize = self.tags.iter().map(|t| t.len() + 8).sum();
+        self.obj.namespace.len() + self.obj.key.len() + self.value.len() + tags + 64
     }
 }
 
@@ -50,6 +78,7 @@ mod tests {
             value: Vec::new(),
             timeout,
             left_ms,
+            tags: Vec::new(),
         };
         let absolute = object(Timeout::Absolute { ms: 60_000 }, Some(12_000));
         assert_eq!(absolute.restore_timeout(), Timeout::Absolute { ms: 12_000 });

@@ -15,7 +15,7 @@ use tokio_util::codec::Decoder;
 /// The protocol version this build speaks. Bumped on any incompatible change
 /// (2: events, low-memory replies, more status fields; 3: the peer handshake;
 /// 4: reason codes in `Unavailable`; 5: background jobs in the status).
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u8 = 6;
 
 const LEN_BYTES: usize = 4;
 /// Bytes after the length that every frame carries: version and request id.

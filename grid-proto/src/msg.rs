@@ -254,6 +254,15 @@ impl Op {
         }
     }
 
+    /// True for the writes that may add bytes (refused when a node is short of memory
+    /// or disk).
+    pub fn adds_data(&self) -> bool {
+        matches!(
+            self,
+            Op::Create { .. } | Op::Put { .. } | Op::Update { .. } | Op::Write { .. }
+        )
+    }
+
     /// The value bytes this operation carries, if any.
     pub fn value_len(&self) -> usize {
         match self {

@@ -301,7 +301,11 @@ impl SessionStateProvider {
         lock_id: Option<u64>,
         new_item: bool,
     ) -> Result<(), ProviderError> {
-        let tags = (new_item || items.tags_changed()).then(|| items.tags());
+        // The tags go with every write-back of a tagged session (a few bytes; the node
+        // re-indexes only on a change), so a session that arrived from another site,
+        // which carries its items but not its tags, is indexed here again.
+        let tags =
+            (new_item || items.tags_changed() || !items.tags().is_empty()).then(|| items.tags());
         let (changes, options) = if new_item {
             let options = WriteOptions {
                 tags,
@@ -373,9 +377,14 @@ impl SessionStateProvider {
     pub async fn abandon_tagged(&self, tag: &str) -> Result<Vec<String>, ProviderError> {
         let mut ended = Vec::new();
         for id in self.sessions_with_tag(tag).await? {
-            let items = match self.client.get(&self.namespace, &id).await? {
-                Some(object) => SessionItems::decode(&object.value).unwrap_or_default(),
-                None => continue,
+            let items = match self.client.get(&self.namespace, &id).await {
+                Ok(Some(object)) => SessionItems::decode(&object.value).unwrap_or_default(),
+                Ok(None) => continue,
+                // Still revoked: `Session_End` then gets no items.
+                Err(e) => {
+                    tracing::warn!(session = %id, error = %e, "cannot read a session before ending it");
+                    SessionItems::default()
+                }
             };
             if self.client.remove_tagged(&self.namespace, &id, tag).await? {
                 self.abandoned(&id, items);

@@ -66,6 +66,21 @@ async fn a_backup_under_writes_restores_into_a_fresh_cluster_key_by_key() {
             .await
             .unwrap();
     }
+    // Every tenth is tagged: the tags travel in the backup.
+    let mut tagged = Vec::new();
+    for i in (0..300usize).step_by(10) {
+        let options = grid_client::WriteOptions {
+            tags: Some(vec!["tenth".into()]),
+            ..Default::default()
+        };
+        let key = format!("k{i}");
+        client
+            .write("sessions", &key, grid_proto::WriteBody::Keep, options)
+            .await
+            .unwrap();
+        tagged.push(key.into_bytes());
+    }
+    tagged.sort();
 
     // Writers run through the whole backup, each key written once.
     let stop = Arc::new(AtomicBool::new(false));
@@ -123,7 +138,15 @@ async fn a_backup_under_writes_restores_into_a_fresh_cluster_key_by_key() {
     let (code, out, err) = gridctl(&target_cs, &["restore", &file]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("restored "), "{out}");
-    let restored = everything(&GridClient::connect(&target_cs).await.unwrap()).await;
+    let target_client = GridClient::connect(&target_cs).await.unwrap();
+    let restored = everything(&target_client).await;
+    assert_eq!(
+        target_client
+            .find_by_tag("sessions", "tenth")
+            .await
+            .unwrap(),
+        tagged
+    );
 
     // Every object written before the backup is there with its value; every restored
     // object is one the source acknowledged, with that value.

@@ -143,6 +143,22 @@ async fn a_full_cluster_kill_and_restart_keeps_every_acknowledged_write_lock_and
         .await
         .unwrap();
 
+    // A tagged object: its tag is found again after the restart.
+    let tagged = grid_client::WriteOptions {
+        tags: Some(vec!["user:9".into()]),
+        create: true,
+        ..Default::default()
+    };
+    client
+        .write(
+            "sessions",
+            "tagged",
+            grid_proto::WriteBody::Whole(b"t".to_vec()),
+            tagged,
+        )
+        .await
+        .unwrap();
+
     // Writes under way when every node dies at once.
     let stop = Arc::new(AtomicBool::new(false));
     let (acked, writers) = write_until_stopped(&client, 8, &stop);
@@ -170,6 +186,11 @@ async fn a_full_cluster_kill_and_restart_keeps_every_acknowledged_write_lock_and
             "acknowledged write {key} after the restart"
         );
     }
+
+    assert_eq!(
+        client.find_by_tag("sessions", "user:9").await.unwrap(),
+        vec![b"tagged".to_vec()]
+    );
 
     // The lock is still held under the same id: another lock attempt sees it, a stale
     // id is refused, the holder's id works.

@@ -282,6 +282,24 @@ async fn past_max_memory_old_objects_are_evicted_with_events_or_writes_refused()
         matches!(refused, ClientError::LowMemory { limit: LIMIT, .. }),
         "{refused}"
     );
+    // So are item writes (a session's write-back) and tagged writes.
+    let item = grid_proto::WriteBody::Items(grid_proto::items::ItemChanges {
+        set: vec![grid_proto::items::Item {
+            name: "cart".into(),
+            value: vec![0u8; 10_000],
+        }],
+        ..Default::default()
+    });
+    let options = grid_client::WriteOptions {
+        tags: Some(vec!["user:1".into()]),
+        create: true,
+        ..Default::default()
+    };
+    let refused = client.write("cache", "s", item, options).await.unwrap_err();
+    assert!(
+        matches!(refused, ClientError::LowMemory { limit: LIMIT, .. }),
+        "{refused}"
+    );
     assert!(
         client.get("cache", "k0").await.unwrap().is_some(),
         "reads go on"

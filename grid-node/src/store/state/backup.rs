@@ -24,6 +24,7 @@ impl Store {
                     value: e.value.clone(),
                     timeout: e.timeout,
                     left_ms,
+                    tags: self.tags_of(obj).to_vec(),
                 })
             })
             .collect();

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use grid_proto::{Millis, ObjKey, Reply};
 
-use super::{Store, StoreEvent};
+use super::{GeoRole, Store, StoreEvent};
 
 /// Tags by object, and objects by tag.
 #[derive(Debug, Default, Clone)]
@@ -21,6 +21,9 @@ impl TagIndex {
     pub(super) fn set(&mut self, obj: &ObjKey, mut tags: Vec<String>) {
         tags.sort();
         tags.dedup();
+        if self.of(obj) == tags.as_slice() {
+            return;
+        }
         self.forget(obj);
         if tags.is_empty() {
             return;
@@ -72,13 +75,15 @@ impl TagIndex {
 
 impl Store {
     /// The keys in `namespace` carrying `tag` that have not expired by `now`, in order.
+    /// Proxies of objects whose primary moved to another site are left out: that site
+    /// answers for them.
     pub fn tagged(&self, namespace: &str, tag: &str, now: Millis) -> Vec<Vec<u8>> {
         let mut keys = self.tags.keys(namespace, tag);
         keys.retain(|key| {
             let obj = ObjKey::new(namespace, key.clone());
-            self.objects
-                .get(&obj)
-                .is_some_and(|e| e.expires_at.is_none_or(|at| at > now))
+            self.objects.get(&obj).is_some_and(|e| {
+                e.expires_at.is_none_or(|at| at > now) && !matches!(e.role, GeoRole::Proxy { .. })
+            })
         });
         keys
     }
