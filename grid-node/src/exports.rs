@@ -123,6 +123,7 @@ mod tests {
                 value: vec![7; bytes],
                 timeout: Timeout::None,
                 left_ms: None,
+                tags: Vec::new(),
             })
             .collect()
     }
