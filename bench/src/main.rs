@@ -83,7 +83,7 @@ enum Command {
         duration: Duration,
     },
     /// The session items' compression: LZ4 against Snappy and deflate on session-like
-    /// JSON (4 KB, 64 KB, 256 KB): ratio and MB/s each way; markdown on stdout.
+    /// JSON (3 KB, 64 KB, 256 KB): ratio and MB/s each way; markdown on stdout.
     Codec,
     /// A 256 KB session changed by 100 bytes per request: cycles per second and bytes
     /// sent per cycle with the whole session written back (before per-item writes), with
