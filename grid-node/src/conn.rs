@@ -425,10 +425,14 @@ fn handle(ctx: &ConnContext, session: &mut Session, frame: Frame, from: SocketAd
             partition,
             namespace,
             tag,
+            after,
         } => {
             let node = Arc::clone(node);
             Step::Later(Box::pin(async move {
-                (id, node.find_tag(partition, &namespace, &tag).await)
+                let reply = node
+                    .find_tag(partition, &namespace, &tag, after.as_deref())
+                    .await;
+                (id, reply)
             }))
         }
     }

@@ -15,7 +15,7 @@ use crate::geo::GeoService;
 use crate::metrics::{inc, Metrics};
 use crate::workers::Workers;
 
-/// Bytes of objects in one page of an export, at most.
+/// Bytes of objects (or keys) in one page of an export (or a tag lookup), at most.
 const PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Most remote stores one read may name.
@@ -58,8 +58,7 @@ impl Node {
     /// A page of a partition's objects for a backup (`export` 0 starts one here, as the
     /// partition's leader).
     pub async fn export(&self, partition: u32, export: u64, from: u64) -> Reply {
-        // A page carries at least one object, so any value this node took fits a frame.
-        let budget = PAGE_BYTES.min(self.config.max_value_bytes / 2);
+        let budget = self.page_budget();
         let export = if export == 0 {
             let objects = match self.cluster.export(partition).await {
                 Ok(objects) => objects,
@@ -76,18 +75,35 @@ impl Node {
             .page(export, partition, from, budget, Instant::now())
     }
 
-    /// The keys of a partition's objects in `namespace` carrying `tag` (as its leader).
-    pub async fn find_tag(&self, partition: u32, namespace: &str, tag: &str) -> Reply {
-        if let Err(e) = grid_proto::validate_object_key(namespace, b"-")
+    /// A page of the keys of a partition's objects in `namespace` carrying `tag`, from
+    /// just after `after` (as its leader).
+    pub async fn find_tag(
+        &self,
+        partition: u32,
+        namespace: &str,
+        tag: &str,
+        after: Option<&[u8]>,
+    ) -> Reply {
+        let valid = grid_proto::limits::validate_namespace(namespace)
             .map_err(|e| e.to_string())
-            .and_then(|()| grid_proto::limits::validate_tag(tag).map_err(|e| e.to_string()))
-        {
-            return Reply::BadRequest { reason: e };
+            .and_then(|()| grid_proto::limits::validate_tag(tag).map_err(|e| e.to_string()));
+        if let Err(reason) = valid {
+            return Reply::BadRequest { reason };
         }
-        match self.cluster.find_tag(partition, namespace, tag).await {
-            Ok(keys) => Reply::Keys { keys },
+        match self
+            .cluster
+            .find_tag(partition, namespace, tag, after, self.page_budget())
+            .await
+        {
+            Ok((keys, more)) => Reply::Keys { keys, more },
             Err(reply) => reply,
         }
+    }
+
+    /// Bytes of one page of an export or a tag lookup: a page carries at least one item,
+    /// so any value this node took fits a frame.
+    fn page_budget(&self) -> usize {
+        PAGE_BYTES.min(self.config.max_value_bytes / 2)
     }
 
     /// A read that pulls the object from remote sites when it is missing here.

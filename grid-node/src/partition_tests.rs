@@ -597,7 +597,10 @@ proptest! {
         split in any::<prop::sample::Index>(),
     ) {
         let config = PartitionConfig {
-            store: StoreConfig { default_lease_ms: 300 },
+            store: StoreConfig {
+                default_lease_ms: 300,
+                ..StoreConfig::default()
+            },
             max_waiters_per_object: 3,
         };
         let (mut p, mut q) = (Partition::new(config), Partition::new(config));

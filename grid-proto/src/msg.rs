@@ -349,7 +349,8 @@ pub enum Request {
         from: u64,
     },
     /// The keys of a partition's objects in `namespace` that carry `tag`, read on the
-    /// partition's leader at a linearizable point. Replies `Keys`.
+    /// partition's leader at a linearizable point, in key order from just after `after`,
+    /// a page at a time. Replies `Keys`.
     FindTag {
         /// The partition.
         partition: u32,
@@ -357,6 +358,8 @@ pub enum Request {
         namespace: String,
         /// The tag.
         tag: String,
+        /// The last key of the previous page (none: from the start).
+        after: Option<Vec<u8>>,
     },
 }
 
@@ -614,10 +617,12 @@ pub enum Reply {
         /// This page.
         objects: Vec<crate::backup::BackupObject>,
     },
-    /// Answer to `FindTag`: the keys, in order.
+    /// Answer to `FindTag`: a page of keys, in order.
     Keys {
         /// The keys.
         keys: Vec<Vec<u8>>,
+        /// More keys follow the last one (ask again with it as `after`).
+        more: bool,
     },
 }
 
@@ -628,6 +633,7 @@ impl Reply {
             Reply::Retrieved { value, .. } => value.len(),
             Reply::Peer { payload } => payload.len(),
             Reply::Exported { objects, .. } => objects.iter().map(|o| o.size()).sum(),
+            Reply::Keys { keys, .. } => keys.iter().map(|k| k.len() + 8).sum(),
             _ => 0,
         }
     }

@@ -267,6 +267,7 @@ async fn bad_tags_and_item_changes_are_refused_and_change_nothing() {
                 partition: 0,
                 namespace: "ns".into(),
                 tag: String::new(),
+                after: None,
             },
             "tag is empty",
         ),
@@ -275,6 +276,7 @@ async fn bad_tags_and_item_changes_are_refused_and_change_nothing() {
                 partition: u32::MAX,
                 namespace: "ns".into(),
                 tag: "t".into(),
+                after: None,
             },
             "no partition",
         ),
@@ -287,6 +289,28 @@ async fn bad_tags_and_item_changes_are_refused_and_change_nothing() {
     }
     assert!(f.client.get("ns", "t").await.unwrap().is_none());
     assert!(f.client.find_by_tag("ns", "t").await.unwrap().is_empty());
+    // Item writes each under the limit, whose merge would not be: the second is refused.
+    let big = |name: &str| {
+        write(
+            "merged",
+            WriteBody::Items(ItemChanges {
+                set: vec![Item {
+                    name: name.into(),
+                    value: vec![7; 3000],
+                }],
+                ..ItemChanges::default()
+            }),
+            None,
+        )
+    };
+    assert!(matches!(
+        conn.call(90, &big("a")).await.unwrap(),
+        Reply::Added { .. }
+    ));
+    match conn.call(91, &big("b")).await.unwrap() {
+        Reply::TooLarge { limit, .. } => assert_eq!(limit, MAX_VALUE as u64),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(conn.call(99, &Request::Ping).await.unwrap(), Reply::Pong);
     f.assert_intact().await;
 }

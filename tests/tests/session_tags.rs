@@ -139,6 +139,28 @@ async fn tags_are_found_and_removed_across_partitions_and_through_a_failover() {
     assert!(client.get("tags", "k01").await.unwrap().is_some());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_on_more_keys_than_a_page_holds_is_found_page_by_page() {
+    // A page is half the value limit: 2 KB here, so 150 keys of 40 bytes take 3 pages.
+    let node =
+        grid_tests::process::NodeProcess::start(NODE, &["--max-value-bytes", "4096"]).unwrap();
+    let client = GridClient::connect(&node.connection_string(""))
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    for i in 0..150 {
+        let key = format!("{i:040}");
+        let body = WriteBody::Whole(b"v".to_vec());
+        client
+            .write("pages", &key, body, tagged(&["many"]))
+            .await
+            .unwrap();
+        keys.push(key.into_bytes());
+    }
+    assert_eq!(client.find_by_tag("pages", "many").await.unwrap(), keys);
+    assert_eq!(client.remove_by_tag("pages", "many").await.unwrap(), 150);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn log_out_everywhere_over_two_web_servers_ends_each_session_once() {
     let (_cluster, cs) = grid(3).await;

@@ -2,7 +2,8 @@
 //! partitions that finds or removes the objects carrying one.
 //!
 //! **Consistency.** Each partition answers for its own objects at a linearizable point
-//! (its leader confirms it still leads after what it applied). The partitions are asked
+//! (its leader confirms it still leads after what it applied; a partition with more than
+//! a page of matching keys, about 4 MB, answers page by page, each page at its own). The partitions are asked
 //! one after another, not at one instant: an object tagged while `find_by_tag` runs may
 //! or may not be listed, every object tagged before it started and still tagged when it
 //! ends is. `remove_by_tag` removes what `find_by_tag` listed, each removal one
@@ -92,7 +93,7 @@ impl GridClient {
     /// The keys in `ns` of objects carrying `tag`, over every partition, sorted. See the
     /// module docs for what it sees of concurrent writes.
     pub async fn find_by_tag(&self, ns: &str, tag: &str) -> Result<Vec<Vec<u8>>, ClientError> {
-        grid_proto::validate_object_key(ns, b"-").map_err(|e| ClientError::BadRequest {
+        grid_proto::limits::validate_namespace(ns).map_err(|e| ClientError::BadRequest {
             reason: e.to_string(),
         })?;
         grid_proto::limits::validate_tag(tag).map_err(|e| ClientError::BadRequest {
@@ -152,16 +153,25 @@ impl GridClient {
         ns: &str,
         tag: &str,
     ) -> Result<Vec<Vec<u8>>, ClientError> {
-        let ask = Request::FindTag {
-            partition: p,
-            namespace: ns.to_string(),
-            tag: tag.to_string(),
-        };
         self.with_retries(p, || async {
-            let (_, reply) = self.call_leader(p, &ask).await?;
-            match reply {
-                Reply::Keys { keys } => Ok(keys),
-                other => Err(unexpected(other)),
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let ask = Request::FindTag {
+                    partition: p,
+                    namespace: ns.to_string(),
+                    tag: tag.to_string(),
+                    after: keys.last().cloned(),
+                };
+                match self.call_leader(p, &ask).await?.1 {
+                    Reply::Keys { keys: page, more } => {
+                        let progressed = !page.is_empty();
+                        keys.extend(page);
+                        if !more || !progressed {
+                            return Ok(keys);
+                        }
+                    }
+                    other => return Err(unexpected(other)),
+                }
             }
         })
         .await

@@ -443,10 +443,16 @@ impl PartitionGroup {
         self.read_linearizable(|store, now| store.backup(now)).await
     }
 
-    /// The keys in `namespace` carrying `tag`, as of a linearizable point (as
-    /// [`PartitionGroup::export`]).
-    pub async fn find_tag(&self, namespace: &str, tag: &str) -> Result<Vec<Vec<u8>>, Reply> {
-        self.read_linearizable(|store, now| store.tagged(namespace, tag, now))
+    /// A page of the keys in `namespace` carrying `tag`, as of a linearizable point (as
+    /// [`PartitionGroup::export`]); see [`crate::store::Store::tagged`].
+    pub async fn find_tag(
+        &self,
+        namespace: &str,
+        tag: &str,
+        after: Option<&[u8]>,
+        budget: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool), Reply> {
+        self.read_linearizable(|store, now| store.tagged(namespace, tag, now, after, budget))
             .await
     }
 

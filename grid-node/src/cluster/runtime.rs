@@ -520,14 +520,19 @@ impl ClusterNode {
         self.partition_group(p)?.export().await
     }
 
-    /// The keys of partition `p` in `namespace` carrying `tag`, if this node leads it.
+    /// A page of the keys of partition `p` in `namespace` carrying `tag`, if this node
+    /// leads it.
     pub async fn find_tag(
         &self,
         p: u32,
         namespace: &str,
         tag: &str,
-    ) -> Result<Vec<Vec<u8>>, Reply> {
-        self.partition_group(p)?.find_tag(namespace, tag).await
+        after: Option<&[u8]>,
+        budget: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool), Reply> {
+        self.partition_group(p)?
+            .find_tag(namespace, tag, after, budget)
+            .await
     }
 
     /// The group of partition `p` when this node hosts it.

@@ -721,10 +721,22 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
         }
         for (namespace, tag) in ["a", "b"].into_iter().flat_map(|n| TAGS.map(|t| (n, t))) {
             let (got, want) = (
-                store.tagged(namespace, tag, now),
+                store.tagged(namespace, tag, now, None, usize::MAX).0,
                 model.tagged(namespace, tag, now),
             );
-            prop_assert_eq!(got, want, "{}: tagged {}/{}", at, namespace, tag);
+            prop_assert_eq!(&got, &want, "{}: tagged {}/{}", at, namespace, tag);
+            // Page by page, a key per page: the same keys.
+            let (mut paged, mut after): (Vec<Vec<u8>>, Option<Vec<u8>>) = (Vec::new(), None);
+            for _ in 0..=KEYS.len() {
+                let (page, more) = store.tagged(namespace, tag, now, after.as_deref(), 1);
+                prop_assert!(page.len() <= 1);
+                paged.extend(page);
+                after = paged.last().cloned();
+                if !more {
+                    break;
+                }
+            }
+            prop_assert_eq!(paged, want, "{}: tagged {}/{} in pages", at, namespace, tag);
         }
     }
     Ok(())

@@ -617,3 +617,45 @@ fn stats_count_objects_bytes_and_locks_through_every_change() {
     s.tick(20_000);
     assert_eq!(s.stats(), stats(0, 0, 0));
 }
+
+#[test]
+fn an_item_merge_may_not_grow_a_value_past_the_limit() {
+    use grid_proto::items::{Item, ItemChanges};
+    use grid_proto::WriteBody;
+
+    let config = StoreConfig {
+        max_value_bytes: 100,
+        ..StoreConfig::default()
+    };
+    let mut s = Store::new(config);
+    let obj = ObjKey::new("ns", b"k".to_vec());
+    let set = |name: &str, len: usize| Op::Write {
+        obj: obj.clone(),
+        body: WriteBody::Items(ItemChanges {
+            set: vec![Item {
+                name: name.into(),
+                value: vec![1; len],
+            }],
+            ..ItemChanges::default()
+        }),
+        tags: None,
+        timeout: None,
+        lock_id: None,
+        unlock: false,
+        create: true,
+    };
+    assert!(matches!(
+        s.apply(&set("a", 40), 0).reply,
+        Reply::Added { .. }
+    ));
+    // Each write is small; the merged value would not be.
+    assert!(matches!(
+        s.apply(&set("b", 60), 0).reply,
+        Reply::TooLarge { limit: 100, .. }
+    ));
+    assert!(matches!(
+        s.apply(&set("a", 10), 0).reply,
+        Reply::Updated { .. }
+    ));
+    assert_eq!(s.stats().objects, 1);
+}

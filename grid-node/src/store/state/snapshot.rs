@@ -124,7 +124,10 @@ mod tests {
         };
         a.apply(&tag, 0);
         let mut b = Store::restore(cfg, &a.snapshot()).unwrap();
-        assert_eq!(b.tagged("ns", "user:1", 10), vec![b"slide".to_vec()]);
+        assert_eq!(
+            b.tagged("ns", "user:1", 10, None, usize::MAX).0,
+            vec![b"slide".to_vec()]
+        );
         assert_eq!(a.snapshot(), b.snapshot());
         assert_eq!(a.stats(), b.stats());
         assert_eq!(a.next_deadline(), b.next_deadline());

@@ -3,6 +3,7 @@
 //! dropped with the object, shipped in snapshots; the index is rebuilt on restore.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
 use grid_proto::{Millis, ObjKey, Reply};
 
@@ -65,27 +66,46 @@ impl TagIndex {
         all
     }
 
-    fn keys(&self, namespace: &str, tag: &str) -> Vec<Vec<u8>> {
-        self.by_tag
-            .get(&(namespace.to_string(), tag.to_string()))
-            .map(|keys| keys.iter().cloned().collect())
-            .unwrap_or_default()
+    fn keys(&self, namespace: &str, tag: &str) -> Option<&BTreeSet<Vec<u8>>> {
+        self.by_tag.get(&(namespace.to_string(), tag.to_string()))
     }
 }
 
 impl Store {
-    /// The keys in `namespace` carrying `tag` that have not expired by `now`, in order.
-    /// Proxies of objects whose primary moved to another site are left out: that site
-    /// answers for them.
-    pub fn tagged(&self, namespace: &str, tag: &str, now: Millis) -> Vec<Vec<u8>> {
-        let mut keys = self.tags.keys(namespace, tag);
-        keys.retain(|key| {
-            let obj = ObjKey::new(namespace, key.clone());
+    /// The keys in `namespace` carrying `tag` that have not expired by `now`, in order,
+    /// from just after `after`: as many as fit `budget` bytes (at least one), and whether
+    /// more follow. Proxies of objects whose primary moved to another site are left out:
+    /// that site answers for them.
+    pub fn tagged(
+        &self,
+        namespace: &str,
+        tag: &str,
+        now: Millis,
+        after: Option<&[u8]>,
+        budget: usize,
+    ) -> (Vec<Vec<u8>>, bool) {
+        let Some(keys) = self.tags.keys(namespace, tag) else {
+            return (Vec::new(), false);
+        };
+        let from = match after {
+            Some(after) => Bound::Excluded(after.to_vec()),
+            None => Bound::Unbounded,
+        };
+        let live = keys.range((from, Bound::Unbounded)).filter(|key| {
+            let obj = ObjKey::new(namespace, key.to_vec());
             self.objects.get(&obj).is_some_and(|e| {
                 e.expires_at.is_none_or(|at| at > now) && !matches!(e.role, GeoRole::Proxy { .. })
             })
         });
-        keys
+        let (mut page, mut used) = (Vec::new(), 0);
+        for key in live {
+            if !page.is_empty() && used + key.len() > budget {
+                return (page, true);
+            }
+            used += key.len();
+            page.push(key.clone());
+        }
+        (page, false)
     }
 
     /// The tags of `obj`, sorted.

@@ -15,17 +15,23 @@ pub(super) struct Write<'a> {
     pub(super) create: bool,
 }
 
-/// The value `body` makes of `current` (`None`: leave it).
-fn new_value(current: &[u8], body: &WriteBody) -> Result<Option<Vec<u8>>, Reply> {
+/// The value `body` makes of `current` (`None`: leave it); a merge may not grow past
+/// `limit`.
+fn new_value(current: &[u8], body: &WriteBody, limit: usize) -> Result<Option<Vec<u8>>, Reply> {
     match body {
         WriteBody::Keep => Ok(None),
         WriteBody::Whole(value) => Ok(Some(value.clone())),
         WriteBody::Items(changes) => {
-            items::apply(current, changes)
-                .map(Some)
-                .map_err(|e| Reply::BadRequest {
-                    reason: e.to_string(),
-                })
+            let merged = items::apply(current, changes).map_err(|e| Reply::BadRequest {
+                reason: e.to_string(),
+            })?;
+            if merged.len() > limit {
+                return Err(Reply::TooLarge {
+                    size: merged.len() as u64,
+                    limit: limit as u64,
+                });
+            }
+            Ok(Some(merged))
         }
     }
 }
@@ -44,7 +50,8 @@ impl Store {
             if !w.create {
                 return Reply::NotFound;
             }
-            let value = match new_value(&[], w.body) {
+            let limit = self.config.max_value_bytes;
+            let value = match new_value(&[], w.body, limit) {
                 Ok(value) => value.unwrap_or_default(),
                 Err(reply) => return reply,
             };
@@ -58,7 +65,7 @@ impl Store {
         if let Err(reply) = entry.check_lock(w.lock_id, now) {
             return reply;
         }
-        let value = match new_value(&entry.value, w.body) {
+        let value = match new_value(&entry.value, w.body, self.config.max_value_bytes) {
             Ok(value) => value.unwrap_or_else(|| entry.value.clone()),
             Err(reply) => return reply,
         };
