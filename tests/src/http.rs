@@ -40,6 +40,11 @@ impl WebProcess {
         self.addr
     }
 
+    /// `GET path`, with the session cookie if given.
+    pub async fn get(&self, path: &str, cookie: Option<&str>) -> anyhow::Result<HttpResponse> {
+        request(self.addr, "GET", path, cookie).await
+    }
+
     /// Kills it with SIGKILL, by process id.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -52,6 +57,11 @@ impl Drop for WebProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The session id in a `name=id` cookie.
+pub fn session_id(cookie: &str) -> &str {
+    cookie.split_once('=').map_or(cookie, |(_, id)| id)
 }
 
 /// An HTTP response.

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use grid_client::{ClientError, GridClient, LockOptions, LockResult, Timeout, WriteOptions};
 use grid_proto::WriteBody;
 use grid_tests::cluster::TestCluster;
-use grid_tests::http::{request, HttpResponse, WebProcess};
+use grid_tests::http::{request, session_id, HttpResponse, WebProcess};
 use grid_tests::{wait_until, DEADLINE};
 
 const NODE: &str = env!("CARGO_BIN_EXE_test-node");
@@ -26,12 +26,7 @@ async fn grid(nodes: usize) -> (TestCluster, String) {
 }
 
 async fn get(web: &WebProcess, path: &str, cookie: Option<&str>) -> HttpResponse {
-    request(web.addr(), "GET", path, cookie).await.unwrap()
-}
-
-/// The session id in a `name=id` cookie.
-fn id_of(cookie: &str) -> &str {
-    cookie.split_once('=').unwrap().1
+    web.get(path, cookie).await.unwrap()
 }
 
 fn tagged(tags: &[&str]) -> WriteOptions {
@@ -179,17 +174,17 @@ async fn log_out_everywhere_over_two_web_servers_ends_each_session_once() {
             (200, "logged in as ann\n")
         );
         let after = login.set_cookie.expect("login gives the session a new id");
-        assert_ne!(id_of(&after), id_of(&before), "a new id at login");
+        assert_ne!(session_id(&after), session_id(&before), "a new id at login");
         // The items moved to the new id; the old id names no session any more.
         let items = get(web, "/items", Some(&after)).await.body;
         assert_eq!(items, r#"{"counter":1,"user":"ann"}"#);
-        assert!(client.get(NS, id_of(&before)).await.unwrap().is_none());
+        assert!(client.get(NS, session_id(&before)).await.unwrap().is_none());
         let old = get(web, "/items", Some(&before)).await.body;
         assert_eq!(old, "{}");
         ann.push(after);
     }
     let bob = get(&a, "/login?user=bob", None).await.set_cookie.unwrap();
-    let ann_ids: Vec<String> = ann.iter().map(|c| id_of(c).to_string()).collect();
+    let ann_ids: Vec<String> = ann.iter().map(|c| session_id(c).to_string()).collect();
     let mut expected = ann_ids.clone();
     expected.sort();
     let devices = get(&b, "/devices", Some(&ann[0])).await;

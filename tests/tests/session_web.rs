@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use grid_client::{GridClient, LockOptions, LockResult};
 use grid_tests::cluster::TestCluster;
-use grid_tests::http::{request, HttpResponse, WebProcess};
+use grid_tests::http::{request, session_id, HttpResponse, WebProcess};
 use grid_tests::{wait_until, DEADLINE};
 
 const NODE: &str = env!("CARGO_BIN_EXE_test-node");
@@ -24,12 +24,7 @@ async fn grid() -> (TestCluster, String) {
 }
 
 async fn get(web: &WebProcess, path: &str, cookie: Option<&str>) -> HttpResponse {
-    request(web.addr(), "GET", path, cookie).await.unwrap()
-}
-
-/// The session id in a `name=id` cookie.
-fn id_of(cookie: &str) -> &str {
-    cookie.split_once('=').unwrap().1
+    web.get(path, cookie).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -101,7 +96,7 @@ async fn with_concurrent_requests_allowed_reads_do_not_wait_for_a_lock() {
         lease: Some(Duration::from_secs(600)),
         ..LockOptions::default()
     };
-    let lock = client.lock(NS, id_of(&cookie), held).await.unwrap();
+    let lock = client.lock(NS, session_id(&cookie), held).await.unwrap();
     assert!(matches!(lock, LockResult::Acquired { .. }), "{lock:?}");
     let read = get(&web, "/peek", Some(&cookie)).await;
     assert_eq!((read.status, read.body.as_str()), (200, "1"));
@@ -114,7 +109,7 @@ async fn session_end_runs_once_across_the_farm_for_expired_and_abandoned_session
     let a = WebProcess::start(WEB, &cs, &settings).unwrap();
     let b = WebProcess::start(WEB, &cs, &settings).unwrap();
     let idle = get(&a, "/counter", None).await.set_cookie.unwrap();
-    let idle_id = id_of(&idle).to_string();
+    let idle_id = session_id(&idle).to_string();
     let ended_lines = |id: String| {
         let (a, b) = (a.addr(), b.addr());
         async move {
@@ -148,10 +143,10 @@ async fn session_end_runs_once_across_the_farm_for_expired_and_abandoned_session
         .await
         .unwrap();
     assert_eq!(abandoned.status, 200);
-    let lines = ended_lines(id_of(&gone).to_string()).await.unwrap();
-    assert_eq!(lines, vec![format!("{} 2 Abandoned", id_of(&gone))]);
+    let lines = ended_lines(session_id(&gone).to_string()).await.unwrap();
+    assert_eq!(lines, vec![format!("{} 2 Abandoned", session_id(&gone))]);
     assert!(
-        client.get(NS, id_of(&gone)).await.unwrap().is_none(),
+        client.get(NS, session_id(&gone)).await.unwrap().is_none(),
         "abandoned sessions are removed"
     );
 }
@@ -170,7 +165,7 @@ async fn a_lock_left_by_a_killed_web_server_is_taken_over_after_execution_timeou
     });
     let client = GridClient::connect(&cs).await.unwrap();
     wait_until("the slow page holds the lock", DEADLINE, || async {
-        let object = client.get(NS, id_of(&cookie)).await.ok()??;
+        let object = client.get(NS, session_id(&cookie)).await.ok()??;
         object.info.lock_id.map(|_| ())
     })
     .await
@@ -193,7 +188,7 @@ async fn more_waiting_requests_than_the_queue_limit_get_a_clear_503() {
     let client = GridClient::connect(&cs).await.unwrap();
     // Hold the lock directly, then queue two requests behind it.
     let lock = client
-        .lock(NS, id_of(&cookie), LockOptions::default())
+        .lock(NS, session_id(&cookie), LockOptions::default())
         .await
         .unwrap();
     let LockResult::Acquired { lock_id, .. } = lock else {
@@ -218,7 +213,10 @@ async fn more_waiting_requests_than_the_queue_limit_get_a_clear_503() {
         "{}",
         refused.body
     );
-    client.unlock(NS, id_of(&cookie), lock_id).await.unwrap();
+    client
+        .unlock(NS, session_id(&cookie), lock_id)
+        .await
+        .unwrap();
     let mut counts = BTreeSet::new();
     for w in waiting {
         let r = w.await.unwrap().unwrap();

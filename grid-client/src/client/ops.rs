@@ -246,12 +246,14 @@ impl GridClient {
         lock_id: Option<u64>,
     ) -> Result<bool, ClientError> {
         let obj = ObjKey::new(ns, key.as_ref());
-        let op = Op::Remove {
-            obj: obj.clone(),
-            lock_id,
-        };
-        let reply = self.execute(op).await;
-        self.inner.cache.invalidate(&obj);
+        self.run_removal(Op::Remove { obj, lock_id }).await
+    }
+
+    /// Runs a removal (`Remove`, `RemoveTagged`): `true` if it removed the object. The
+    /// near cache forgets the object whatever the answer.
+    pub(super) async fn run_removal(&self, op: Op) -> Result<bool, ClientError> {
+        let reply = self.execute(op.clone()).await;
+        self.inner.cache.invalidate(op.obj());
         match reply? {
             Reply::Removed => Ok(true),
             Reply::NotFound => Ok(false),

@@ -134,17 +134,8 @@ impl GridClient {
         tag: &str,
     ) -> Result<bool, ClientError> {
         let obj = ObjKey::new(ns, key.as_ref());
-        let op = Op::RemoveTagged {
-            obj: obj.clone(),
-            tag: tag.to_string(),
-        };
-        let reply = self.execute(op).await;
-        self.inner.cache.invalidate(&obj);
-        match reply? {
-            Reply::Removed => Ok(true),
-            Reply::NotFound => Ok(false),
-            other => Err(unexpected(other)),
-        }
+        let tag = tag.to_string();
+        self.run_removal(Op::RemoveTagged { obj, tag }).await
     }
 
     async fn find_in_partition(
