@@ -1,15 +1,18 @@
 //! The per-request algorithm of ASP.NET's `SessionStateModuleAsync`, as a tower layer:
 //!
 //! ```text
-//! cookie ─▶ acquire ──────────────▶ handler(Session) ──▶ release ──────────────────▶ response
-//!           exclusive: lock (queued,          │           abandoned: remove + Session_End
-//!             take over past executionTimeout)│           rotated:   write under new id,
-//!                                             │                      remove old + Set-Cookie
-//!                                             │           changed:   write back changed
-//!                                             │                      items + unlock
-//!           read-only: read (waits for a lock)│           unchanged: unlock
-//!           concurrent: read, never waits     │           new + changed: create + Set-Cookie
-//!           unknown/expired: new session      │
+//! cookie ─▶ acquire ─────────────────────────▶ handler(Session) ─▶ release ─▶ response
+//!   exclusive:  lock (queued; take over past executionTimeout)
+//!   read-only:  read (waits for a lock)
+//!   concurrent: read, never waits
+//!   unknown or expired id: a new session
+//!
+//! release:
+//!   abandoned:       remove + Session_End
+//!   rotated id:      write under the new id, remove the old, Set-Cookie
+//!   changed:         write back the changed items (+ unlock), one step
+//!   new and changed: create with every item + Set-Cookie
+//!   unchanged:       unlock
 //! ```
 //!
 //! Three modes, as ASP.NET's handler interfaces: [`SessionLayer::new`] (exclusive,

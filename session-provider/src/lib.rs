@@ -16,7 +16,8 @@
 //! request ─▶ SessionLayer ─ cookie id ─▶ provider.get_item_exclusive ─▶ grid: read-and-lock
 //!               │                           (waits in the grid's FIFO queue for the lock)
 //!               ├─▶ handler(Session: get / set / abandon)
-//!               └─▶ changed? set_and_release (update + unlock, one step) : release (unlock)
+//!               └─▶ changed? set_and_release (changed items merged + unlock, one step)
+//!                            : release (unlock)
 //! grid expiry ─▶ event to one web server ─▶ Session_End(id, final items) ─▶ ack
 //! ```
 
