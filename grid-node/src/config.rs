@@ -354,7 +354,6 @@ impl NodeConfig {
         PartitionConfig {
             store: StoreConfig {
                 default_lease_ms: self.default_lock_lease.as_millis() as u64,
-                max_value_bytes: self.max_value_bytes,
             },
             max_waiters_per_object: self.max_waiters_per_object,
         }

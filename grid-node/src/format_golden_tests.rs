@@ -60,6 +60,7 @@ fn partition() -> Partition {
             lock_id: None,
             unlock: false,
             create: true,
+            max_bytes: 1 << 20,
         },
     ];
     for op in ops {
@@ -117,11 +118,12 @@ fn a_log_entry_of_an_item_write_and_one_written_before_it() {
         lock_id: Some(9),
         unlock: true,
         create: false,
+        max_bytes: 1 << 20,
     });
     let bytes = LOG_ENTRY.encode(&write);
     assert_golden("log entry (item write)",
         &bytes,
-        "02040211010080d095ffbc3100090873657373696f6e730161020001036f6c6401016e0176010106757365723a310101e8070109010000");
+        "02040211010080d095ffbc3100090873657373696f6e730161020001036f6c6401016e0176010106757365723a310101e8070109010080804000");
     let back: Entry<TypeConfig> = LOG_ENTRY.decode(&bytes).unwrap();
     assert_eq!(format!("{back:?}"), format!("{write:?}"));
     // Entries of a data directory written before version 2 read unchanged.

@@ -166,6 +166,7 @@ impl Node {
         if let Some(reply) = self.refuse_for_disk(&op) {
             return reply;
         }
+        let op = op.bounded(self.config.max_value_bytes);
         self.cluster.execute(op).await
     }
 

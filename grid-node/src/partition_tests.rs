@@ -599,7 +599,6 @@ proptest! {
         let config = PartitionConfig {
             store: StoreConfig {
                 default_lease_ms: 300,
-                ..StoreConfig::default()
             },
             max_waiters_per_object: 3,
         };

@@ -136,6 +136,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(&str, &[u8])>, ItemMapError> {
         let name_len = u16::from_le_bytes(reader.take(2)?.try_into().unwrap_or_default());
         let name = std::str::from_utf8(reader.take(name_len.into())?)
             .map_err(|_| not_map("an item name is not UTF-8"))?;
+        check_name(name).map_err(|e| not_map(e.to_string()))?;
         let value_len = u32::from_le_bytes(reader.take(4)?.try_into().unwrap_or_default());
         let value = reader.take(value_len as usize)?;
         if items.last().is_some_and(|(last, _)| *last >= name) {

@@ -199,6 +199,10 @@ pub enum Op {
         unlock: bool,
         /// Create the object if it is absent.
         create: bool,
+        /// Largest value an item merge may make. Set by the node that takes the request,
+        /// from its `--max-value-bytes` (what a client sends is replaced), so that every
+        /// replica applies the same bound; a merge past it answers `TooLarge`.
+        max_bytes: u64,
     },
     /// Removes the object if it still carries `tag`, whoever holds its lock (revoking a
     /// user's sessions outranks a request in flight, whose later write finds its lock
@@ -252,6 +256,15 @@ impl Op {
             | Op::Write { obj, .. }
             | Op::RemoveTagged { obj, .. } => obj,
         }
+    }
+
+    /// This operation as the node taking it proposes it: a `Write` bounded by
+    /// `max_value_bytes`.
+    pub fn bounded(mut self, max_value_bytes: usize) -> Self {
+        if let Op::Write { max_bytes, .. } = &mut self {
+            *max_bytes = max_value_bytes as u64;
+        }
+        self
     }
 
     /// True for the writes that may add bytes (refused when a node is short of memory

@@ -13,8 +13,9 @@ use thiserror::Error;
 
 /// Items whose JSON is at least this long are compressed (when that makes them smaller).
 pub const COMPRESS_FROM_BYTES: usize = 1024;
-/// Longest JSON an item may decompress to: bounds what a damaged length can allocate.
-const MAX_ITEM_BYTES: usize = 256 * 1024 * 1024;
+/// Longest JSON an item may hold (`SessionItems::set` refuses more), and so decompress
+/// to: bounds what a damaged length can allocate.
+pub const MAX_ITEM_BYTES: usize = 64 * 1024 * 1024;
 
 const PLAIN: u8 = 0;
 const LZ4: u8 = 1;

@@ -112,6 +112,8 @@ pub struct SessionItems {
     changes: Changes,
     /// Read from the single-JSON form: the next write-back stores every item.
     legacy: bool,
+    /// The version of the session these items were read at, under the caller's lock.
+    read_version: Option<u64>,
 }
 
 impl PartialEq for SessionItems {
@@ -136,6 +138,12 @@ impl SessionItems {
         if bytes.first() == Some(&b'{') {
             let items: BTreeMap<String, Value> =
                 serde_json::from_slice(bytes).map_err(|e| ItemsError::Corrupt(e.to_string()))?;
+            for name in items.keys() {
+                reserved(name)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| item_map::check_name(name).map_err(|e| e.to_string()))
+                    .map_err(ItemsError::Corrupt)?;
+            }
             return Ok(Self {
                 items: items.into_iter().map(|(k, v)| (k, Slot::Live(v))).collect(),
                 legacy: true,
@@ -154,6 +162,23 @@ impl SessionItems {
             }
         }
         Ok(out)
+    }
+
+    /// Records the version the items were read at under a lock, so the write-back can
+    /// keep the near cache's copy current.
+    pub(crate) fn read_at(mut self, version: u64) -> Self {
+        self.read_version = Some(version);
+        self
+    }
+
+    /// The version recorded by [`SessionItems::read_at`].
+    pub(crate) fn read_version(&self) -> Option<u64> {
+        self.read_version
+    }
+
+    /// True if read from the single-JSON form of an earlier release.
+    pub(crate) fn is_legacy(&self) -> bool {
+        self.legacy
     }
 
     /// The whole stored form (an item map).
@@ -245,16 +270,27 @@ impl SessionItems {
             name: name.to_string(),
             reason: e.to_string(),
         })?;
-        let value = serde_json::to_value(value).map_err(|e| ItemsError::Encode {
+        let encode = |reason: String| ItemsError::Encode {
             name: name.to_string(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let value = serde_json::to_value(value).map_err(|e| encode(e.to_string()))?;
         let same = self
             .items
             .get(name)
             .is_some_and(|slot| slot.value(name).is_ok_and(|old| old == value));
         if !same {
-            self.items.insert(name.to_string(), Slot::Live(value));
+            let json = to_json(&value);
+            if json.len() > codec::MAX_ITEM_BYTES {
+                return Err(encode(format!(
+                    "{} bytes of JSON; an item holds at most {}",
+                    json.len(),
+                    codec::MAX_ITEM_BYTES
+                )));
+            }
+            // Encoded (and compressed) once, here.
+            self.items
+                .insert(name.to_string(), Slot::Stored(codec::encode(&json)));
             self.changes.removed.remove(name);
             self.changes.set.insert(name.to_string());
         }
@@ -277,7 +313,7 @@ impl SessionItems {
             self.changes.removed.clear();
             self.changes.cleared = true;
             // The tags item went with the rest: send it again if there are tags.
-            self.changes.tags = !self.tags.is_empty();
+            self.changes.tags |= !self.tags.is_empty();
         }
     }
 
@@ -411,6 +447,7 @@ mod tests {
         assert!(back.names().all(|n| n != TAGS_ITEM));
         back.untag("user:1");
         back.clear();
+        assert!(back.tags_changed(), "the untag is still sent after clear");
         let changes = back.changes();
         assert!(changes.clear);
         assert!(
@@ -437,6 +474,9 @@ mod tests {
         let err = back.get::<u32>("n").unwrap_err().to_string();
         assert!(err.contains("'n'"), "{err}");
         assert!(SessionItems::decode(b"[1,2]").is_err());
+        // Single-JSON sessions with names an item map cannot hold are refused, not mangled.
+        assert!(SessionItems::decode(br#"{"":1}"#).is_err());
+        assert!(SessionItems::decode(br#"{"\u0001tags":["x"]}"#).is_err());
         assert!(SessionItems::decode(b"{not json").is_err());
         assert!(SessionItems::decode(b"").unwrap().is_empty());
     }

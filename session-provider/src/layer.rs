@@ -322,21 +322,23 @@ async fn release(
     };
     let id = session.id();
     if abandoned {
-        if !session.is_new() {
-            provider.remove_item(id, lock_id).await?;
+        // Only the server that removed it reports its end (another may have revoked it,
+        // or it expired, meanwhile).
+        if session.is_new() || provider.remove_item(id, lock_id).await? {
+            provider.abandoned(id, items);
         }
-        provider.abandoned(id, items);
         return Ok(None);
     }
     if let Some(new_id) = new_id {
-        if session.is_new() {
+        let moved = if session.is_new() {
             provider
                 .set_and_release_item_exclusive(&new_id, &items, None, true)
                 .await?;
+            true
         } else {
-            provider.rotate_id(id, &new_id, &items, lock_id).await?;
-        }
-        return Ok(Some(new_id));
+            provider.rotate_id(id, &new_id, &items, lock_id).await?
+        };
+        return Ok(moved.then_some(new_id));
     }
     if items.is_dirty() {
         provider

@@ -264,7 +264,7 @@ impl SessionStateProvider {
                 info,
             } => Ok(ItemResult::Found(SessionItem {
                 items: match SessionItems::decode(value.as_deref().unwrap_or_default()) {
-                    Ok(items) => items,
+                    Ok(items) => items.read_at(info.version),
                     Err(e) => {
                         // Unreadable: let the lock go, or every later request waits it out.
                         let _ = self.release_item_exclusive(id, lock_id).await;
@@ -301,30 +301,27 @@ impl SessionStateProvider {
         lock_id: Option<u64>,
         new_item: bool,
     ) -> Result<(), ProviderError> {
-        // The tags go with every write-back of a tagged session (a few bytes; the node
-        // re-indexes only on a change), so a session that arrived from another site,
-        // which carries its items but not its tags, is indexed here again.
-        let tags =
-            (new_item || items.tags_changed() || !items.tags().is_empty()).then(|| items.tags());
-        let (changes, options) = if new_item {
-            let options = WriteOptions {
-                tags,
-                timeout: Some(self.sliding()),
-                create: true,
-                ..WriteOptions::default()
-            };
-            (items.all(), options)
+        let locked = lock_id.is_some() && !new_item;
+        // Under a lock the tags of a tagged session go with every write-back (a few bytes;
+        // the node re-indexes only on a change), so a session that arrived from another
+        // site, which carries its items but not its tags, is indexed here again. Without
+        // one (concurrent requests), only a request that changed them sends them, so a
+        // request that read them before another changed them does not undo that change.
+        let tags = new_item || items.tags_changed() || (locked && !items.tags().is_empty());
+        // A session stored whole by an earlier release is rewritten whole, as an item map.
+        let body = if new_item || items.is_legacy() {
+            WriteBody::Whole(items.encode())
         } else {
-            let options = WriteOptions {
-                tags,
-                timeout: Some(self.sliding()),
-                lock_id,
-                unlock: lock_id.is_some(),
-                create: false,
-            };
-            (items.changes(), options)
+            WriteBody::Items(items.changes())
         };
-        let body = WriteBody::Items(changes);
+        let options = WriteOptions {
+            tags: tags.then(|| items.tags()),
+            timeout: Some(self.sliding()),
+            lock_id: lock_id.filter(|_| locked),
+            unlock: locked,
+            create: new_item,
+            base_version: items.read_version(),
+        };
         match self.client.write(&self.namespace, id, body, options).await {
             Ok(_) => Ok(()),
             Err(ClientError::LockLost) => Err(ProviderError::LockLost),
@@ -342,18 +339,26 @@ impl SessionStateProvider {
     /// Gives a session a new id (against session fixation, e.g. at login), keeping its
     /// items and tags: the session is written under `new_id` first, then the old id is
     /// removed with the caller's lock, so at no point is the session lost, and a request
-    /// still holding the old id waits for that lock and then finds no session.
+    /// still holding the old id waits for that lock and then finds no session. If the
+    /// old session was removed meanwhile (abandoned, revoked, expired), the new one is
+    /// removed too and this returns `false`: a revoked session is not brought back.
     pub async fn rotate_id(
         &self,
         old_id: &str,
         new_id: &str,
         items: &SessionItems,
         lock_id: Option<u64>,
-    ) -> Result<(), ProviderError> {
+    ) -> Result<bool, ProviderError> {
         self.set_and_release_item_exclusive(new_id, items, None, true)
             .await?;
-        match self.client.remove(&self.namespace, old_id, lock_id).await {
-            Ok(_) => Ok(()),
+        let moved = self.client.remove(&self.namespace, old_id, lock_id).await;
+        if !matches!(moved, Ok(true)) {
+            if let Err(e) = self.client.remove(&self.namespace, new_id, None).await {
+                tracing::warn!(session = new_id, error = %e, "cannot undo a failed id rotation");
+            }
+        }
+        match moved {
+            Ok(moved) => Ok(moved),
             Err(ClientError::LockLost) => Err(ProviderError::LockLost),
             Err(e) => Err(e.into()),
         }
@@ -373,7 +378,8 @@ impl SessionStateProvider {
     /// is removed in one step that checks the tag, and `Session_End` runs for it here,
     /// once (only the caller that removed a session reports it), with its items as read
     /// just before. A request in flight on one of them finds its lock lost and saves
-    /// nothing. Returns the ids abandoned.
+    /// nothing. Returns the ids abandoned; a session whose removal failed (logged) is not
+    /// among them.
     pub async fn abandon_tagged(&self, tag: &str) -> Result<Vec<String>, ProviderError> {
         let mut ended = Vec::new();
         for id in self.sessions_with_tag(tag).await? {
@@ -386,9 +392,15 @@ impl SessionStateProvider {
                     SessionItems::default()
                 }
             };
-            if self.client.remove_tagged(&self.namespace, &id, tag).await? {
-                self.abandoned(&id, items);
-                ended.push(id);
+            match self.client.remove_tagged(&self.namespace, &id, tag).await {
+                Ok(true) => {
+                    self.abandoned(&id, items);
+                    ended.push(id);
+                }
+                Ok(false) => {}
+                // The others are still revoked. An outcome left unknown may have removed
+                // it with no `Session_End`: the end is reported at most once.
+                Err(e) => tracing::warn!(session = %id, error = %e, "cannot revoke a session"),
             }
         }
         Ok(ended)
@@ -407,10 +419,11 @@ impl SessionStateProvider {
         }
     }
 
-    /// Removes a session (`Session.Abandon`), with the caller's lock id if it holds one.
-    pub async fn remove_item(&self, id: &str, lock_id: Option<u64>) -> Result<(), ProviderError> {
+    /// Removes a session (`Session.Abandon`), with the caller's lock id if it holds one;
+    /// `false` if it was gone already (removed by another server, revoked, expired).
+    pub async fn remove_item(&self, id: &str, lock_id: Option<u64>) -> Result<bool, ProviderError> {
         match self.client.remove(&self.namespace, id, lock_id).await {
-            Ok(_) => Ok(()),
+            Ok(removed) => Ok(removed),
             Err(ClientError::LockLost) => Err(ProviderError::LockLost),
             Err(e) => Err(e.into()),
         }

@@ -223,6 +223,7 @@ async fn bad_tags_and_item_changes_are_refused_and_change_nothing() {
             lock_id: None,
             unlock: false,
             create: true,
+            max_bytes: u64::MAX,
         })
     };
     let items = |name: &str| {

@@ -310,10 +310,90 @@ async fn a_large_session_writes_back_only_its_change() {
         delta < 1024,
         "a 100-byte change sends {delta} bytes; the session is {whole}"
     );
-    // The node merged it: the whole session reads back, with the change.
-    let ItemResult::Found(read) = p.get_item("s").await.unwrap() else {
+    // The next request's lock-read comes from the near cache, which applied the same
+    // change to its copy: a few bytes on the wire, and the session as the node has it.
+    let before = p.client().wire_bytes().received;
+    let ItemResult::Found(next) = p
+        .get_item_exclusive("s", std::time::Duration::ZERO)
+        .await
+        .unwrap()
+    else {
         panic!("not found")
     };
-    assert_eq!(read.items, changed);
-    assert_eq!(read.items.len(), 17);
+    let received = p.client().wire_bytes().received - before;
+    assert!(received < 1024, "the lock-read received {received} bytes");
+    assert_eq!(next.items, changed);
+    p.release_item_exclusive("s", next.lock_id.unwrap())
+        .await
+        .unwrap();
+    // The node merged it: the whole session reads back, with the change, from a client
+    // with nothing cached.
+    let fresh = GridClient::connect(&cs).await.unwrap();
+    let stored = fresh.get("large", "s").await.unwrap().unwrap();
+    let read = SessionItems::decode(&stored.value).unwrap();
+    assert_eq!(read, changed);
+    assert_eq!(read.len(), 17);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_stored_whole_by_an_earlier_release_is_rewritten_as_items() {
+    let (_cluster, cs) = grid(3).await;
+    let web = WebProcess::start(WEB, &cs, &[]).unwrap();
+    let cookie = get(&web, "/counter", None).await.set_cookie.unwrap();
+    let client = GridClient::connect(&cs).await.unwrap();
+    // The form sessions had before item maps: one JSON object.
+    client
+        .put(
+            NS,
+            session_id(&cookie),
+            br#"{"counter":5}"#.to_vec(),
+            Timeout::None,
+        )
+        .await
+        .unwrap();
+    let next = get(&web, "/counter", Some(&cookie)).await;
+    assert_eq!((next.status, next.body.as_str()), (200, "6"));
+    let stored = client.get(NS, session_id(&cookie)).await.unwrap().unwrap();
+    assert!(
+        grid_proto::items::decode(&stored.value).is_ok(),
+        "now an item map"
+    );
+    assert_eq!(get(&web, "/counter", Some(&cookie)).await.body, "7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_rotation_racing_a_revocation_does_not_bring_the_session_back() {
+    use session_provider::{ItemResult, ProviderSettings, SessionStateProvider};
+
+    let (_cluster, cs) = grid(3).await;
+    let mut settings = ProviderSettings::default();
+    settings.set("connectionString", &cs).unwrap();
+    let p = SessionStateProvider::connect(settings, "rotate")
+        .await
+        .unwrap();
+    let mut items = session_provider::SessionItems::default();
+    items.set("user", &"ann").unwrap();
+    items.tag("user:ann").unwrap();
+    p.set_and_release_item_exclusive("old", &items, None, true)
+        .await
+        .unwrap();
+    let ItemResult::Found(held) = p
+        .get_item_exclusive("old", std::time::Duration::ZERO)
+        .await
+        .unwrap()
+    else {
+        panic!("not found")
+    };
+    // While the request holds it, the user logs out everywhere.
+    assert_eq!(p.abandon_tagged("user:ann").await.unwrap(), vec!["old"]);
+    let moved = p
+        .rotate_id("old", "new", &held.items, held.lock_id)
+        .await
+        .unwrap();
+    assert!(!moved);
+    assert!(matches!(
+        p.get_item("new").await.unwrap(),
+        ItemResult::NotFound
+    ));
+    assert!(p.sessions_with_tag("user:ann").await.unwrap().is_empty());
 }

@@ -32,6 +32,9 @@ pub struct WriteOptions {
     pub unlock: bool,
     /// Create the object when it is absent (never with a lock id).
     pub create: bool,
+    /// The version the caller's lock read found. With it and the lock, the near cache
+    /// applies item changes to its copy of that version instead of forgetting it.
+    pub base_version: Option<u64>,
 }
 
 /// What a [`GridClient::write`] did.
@@ -58,12 +61,14 @@ impl GridClient {
         let obj = ObjKey::new(ns, key.as_ref());
         let cache = &self.inner.cache;
         // What the near cache holds after the write: the new bytes of a whole write; for
-        // item changes under the caller's lock, its copy with the changes applied (while
-        // the lock is held nobody else writes, and the lock's read left the copy current).
+        // item changes under the caller's lock, its copy with the changes applied if that
+        // copy is of the version the lock read found (while the lock is held nobody else
+        // writes; a lock lost meanwhile makes the write fail, which drops the copy).
         let next = match &body {
             WriteBody::Whole(value) if cache.enabled() => Some(value.clone()),
             WriteBody::Items(changes) if options.lock_id.is_some() => cache
                 .get(&obj)
+                .filter(|cached| Some(cached.version) == options.base_version)
                 .and_then(|cached| items::apply(&cached.value, changes).ok()),
             _ => None,
         };
@@ -75,6 +80,8 @@ impl GridClient {
             lock_id: options.lock_id,
             unlock: options.unlock,
             create: options.create,
+            // The node sets its own bound.
+            max_bytes: 0,
         };
         let reply = self.execute(op).await;
         match (&reply, next) {

@@ -177,7 +177,8 @@ mirror!(OpRef, OpOwned {
         timeout: Option<LogTimeout>, Option<LogTimeout>,
         lock_id: Option<u64>, Option<u64>,
         unlock: bool, bool,
-        create: bool, bool
+        create: bool, bool,
+        max_bytes: u64, u64
     },
     RemoveTagged { obj: ObjRef<'a>, ObjOwned, tag: &'a str, String },
 });
@@ -280,6 +281,7 @@ fn op_ref(op: &Op) -> OpRef<'_> {
             lock_id,
             unlock,
             create,
+            max_bytes,
         } => OpRef::Write {
             obj: obj_ref(obj),
             body: body_ref(body),
@@ -288,6 +290,7 @@ fn op_ref(op: &Op) -> OpRef<'_> {
             lock_id: *lock_id,
             unlock: *unlock,
             create: *create,
+            max_bytes: *max_bytes,
         },
         Op::RemoveTagged { obj, tag } => OpRef::RemoveTagged {
             obj: obj_ref(obj),
@@ -380,6 +383,7 @@ impl From<OpOwned> for Op {
                 lock_id,
                 unlock,
                 create,
+                max_bytes,
             } => Op::Write {
                 obj: obj.into(),
                 body: body.into(),
@@ -388,6 +392,7 @@ impl From<OpOwned> for Op {
                 lock_id,
                 unlock,
                 create,
+                max_bytes,
             },
             OpOwned::RemoveTagged { obj, tag } => Op::RemoveTagged {
                 obj: obj.into(),

@@ -28,6 +28,26 @@ fn key(index: usize) -> ObjKey {
 
 // ---------------------------------------------------------------- the reference model
 
+/// The value a write's body makes of `current`, as documented on `Op::Write`.
+fn merged(current: &[u8], body: &WriteBody, max_bytes: u64) -> Result<Vec<u8>, Reply> {
+    match body {
+        WriteBody::Keep => Ok(current.to_vec()),
+        WriteBody::Whole(value) => Ok(value.clone()),
+        WriteBody::Items(changes) => {
+            let value = items::apply(current, changes).map_err(|e| Reply::BadRequest {
+                reason: e.to_string(),
+            })?;
+            if value.len() as u64 > max_bytes {
+                return Err(Reply::TooLarge {
+                    size: value.len() as u64,
+                    limit: max_bytes,
+                });
+            }
+            Ok(value)
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct ModelLock {
     id: u64,
@@ -237,19 +257,12 @@ impl Model {
                     tags,
                     timeout,
                     create: true,
+                    max_bytes,
                     ..
                 } => {
-                    let value = match body {
-                        WriteBody::Keep => Vec::new(),
-                        WriteBody::Whole(value) => value.clone(),
-                        WriteBody::Items(changes) => match items::apply(&[], changes) {
-                            Ok(value) => value,
-                            Err(e) => {
-                                return Reply::BadRequest {
-                                    reason: e.to_string(),
-                                }
-                            }
-                        },
+                    let value = match merged(&[], body, *max_bytes) {
+                        Ok(value) => value,
+                        Err(reply) => return reply,
                     };
                     let version = self.insert(&obj, &value, timeout.unwrap_or_default(), now);
                     self.set_tags(&obj, tags);
@@ -354,22 +367,15 @@ impl Model {
                 timeout,
                 lock_id,
                 unlock,
+                max_bytes,
                 ..
             } => {
                 if let Err(reply) = o.permits(*lock_id, now) {
                     return reply;
                 }
-                let value = match body {
-                    WriteBody::Keep => o.value.clone(),
-                    WriteBody::Whole(value) => value.clone(),
-                    WriteBody::Items(changes) => match items::apply(&o.value, changes) {
-                        Ok(value) => value,
-                        Err(e) => {
-                            return Reply::BadRequest {
-                                reason: e.to_string(),
-                            }
-                        }
-                    },
+                let value = match merged(&o.value, body, *max_bytes) {
+                    Ok(value) => value,
+                    Err(reply) => return reply,
                 };
                 let version = self.write(&obj, &value, *timeout, now);
                 self.set_tags(&obj, tags);
@@ -562,9 +568,10 @@ fn op() -> impl Strategy<Value = Op> {
         some(0.4),
         any::<bool>(),
         any::<bool>(),
+        prop_oneof![3 => Just(1u64 << 20), 1 => 0..40u64],
     )
         .prop_map(
-            |(obj, body, tags, timeout, lock_id, unlock, create)| Op::Write {
+            |(obj, body, tags, timeout, lock_id, unlock, create, max_bytes)| Op::Write {
                 obj,
                 body,
                 tags,
@@ -572,6 +579,7 @@ fn op() -> impl Strategy<Value = Op> {
                 lock_id,
                 unlock,
                 create,
+                max_bytes,
             },
         );
     let remove_tagged =

@@ -38,16 +38,12 @@ use geo::Transfers;
 pub struct StoreConfig {
     /// Lease of a lock when the request names none. Default 90 s (ScaleOut's default).
     pub default_lease_ms: Millis,
-    /// Largest value an item merge may make (`--max-value-bytes`): a value past it could
-    /// not be read back in one frame.
-    pub max_value_bytes: usize,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             default_lease_ms: 90_000,
-            max_value_bytes: grid_proto::limits::DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }
@@ -285,6 +281,7 @@ impl Store {
                 lock_id,
                 unlock,
                 create,
+                max_bytes,
             } => self.write(
                 write::Write {
                     obj,
@@ -294,6 +291,7 @@ impl Store {
                     lock_id: *lock_id,
                     unlock: *unlock,
                     create: *create,
+                    max_bytes: *max_bytes as usize,
                 },
                 now,
                 &mut events,

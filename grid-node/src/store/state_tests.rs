@@ -623,11 +623,7 @@ fn an_item_merge_may_not_grow_a_value_past_the_limit() {
     use grid_proto::items::{Item, ItemChanges};
     use grid_proto::WriteBody;
 
-    let config = StoreConfig {
-        max_value_bytes: 100,
-        ..StoreConfig::default()
-    };
-    let mut s = Store::new(config);
+    let mut s = Store::new(StoreConfig::default());
     let obj = ObjKey::new("ns", b"k".to_vec());
     let set = |name: &str, len: usize| Op::Write {
         obj: obj.clone(),
@@ -643,6 +639,7 @@ fn an_item_merge_may_not_grow_a_value_past_the_limit() {
         lock_id: None,
         unlock: false,
         create: true,
+        max_bytes: 100,
     };
     assert!(matches!(
         s.apply(&set("a", 40), 0).reply,

@@ -121,6 +121,7 @@ mod tests {
             lock_id: None,
             unlock: false,
             create: false,
+            max_bytes: 1 << 20,
         };
         a.apply(&tag, 0);
         let mut b = Store::restore(cfg, &a.snapshot()).unwrap();

@@ -13,6 +13,7 @@ pub(super) struct Write<'a> {
     pub(super) lock_id: Option<u64>,
     pub(super) unlock: bool,
     pub(super) create: bool,
+    pub(super) max_bytes: usize,
 }
 
 /// The value `body` makes of `current` (`None`: leave it); a merge may not grow past
@@ -50,8 +51,7 @@ impl Store {
             if !w.create {
                 return Reply::NotFound;
             }
-            let limit = self.config.max_value_bytes;
-            let value = match new_value(&[], w.body, limit) {
+            let value = match new_value(&[], w.body, w.max_bytes) {
                 Ok(value) => value.unwrap_or_default(),
                 Err(reply) => return reply,
             };
@@ -65,7 +65,7 @@ impl Store {
         if let Err(reply) = entry.check_lock(w.lock_id, now) {
             return reply;
         }
-        let value = match new_value(&entry.value, w.body, self.config.max_value_bytes) {
+        let value = match new_value(&entry.value, w.body, w.max_bytes) {
             Ok(value) => value.unwrap_or_else(|| entry.value.clone()),
             Err(reply) => return reply,
         };
