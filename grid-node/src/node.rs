@@ -120,7 +120,8 @@ impl Node {
         }
         match &self.geo {
             Some(geo) if !remote_stores.is_empty() => {
-                geo.pull(&self.cluster, op, &remote_stores).await
+                geo.pull(&self.cluster, self.as_proposed(op), &remote_stores)
+                    .await
             }
             None if !remote_stores.is_empty() => match self.execute(op).await {
                 Reply::NotFound => Reply::NotFoundRemote {
@@ -166,8 +167,13 @@ impl Node {
         if let Some(reply) = self.refuse_for_disk(&op) {
             return reply;
         }
-        let op = op.bounded(self.config.max_value_bytes);
-        self.cluster.execute(op).await
+        self.cluster.execute(self.as_proposed(op)).await
+    }
+
+    /// `op` with this node's settings filled in ([`Op::as_proposed`]).
+    fn as_proposed(&self, op: Op) -> Op {
+        let lease = self.config.default_lock_lease.as_millis() as u64;
+        op.as_proposed(self.config.max_value_bytes, lease)
     }
 
     /// `DiskFull` for a write that adds data while the data directory's disk is under

@@ -258,11 +258,16 @@ impl Op {
         }
     }
 
-    /// This operation as the node taking it proposes it: a `Write` bounded by
-    /// `max_value_bytes`.
-    pub fn bounded(mut self, max_value_bytes: usize) -> Self {
-        if let Op::Write { max_bytes, .. } = &mut self {
-            *max_bytes = max_value_bytes as u64;
+    /// This operation as the node taking it proposes it, with that node's settings
+    /// filled in, so that every replica applies the same: a `Write`'s merge bound
+    /// (`max_value_bytes`), and a `ReadAndLock`'s lease when it names none.
+    pub fn as_proposed(mut self, max_value_bytes: usize, default_lease_ms: Millis) -> Self {
+        match &mut self {
+            Op::Write { max_bytes, .. } => *max_bytes = max_value_bytes as u64,
+            Op::ReadAndLock { lease_ms, .. } => {
+                lease_ms.get_or_insert(default_lease_ms);
+            }
+            _ => {}
         }
         self
     }
@@ -737,6 +742,34 @@ mod tests {
             },
         };
         assert_eq!(decode::<Reply>(&encode(&reply)).unwrap(), reply);
+    }
+
+    #[test]
+    fn the_taking_node_fills_in_its_own_bounds() {
+        let obj = ObjKey::new("s", b"k".to_vec());
+        let write = Op::Write {
+            obj: obj.clone(),
+            body: WriteBody::Keep,
+            tags: None,
+            timeout: None,
+            lock_id: None,
+            unlock: false,
+            create: false,
+            max_bytes: u64::MAX,
+        };
+        let lock = |lease_ms| Op::ReadAndLock {
+            obj: obj.clone(),
+            cached_version: None,
+            lease_ms,
+            wait_ms: 0,
+            take_over_after_ms: None,
+        };
+        assert!(matches!(
+            write.as_proposed(4096, 90_000),
+            Op::Write { max_bytes: 4096, .. }
+        ));
+        assert_eq!(lock(None).as_proposed(4096, 90_000), lock(Some(90_000)));
+        assert_eq!(lock(Some(5)).as_proposed(4096, 90_000), lock(Some(5)));
     }
 
     #[test]

@@ -37,6 +37,8 @@ use geo::Transfers;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreConfig {
     /// Lease of a lock when the request names none. Default 90 s (ScaleOut's default).
+    /// Client requests reach the log with the lease of the node that took them filled in
+    /// (`Op::as_proposed`), so this serves only operations proposed without one.
     pub default_lease_ms: Millis,
 }
 
