@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 /// The geo protocol version this build speaks.
 /// (2: the token travels in a header read before the request; 3: steps are answered in
-/// [`StepAnswer`], not in client replies.)
-pub const GEO_VERSION: u8 = 3;
+/// [`StepAnswer`], not in client replies; 4: an export carries the object's tags.)
+pub const GEO_VERSION: u8 = 4;
 /// Largest message accepted from another site (an object and its envelope).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
@@ -52,6 +52,8 @@ pub enum StepAnswer {
         timeout: Timeout,
         /// Its uninitialized mark.
         uninitialized: bool,
+        /// Its tags.
+        tags: Vec<String>,
     },
     /// `Export`: the object is locked at the answering site.
     Locked {

@@ -10,7 +10,7 @@
 //! | [`PARTITION_SNAPSHOT`] | a partition's objects, lock waiters and events owed | 1 |
 //! | [`CONTROL_SNAPSHOT`] | the cluster's membership and partition map | 1 |
 //! | [`STORE_SNAPSHOT`] | a partition's objects, locks and tags (3: this framing; 4: tags, 3 still read) | 4 |
-//! | [`LOG_ENTRY`] | a Raft log entry kept in a `--data-dir` log segment (`disk/frame.rs` has the segment's own framing and version); 2: operations `Write` and `RemoveTagged`, 1 still read | 2 |
+//! | [`LOG_ENTRY`] | a Raft log entry kept in a `--data-dir` log segment (`disk/frame.rs` has the segment's own framing and version); 2: operations `Write` and `RemoveTagged`, imports with tags; 1 still read | 2 |
 //! | [`DISK_RECORD`] | what a `--data-dir` keeps in its state files: a node's identity, a group's vote and purged log id | 1 |
 //!
 //! A change to any of these types bumps its version here. The bytes of a fixed value of

@@ -256,6 +256,7 @@ impl GeoService {
                 version,
                 timeout,
                 uninitialized,
+                tags,
             }) => GeoOp::Import {
                 obj: obj.clone(),
                 value,
@@ -263,6 +264,7 @@ impl GeoService {
                 timeout,
                 uninitialized,
                 transfer,
+                tags,
             },
             Ok(StepAnswer::Locked {
                 lock_id,
@@ -461,11 +463,12 @@ impl GeoHandler for Handler {
 /// The site link's answer for a local partition leader's reply to a step.
 fn answer_of(reply: Reply) -> StepAnswer {
     match reply {
-        Reply::Retrieved { value, info } => StepAnswer::Exported {
+        Reply::GeoExported { value, info, tags } => StepAnswer::Exported {
             value,
             version: info.version,
             timeout: info.timeout,
             uninitialized: info.uninitialized,
+            tags,
         },
         Reply::Locked {
             lock_id,

@@ -18,7 +18,7 @@ use crate::msg::{ObjKey, Timeout};
 )]
 pub enum GeoOp {
     /// Source: mark `obj` migrating to `to_site` under `transfer` and return its data
-    /// (`Retrieved`), or `Locked`, `NotFound`, `Moved`.
+    /// (`GeoExported`), or `Locked`, `NotFound`, `Moved`.
     Export {
         /// The object.
         obj: ObjKey,
@@ -42,6 +42,8 @@ pub enum GeoOp {
         uninitialized: bool,
         /// The hand-over.
         transfer: u64,
+        /// Its tags, carried over.
+        tags: Vec<String>,
     },
     /// Source: the destination holds the primary now; keep a proxy. Replies `Updated`.
     Commit {

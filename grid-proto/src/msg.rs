@@ -635,6 +635,15 @@ pub enum Reply {
         /// This page.
         objects: Vec<crate::backup::BackupObject>,
     },
+    /// Answer to `GeoOp::Export`: the object's data, tags included; it is migrating now.
+    GeoExported {
+        /// The bytes.
+        value: Vec<u8>,
+        /// Version and lock facts.
+        info: ObjectInfo,
+        /// Its tags.
+        tags: Vec<String>,
+    },
     /// Answer to `FindTag`: a page of keys, in order.
     Keys {
         /// The keys.
@@ -648,7 +657,7 @@ impl Reply {
     /// The bytes of value or payload it carries: most of its encoding.
     pub fn carried_bytes(&self) -> usize {
         match self {
-            Reply::Retrieved { value, .. } => value.len(),
+            Reply::Retrieved { value, .. } | Reply::GeoExported { value, .. } => value.len(),
             Reply::Peer { payload } => payload.len(),
             Reply::Exported { objects, .. } => objects.iter().map(|o| o.size()).sum(),
             Reply::Keys { keys, .. } => keys.iter().map(|k| k.len() + 8).sum(),
@@ -766,7 +775,10 @@ mod tests {
         };
         assert!(matches!(
             write.as_proposed(4096, 90_000),
-            Op::Write { max_bytes: 4096, .. }
+            Op::Write {
+                max_bytes: 4096,
+                ..
+            }
         ));
         assert_eq!(lock(None).as_proposed(4096, 90_000), lock(Some(90_000)));
         assert_eq!(lock(Some(5)).as_proposed(4096, 90_000), lock(Some(5)));

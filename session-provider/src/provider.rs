@@ -302,12 +302,9 @@ impl SessionStateProvider {
         new_item: bool,
     ) -> Result<(), ProviderError> {
         let locked = lock_id.is_some() && !new_item;
-        // Under a lock the tags of a tagged session go with every write-back (a few bytes;
-        // the node re-indexes only on a change), so a session that arrived from another
-        // site, which carries its items but not its tags, is indexed here again. Without
-        // one (concurrent requests), only a request that changed them sends them, so a
-        // request that read them before another changed them does not undo that change.
-        let tags = new_item || items.tags_changed() || (locked && !items.tags().is_empty());
+        // Only a request that changed the tags sends them: one that read them before
+        // another request changed them (concurrent mode) does not undo that change.
+        let tags = new_item || items.tags_changed();
         // A session stored whole by an earlier release is rewritten whole, as an item map.
         let body = if new_item || items.is_legacy() {
             WriteBody::Whole(items.encode())

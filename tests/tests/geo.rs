@@ -89,11 +89,23 @@ async fn found(client: &GridClient, key: &str, from: &[&str]) -> Vec<u8> {
 async fn an_object_moves_to_the_site_that_reads_it_and_back() {
     let sites = start_sites().await;
     let (east, west) = sites.clients().await;
-    east.put("sessions", "s1", "cart=1", Timeout::Sliding { ms: 600_000 })
-        .await
-        .unwrap();
-    // Read at west: pulled from east, primary at west now.
+    let tagged = grid_client::WriteOptions {
+        tags: Some(vec!["user:7".into()]),
+        timeout: Some(Timeout::Sliding { ms: 600_000 }),
+        create: true,
+        ..Default::default()
+    };
+    let body = grid_proto::WriteBody::Whole(b"cart=1".to_vec());
+    east.write("sessions", "s1", body, tagged).await.unwrap();
+    // Read at west: pulled from east, primary at west now, with its tags: west finds it
+    // by tag, east (a proxy now) does not.
     assert_eq!(found(&west, "s1", &["east"]).await, b"cart=1");
+    let user = |client: &GridClient| {
+        let client = client.clone();
+        async move { client.find_by_tag("sessions", "user:7").await.unwrap() }
+    };
+    assert_eq!(user(&west).await, vec![b"s1".to_vec()]);
+    assert!(user(&east).await.is_empty());
     let refused = east
         .put("sessions", "s1", "cart=9", Timeout::None)
         .await
@@ -105,8 +117,10 @@ async fn an_object_moves_to_the_site_that_reads_it_and_back() {
     west.put("sessions", "s1", "cart=2", Timeout::Sliding { ms: 600_000 })
         .await
         .unwrap();
-    // Read back at east: it returns, with west's write.
+    // Read back at east: it returns, with west's write and its tags.
     assert_eq!(found(&east, "s1", &["west"]).await, b"cart=2");
+    assert_eq!(user(&east).await, vec![b"s1".to_vec()]);
+    assert!(user(&west).await.is_empty());
     assert!(matches!(
         west.put("sessions", "s1", "x", Timeout::None).await,
         Err(ClientError::Moved { site }) if site == "east"
@@ -325,7 +339,7 @@ async fn a_hand_over_cut_short_by_a_crash_resolves_to_one_primary() {
         to_site: "west".into(),
     };
     let exported = step_on_leader(&sites.east, export).await;
-    let Reply::Retrieved { value, info } = exported else {
+    let Reply::GeoExported { value, info, tags } = exported else {
         panic!("{exported:?}")
     };
     // East's resolver asks west, which fences the transfer; east is primary again.
@@ -341,6 +355,7 @@ async fn a_hand_over_cut_short_by_a_crash_resolves_to_one_primary() {
         timeout: info.timeout,
         uninitialized: info.uninitialized,
         transfer: 101,
+        tags,
     };
     let refused = step_on_leader(&sites.west, late).await;
     assert!(
@@ -358,7 +373,10 @@ async fn a_hand_over_cut_short_by_a_crash_resolves_to_one_primary() {
         transfer: 202,
         to_site: "west".into(),
     };
-    let Reply::Retrieved { value, info } = step_on_leader(&sites.east, export).await else {
+    let Reply::GeoExported {
+        value, info, tags, ..
+    } = step_on_leader(&sites.east, export).await
+    else {
         panic!("export refused")
     };
     let import = GeoOp::Import {
@@ -368,6 +386,7 @@ async fn a_hand_over_cut_short_by_a_crash_resolves_to_one_primary() {
         timeout: info.timeout,
         uninitialized: info.uninitialized,
         transfer: 202,
+        tags,
     };
     assert!(matches!(
         step_on_leader(&sites.west, import).await,

@@ -196,6 +196,17 @@ mirror!(GeoOpRef, GeoOpOwned {
     Commit { obj: ObjRef<'a>, ObjOwned, transfer: u64, u64 },
     Abort { obj: ObjRef<'a>, ObjOwned, transfer: u64, u64 },
     Resolve { obj: ObjRef<'a>, ObjOwned, transfer: u64, u64 },
+    // An import of a tagged object (log entry format 2); untagged ones keep the shape
+    // of `Import`, so entries of format 1 read unchanged.
+    ImportTagged {
+        obj: ObjRef<'a>, ObjOwned,
+        value: &'a Bytes, ByteBuf,
+        version: u64, u64,
+        timeout: LogTimeout, LogTimeout,
+        uninitialized: bool, bool,
+        transfer: u64, u64,
+        tags: &'a [String], Vec<String>
+    },
 });
 
 fn op_ref(op: &Op) -> OpRef<'_> {
@@ -420,6 +431,24 @@ fn geo_op_ref(op: &GeoOp) -> GeoOpRef<'_> {
             timeout,
             uninitialized,
             transfer,
+            tags,
+        } if !tags.is_empty() => GeoOpRef::ImportTagged {
+            obj: obj_ref(obj),
+            value: Bytes::new(value),
+            version: *version,
+            timeout: (*timeout).into(),
+            uninitialized: *uninitialized,
+            transfer: *transfer,
+            tags,
+        },
+        GeoOp::Import {
+            obj,
+            value,
+            version,
+            timeout,
+            uninitialized,
+            transfer,
+            ..
         } => GeoOpRef::Import {
             obj: obj_ref(obj),
             value: Bytes::new(value),
@@ -469,6 +498,24 @@ impl From<GeoOpOwned> for GeoOp {
                 timeout: timeout.into(),
                 uninitialized,
                 transfer,
+                tags: Vec::new(),
+            },
+            GeoOpOwned::ImportTagged {
+                obj,
+                value,
+                version,
+                timeout,
+                uninitialized,
+                transfer,
+                tags,
+            } => GeoOp::Import {
+                obj: obj.into(),
+                value: value.into_vec(),
+                version,
+                timeout: timeout.into(),
+                uninitialized,
+                transfer,
+                tags,
             },
             GeoOpOwned::Commit { obj, transfer } => GeoOp::Commit {
                 obj: obj.into(),

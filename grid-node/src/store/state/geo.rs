@@ -113,14 +113,21 @@ impl Store {
                 timeout,
                 uninitialized,
                 transfer,
-            } => self.import(
-                obj,
-                value,
-                *version,
-                (*timeout, *uninitialized),
-                *transfer,
-                now,
-            ),
+                tags,
+            } => {
+                let reply = self.import(
+                    obj,
+                    value,
+                    *version,
+                    (*timeout, *uninitialized),
+                    *transfer,
+                    now,
+                );
+                if matches!(reply, Reply::Added { .. }) {
+                    self.tags.set(obj, tags.clone());
+                }
+                reply
+            }
             GeoOp::Commit { obj, transfer } => self.finish(obj, *transfer, true),
             GeoOp::Abort { obj, transfer } => self.finish(obj, *transfer, false),
             GeoOp::Resolve { transfer, .. } => {
@@ -161,15 +168,20 @@ impl Store {
                 };
             }
         }
-        Reply::Retrieved {
-            value: entry.value.clone(),
-            info: ObjectInfo {
+        let (value, info) = (
+            entry.value.clone(),
+            ObjectInfo {
                 version: entry.version,
                 lock_id: None,
                 lock_age_ms: 0,
                 uninitialized: entry.uninitialized,
                 timeout: entry.timeout,
             },
+        );
+        Reply::GeoExported {
+            value,
+            info,
+            tags: self.tags_of(obj).to_vec(),
         }
     }
 

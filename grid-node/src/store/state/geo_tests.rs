@@ -42,7 +42,7 @@ fn export(s: &mut Store, transfer: u64) -> Reply {
 }
 
 fn import(d: &mut Store, exported: &Reply, transfer: u64) -> Reply {
-    let Reply::Retrieved { value, info } = exported else {
+    let Reply::GeoExported { value, info, tags } = exported else {
         panic!("{exported:?}")
     };
     d.apply_geo(
@@ -53,6 +53,7 @@ fn import(d: &mut Store, exported: &Reply, transfer: u64) -> Reply {
             timeout: info.timeout,
             uninitialized: info.uninitialized,
             transfer,
+            tags: tags.clone(),
         },
         20,
     )
