@@ -46,9 +46,15 @@ pub struct DemoArgs {
     /// Address to serve HTTP on (port 0 picks a free one; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// The grid's connection string, e.g. "bootstrapGateways=127.0.0.1:7210".
+    /// The grid's connection string, e.g. "bootstrapGateways=127.0.0.1:7210" (or give
+    /// it in --config).
     #[arg(long, env = "GRID_CONNECTION")]
-    pub connection: String,
+    pub connection: Option<String>,
+    /// A settings file (TOML): `[sessionState]` attributes, `[connectionStrings]` and
+    /// `[appSettings]`, as ASP.NET's configuration; --connection and --setting apply
+    /// over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// A session-state setting as ATTRIBUTE=VALUE, repeatable, e.g. --setting timeout=1
     /// --setting handleSessionEnd=true (ASP.NET attribute names).
     #[arg(long = "setting", value_name = "ATTRIBUTE=VALUE")]
@@ -218,8 +224,17 @@ pub async fn router(provider: Arc<SessionStateProvider>) -> anyhow::Result<Route
 
 /// Runs the site until Ctrl-C or SIGTERM.
 pub async fn serve(args: DemoArgs) -> anyhow::Result<()> {
-    let mut settings = ProviderSettings::default();
-    settings.set("connectionString", &args.connection)?;
+    let mut settings = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            ProviderSettings::from_toml(&text)?
+        }
+        None => ProviderSettings::default(),
+    };
+    if let Some(connection) = &args.connection {
+        settings.set("connectionString", connection)?;
+    }
     for setting in &args.settings {
         let (attribute, value) = setting
             .split_once('=')

@@ -21,8 +21,14 @@ impl WebProcess {
     /// Starts `bin` (the test-web binary) on an ephemeral port against the grid at
     /// `connection`, with `settings` as ATTRIBUTE=VALUE pairs.
     pub fn start(bin: &str, connection: &str, settings: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(bin, &["--connection", connection], settings)
+    }
+
+    /// Starts `bin` with these arguments (a settings file, say) besides `--listen` and
+    /// `settings`.
+    pub fn start_with(bin: &str, args: &[&str], settings: &[&str]) -> anyhow::Result<Self> {
         let mut cmd = Command::new(bin);
-        cmd.args(["--listen", "127.0.0.1:0", "--connection", connection]);
+        cmd.args(["--listen", "127.0.0.1:0"]).args(args);
         for s in settings {
             cmd.args(["--setting", s]);
         }

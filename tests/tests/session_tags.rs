@@ -397,3 +397,53 @@ async fn an_id_rotation_racing_a_revocation_does_not_bring_the_session_back() {
     ));
     assert!(p.sessions_with_tag("user:ann").await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_settings_name_the_connection_string_and_allow_concurrent_requests() {
+    let (_cluster, cs) = grid(3).await;
+    let dir = grid_tests::scratch::ScratchDir::new("app-settings").unwrap();
+    let file = dir.path().join("web.toml");
+    let config = format!(
+        "[sessionState]\nconnectionStringAppSetting = \"grid\"\n\n\
+         [appSettings]\ngrid = \"{cs}\"\n\"aspnet:AllowConcurrentRequestsPerSession\" = \"true\"\n"
+    );
+    std::fs::write(&file, config).unwrap();
+    let config = ["--config", file.to_str().unwrap()];
+    let web = WebProcess::start_with(WEB, &config, &[]).unwrap();
+    let cookie = get(&web, "/counter", None).await.set_cookie.unwrap();
+    let id = session_id(&cookie);
+    let client = GridClient::connect(&cs).await.unwrap();
+    let held = || LockOptions {
+        lease: Some(std::time::Duration::from_secs(600)),
+        ..LockOptions::default()
+    };
+    let lock_id = |lock: LockResult| match lock {
+        LockResult::Acquired { lock_id, .. } => lock_id,
+        other => panic!("{other:?}"),
+    };
+    // Concurrent mode (from the app setting): a read neither waits for nor touches a
+    // lock someone else holds.
+    let first = lock_id(client.lock(NS, id, held()).await.unwrap());
+    let read = get(&web, "/peek", Some(&cookie)).await;
+    assert_eq!((read.status, read.body.as_str()), (200, "1"));
+    client.unlock(NS, id, first).await.unwrap();
+    drop(web);
+    // The attribute takes precedence over the app setting: exclusive again, so the read
+    // queues for the lock and, past executionTimeout, takes it over.
+    let exclusive = WebProcess::start_with(
+        WEB,
+        &config,
+        &[
+            "allowConcurrentRequestsPerSession=false",
+            "executionTimeout=1s",
+        ],
+    )
+    .unwrap();
+    let second = lock_id(client.lock(NS, id, held()).await.unwrap());
+    let read = get(&exclusive, "/peek", Some(&cookie)).await;
+    assert_eq!((read.status, read.body.as_str()), (200, "1"));
+    assert!(matches!(
+        client.unlock(NS, id, second).await,
+        Err(ClientError::LockLost)
+    ));
+}
