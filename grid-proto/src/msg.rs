@@ -635,6 +635,13 @@ pub enum Reply {
         /// This page.
         objects: Vec<crate::backup::BackupObject>,
     },
+    /// Answer to `FindTag`: a page of keys, in order.
+    Keys {
+        /// The keys.
+        keys: Vec<Vec<u8>>,
+        /// More keys follow the last one (ask again with it as `after`).
+        more: bool,
+    },
     /// Answer to `GeoOp::Export`: the object's data, tags included; it is migrating now.
     GeoExported {
         /// The bytes.
@@ -643,13 +650,6 @@ pub enum Reply {
         info: ObjectInfo,
         /// Its tags.
         tags: Vec<String>,
-    },
-    /// Answer to `FindTag`: a page of keys, in order.
-    Keys {
-        /// The keys.
-        keys: Vec<Vec<u8>>,
-        /// More keys follow the last one (ask again with it as `after`).
-        more: bool,
     },
 }
 

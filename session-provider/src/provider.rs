@@ -348,17 +348,23 @@ impl SessionStateProvider {
     ) -> Result<bool, ProviderError> {
         self.set_and_release_item_exclusive(new_id, items, None, true)
             .await?;
-        let moved = self.client.remove(&self.namespace, old_id, lock_id).await;
+        let moved = match self.client.remove(&self.namespace, old_id, lock_id).await {
+            Ok(moved) => Ok(moved),
+            Err(ClientError::LockLost) => Err(ProviderError::LockLost),
+            // The outcome is unknown (a failover mid-way, say): the old id decides. Gone,
+            // the rotation happened; still there (or unknowable), it did not, and the old
+            // session stays as it was rather than two ids naming one session.
+            Err(e) => match self.client.get(&self.namespace, old_id).await {
+                Ok(None) => Ok(true),
+                _ => Err(e.into()),
+            },
+        };
         if !matches!(moved, Ok(true)) {
             if let Err(e) = self.client.remove(&self.namespace, new_id, None).await {
                 tracing::warn!(session = new_id, error = %e, "cannot undo a failed id rotation");
             }
         }
-        match moved {
-            Ok(moved) => Ok(moved),
-            Err(ClientError::LockLost) => Err(ProviderError::LockLost),
-            Err(e) => Err(e.into()),
-        }
+        moved
     }
 
     /// The ids of this application's sessions tagged `tag` (e.g. `user:42`), sorted; each

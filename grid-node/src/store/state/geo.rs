@@ -114,20 +114,14 @@ impl Store {
                 uninitialized,
                 transfer,
                 tags,
-            } => {
-                let reply = self.import(
-                    obj,
-                    value,
-                    *version,
-                    (*timeout, *uninitialized),
-                    *transfer,
-                    now,
-                );
-                if matches!(reply, Reply::Added { .. }) {
-                    self.tags.set(obj, tags.clone());
-                }
-                reply
-            }
+            } => self.import(
+                obj,
+                (value, tags),
+                *version,
+                (*timeout, *uninitialized),
+                *transfer,
+                now,
+            ),
             GeoOp::Commit { obj, transfer } => self.finish(obj, *transfer, true),
             GeoOp::Abort { obj, transfer } => self.finish(obj, *transfer, false),
             GeoOp::Resolve { transfer, .. } => {
@@ -188,7 +182,7 @@ impl Store {
     fn import(
         &mut self,
         obj: &ObjKey,
-        value: &[u8],
+        (value, tags): (&[u8], &[String]),
         version: u64,
         (timeout, uninitialized): (Timeout, bool),
         transfer: u64,
@@ -220,6 +214,7 @@ impl Store {
         let version = version.max(self.seq + 1);
         self.seq = version - 1;
         let version = self.insert_new(obj, value, timeout, uninitialized, now);
+        self.tags.set(obj, tags.to_vec());
         self.transfers.outcomes.insert(transfer, (true, now));
         Reply::Added { version }
     }

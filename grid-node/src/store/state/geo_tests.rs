@@ -269,3 +269,34 @@ fn importing_never_reuses_a_version_of_the_destination() {
     };
     assert_eq!(version, 11, "ahead of the destination's counter");
 }
+
+#[test]
+fn tags_move_with_the_object_and_a_replayed_import_does_not_reset_them() {
+    use grid_proto::WriteBody;
+    let tag = |s: &mut Store, tags: &[&str]| {
+        let op = Op::Write {
+            obj: obj(),
+            body: WriteBody::Keep,
+            tags: Some(tags.iter().map(|t| t.to_string()).collect()),
+            timeout: None,
+            lock_id: None,
+            unlock: false,
+            create: false,
+            max_bytes: 1 << 20,
+        };
+        s.apply(&op, 5).reply
+    };
+    let (mut source, _) = source_with_object();
+    assert!(matches!(tag(&mut source, &["user:1"]), Reply::Updated { .. }));
+    let exported = export(&mut source, 9);
+    let mut dest = Store::new(StoreConfig::default());
+    assert!(matches!(import(&mut dest, &exported, 9), Reply::Added { .. }));
+    let tagged = |s: &Store, t: &str| s.tagged("sessions", t, 30, None, usize::MAX).0;
+    assert_eq!(tagged(&dest, "user:1"), vec![b"s1".to_vec()]);
+    // Tagged anew at the destination, then the same import arrives again (a retry): it
+    // answers as before and leaves the new tags alone.
+    assert!(matches!(tag(&mut dest, &["user:2"]), Reply::Updated { .. }));
+    assert!(matches!(import(&mut dest, &exported, 9), Reply::Added { .. }));
+    assert!(tagged(&dest, "user:1").is_empty());
+    assert_eq!(tagged(&dest, "user:2"), vec![b"s1".to_vec()]);
+}

@@ -9,6 +9,9 @@ use grid_proto::{Millis, ObjKey, Reply};
 
 use super::{GeoRole, Store, StoreEvent};
 
+/// Bytes a key takes in a page beyond its own (as `Reply::carried_bytes` counts it).
+const KEY_OVERHEAD: usize = 8;
+
 /// Tags by object, and objects by tag.
 #[derive(Debug, Default, Clone)]
 pub(super) struct TagIndex {
@@ -99,10 +102,12 @@ impl Store {
         });
         let (mut page, mut used) = (Vec::new(), 0);
         for key in live {
-            if !page.is_empty() && used + key.len() > budget {
+            // A key's room in the reply: its bytes and its length prefix, about.
+            let room = key.len() + KEY_OVERHEAD;
+            if !page.is_empty() && used + room > budget {
                 return (page, true);
             }
-            used += key.len();
+            used += room;
             page.push(key.clone());
         }
         (page, false)
