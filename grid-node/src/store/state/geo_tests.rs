@@ -287,16 +287,25 @@ fn tags_move_with_the_object_and_a_replayed_import_does_not_reset_them() {
         s.apply(&op, 5).reply
     };
     let (mut source, _) = source_with_object();
-    assert!(matches!(tag(&mut source, &["user:1"]), Reply::Updated { .. }));
+    assert!(matches!(
+        tag(&mut source, &["user:1"]),
+        Reply::Updated { .. }
+    ));
     let exported = export(&mut source, 9);
     let mut dest = Store::new(StoreConfig::default());
-    assert!(matches!(import(&mut dest, &exported, 9), Reply::Added { .. }));
+    assert!(matches!(
+        import(&mut dest, &exported, 9),
+        Reply::Added { .. }
+    ));
     let tagged = |s: &Store, t: &str| s.tagged("sessions", t, 30, None, usize::MAX).0;
     assert_eq!(tagged(&dest, "user:1"), vec![b"s1".to_vec()]);
     // Tagged anew at the destination, then the same import arrives again (a retry): it
     // answers as before and leaves the new tags alone.
     assert!(matches!(tag(&mut dest, &["user:2"]), Reply::Updated { .. }));
-    assert!(matches!(import(&mut dest, &exported, 9), Reply::Added { .. }));
+    assert!(matches!(
+        import(&mut dest, &exported, 9),
+        Reply::Added { .. }
+    ));
     assert!(tagged(&dest, "user:1").is_empty());
     assert_eq!(tagged(&dest, "user:2"), vec![b"s1".to_vec()]);
 }
