@@ -124,7 +124,7 @@ enum Command {
         lock_id: u64,
     },
     /// Register for a namespace's events and print one line per event,
-    /// `<cause> <key> <bytes>` (cause: expired or low-memory), acknowledging each, until
+    /// `<cause> <key> <bytes>` (cause: expired, low-memory or revoked), acknowledging each, until
     /// interrupted. Several of these share the events: each goes to one of them.
     Events {
         /// Namespace.

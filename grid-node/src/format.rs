@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | [`PEER`] | node-to-node requests and answers, Raft log entries included (their operations in the log's own encoding, `partition/log_format.rs`; 2: a message carries a batch of requests; 3: operations `Write` and `RemoveTagged`) | 3 |
 //! | [`GROUP_SNAPSHOT`] | a group's snapshot: Raft's bookkeeping and its state | 1 |
-//! | [`PARTITION_SNAPSHOT`] | a partition's objects, lock waiters and events owed | 1 |
+//! | [`PARTITION_SNAPSHOT`] | a partition's objects, lock waiters and events owed (2: events of revocations; 1 still read) | 2 |
 //! | [`CONTROL_SNAPSHOT`] | the cluster's membership and partition map | 1 |
 //! | [`STORE_SNAPSHOT`] | a partition's objects, locks and tags (3: this framing; 4: tags, 3 still read) | 4 |
 //! | [`LOG_ENTRY`] | a Raft log entry kept in a `--data-dir` log segment (`disk/frame.rs` has the segment's own framing and version); 2: operations `Write` and `RemoveTagged`, imports with tags; 1 still read | 2 |
@@ -43,7 +43,12 @@ pub const GROUP_SNAPSHOT: Format = Format {
 /// A partition's state ([`crate::partition::Partition::snapshot`]).
 pub const PARTITION_SNAPSHOT: Format = Format {
     name: "partition snapshot",
+    version: 2,
+};
+/// Partition snapshots before revocation events: the same encoding, one cause fewer.
+pub const PARTITION_SNAPSHOT_V1: Format = Format {
     version: 1,
+    ..PARTITION_SNAPSHOT
 };
 /// The control group's state ([`crate::cluster::control::ClusterState`]).
 pub const CONTROL_SNAPSHOT: Format = Format {

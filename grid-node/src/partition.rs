@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use grid_proto::{EventCause, GeoOp, Millis, ObjKey, Op, Reply};
 use serde::{Deserialize, Serialize};
 
-use crate::format::{FormatError, PARTITION_SNAPSHOT};
+use crate::format::{FormatError, PARTITION_SNAPSHOT, PARTITION_SNAPSHOT_V1};
 
 mod log_format;
 use crate::outbox::{Outbox, PendingEvent};
@@ -376,6 +376,19 @@ impl Partition {
                         at: now,
                     });
                 }
+                StoreEvent::Revoked {
+                    obj,
+                    value,
+                    version,
+                } => {
+                    self.outbox.push(PendingEvent {
+                        cause: EventCause::Revoked,
+                        obj,
+                        value,
+                        version,
+                        at: now,
+                    });
+                }
                 StoreEvent::Evicted {
                     obj,
                     value,
@@ -423,8 +436,13 @@ impl Partition {
 
     /// Rebuilds a partition from [`Partition::snapshot`] bytes.
     pub fn restore(config: PartitionConfig, bytes: &[u8]) -> Result<Self, FormatError> {
+        // Version 1 is the same encoding without revocation events.
+        let format = match PARTITION_SNAPSHOT.version_of(bytes)? {
+            1 => PARTITION_SNAPSHOT_V1,
+            _ => PARTITION_SNAPSHOT,
+        };
         let (store, waiters, outbox): (Vec<u8>, LockQueue<WaiterId>, Outbox) =
-            PARTITION_SNAPSHOT.decode(bytes)?;
+            format.decode(bytes)?;
         Ok(Self {
             store: Store::restore(config.store, &store)?,
             waiters,

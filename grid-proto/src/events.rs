@@ -48,6 +48,8 @@ pub enum EventCause {
     Expired,
     /// The node ran short of memory and evicted it (least recently used first).
     LowMemory,
+    /// Removed by `RemoveTagged` (revoking the sessions of a tag); carries its final bytes.
+    Revoked,
 }
 
 impl std::fmt::Display for EventCause {
@@ -55,6 +57,7 @@ impl std::fmt::Display for EventCause {
         f.write_str(match self {
             EventCause::Expired => "expired",
             EventCause::LowMemory => "low-memory",
+            EventCause::Revoked => "revoked",
         })
     }
 }

@@ -330,7 +330,7 @@ pub enum Request {
         payload: Vec<u8>,
     },
     /// Registers this connection for the namespace's events (expiry, low-memory
-    /// eviction). Replies `Subscribed`; events then arrive as `Event` frames with request
+    /// eviction, revocation by tag). Replies `Subscribed`; events then arrive as `Event` frames with request
     /// id 0 from the partitions this node leads, each to one registered connection.
     Subscribe {
         /// The namespace.

@@ -378,31 +378,21 @@ impl SessionStateProvider {
     }
 
     /// Abandons every session tagged `tag` ("log out everywhere"), locked or not: each
-    /// is removed in one step that checks the tag, and `Session_End` runs for it here,
-    /// once (only the caller that removed a session reports it), with its items as read
-    /// just before. A request in flight on one of them finds its lock lost and saves
-    /// nothing. Returns the ids abandoned; a session whose removal failed (logged) is not
-    /// among them.
+    /// is removed in one step that checks the tag, and a request in flight on one of
+    /// them finds its lock lost and saves nothing. Each removal is an event of the grid,
+    /// like an expiry: with `handleSessionEnd`, `Session_End` runs for each session once,
+    /// on one web server of the farm, with its final items and
+    /// [`EndCause::Revoked`] (even when this call lost the answer to a removal).
+    /// Returns the ids this call removed; a session whose removal failed (logged) is
+    /// not among them.
     pub async fn abandon_tagged(&self, tag: &str) -> Result<Vec<String>, ProviderError> {
         let mut ended = Vec::new();
         for id in self.sessions_with_tag(tag).await? {
-            let items = match self.client.get(&self.namespace, &id).await {
-                Ok(Some(object)) => SessionItems::decode(&object.value).unwrap_or_default(),
-                Ok(None) => continue,
-                // Still revoked: `Session_End` then gets no items.
-                Err(e) => {
-                    tracing::warn!(session = %id, error = %e, "cannot read a session before ending it");
-                    SessionItems::default()
-                }
-            };
             match self.client.remove_tagged(&self.namespace, &id, tag).await {
-                Ok(true) => {
-                    self.abandoned(&id, items);
-                    ended.push(id);
-                }
+                Ok(true) => ended.push(id),
                 Ok(false) => {}
-                // The others are still revoked. An outcome left unknown may have removed
-                // it with no `Session_End`: the end is reported at most once.
+                // The others are still revoked; the grid reports this one's end if the
+                // removal happened.
                 Err(e) => tracing::warn!(session = %id, error = %e, "cannot revoke a session"),
             }
         }
@@ -469,8 +459,9 @@ impl SessionStateProvider {
     }
 
     /// Registers `callback` as `Session_End`. With `handleSessionEnd=true`, this provider
-    /// registers for the namespace's expirations; the grid hands each expired session to
-    /// one registered web server, which calls `callback` with its id and final items.
+    /// registers for the namespace's expirations (and revocations by tag); the grid hands
+    /// each ended session to one registered web server, which calls `callback` with its
+    /// id and final items.
     /// Without it, the callback runs only for sessions abandoned on this server.
     /// Returns whether expirations are handled.
     pub async fn set_item_expire_callback(

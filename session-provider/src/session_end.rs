@@ -1,5 +1,5 @@
-//! `Session_End`: sessions that expired (or were evicted for low memory) anywhere in the
-//! grid reach one registered web server each, which calls the application's callback
+//! `Session_End`: sessions that expired, were evicted for low memory, or were revoked by
+//! tag anywhere in the grid reach one registered web server each, which calls the application's callback
 //! with the session's id and final items, then acknowledges the event.
 //!
 //! The grid delivers at least once; a redelivery (after a failover) carries the same
@@ -26,6 +26,9 @@ pub enum EndCause {
     LowMemory,
     /// `Session.Abandon()` on this server.
     Abandoned,
+    /// Revoked with the other sessions of one of its tags
+    /// (`SessionStateProvider::abandon_tagged`, on any server).
+    Revoked,
 }
 
 /// An ended session, as `Session_End` sees it.
@@ -58,6 +61,7 @@ pub async fn pump(mut subscription: EventSubscription, callback: SessionEndCallb
                 cause: match event.cause {
                     EventCause::Expired => EndCause::Expired,
                     EventCause::LowMemory => EndCause::LowMemory,
+                    EventCause::Revoked => EndCause::Revoked,
                 },
             });
             seen.insert(event.id, ());

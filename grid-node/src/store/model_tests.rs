@@ -390,6 +390,11 @@ impl Model {
                     return Reply::NotFound;
                 }
                 self.objects.remove(&obj);
+                events.push(StoreEvent::Revoked {
+                    obj: obj.clone(),
+                    value: o.value.clone(),
+                    version: o.version,
+                });
                 if o.lock.is_some() {
                     events.push(StoreEvent::LockFreed { obj });
                 }
@@ -683,6 +688,11 @@ fn sorted(events: &[StoreEvent]) -> Vec<(u8, ObjKey, Vec<u8>, u64)> {
                 value,
                 version,
             } => (2, obj.clone(), value.clone(), *version),
+            StoreEvent::Revoked {
+                obj,
+                value,
+                version,
+            } => (3, obj.clone(), value.clone(), *version),
         })
         .collect();
     flat.sort();
@@ -709,7 +719,9 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
             let got = store.tick(now);
             let deadline = |e: &StoreEvent| match e {
                 StoreEvent::Expired { obj, .. } => model.objects.get(obj)?.deadline(),
-                StoreEvent::LockFreed { .. } | StoreEvent::Evicted { .. } => None,
+                StoreEvent::LockFreed { .. }
+                | StoreEvent::Evicted { .. }
+                | StoreEvent::Revoked { .. } => None,
             };
             let order: Vec<Millis> = got.iter().filter_map(deadline).collect();
             prop_assert!(

@@ -71,6 +71,15 @@ pub enum StoreEvent {
         /// Its last version.
         version: u64,
     },
+    /// The object was removed by `RemoveTagged`; carries its final bytes for `Session_End`.
+    Revoked {
+        /// The object.
+        obj: ObjKey,
+        /// Its last bytes.
+        value: Vec<u8>,
+        /// Its last version.
+        version: u64,
+    },
     /// The object's lock was released, lapsed, or went with the object: hand it on.
     LockFreed {
         /// The object.

@@ -128,7 +128,13 @@ impl Store {
             return Reply::NotFound;
         }
         if let Some(entry) = self.take(obj) {
-            if entry.lock.is_some() {
+            let was_locked = entry.lock.is_some();
+            events.push(StoreEvent::Revoked {
+                obj: obj.clone(),
+                value: entry.value,
+                version: entry.version,
+            });
+            if was_locked {
                 events.push(StoreEvent::LockFreed { obj: obj.clone() });
             }
         }
