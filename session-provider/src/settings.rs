@@ -111,8 +111,8 @@ pub struct ProviderSettings {
     /// `clientCacheCapacity`: sessions for `LRU` (default 100), megabytes for
     /// `LRU-MaxMemory` (default 100); 0 turns the cache off.
     pub client_cache_capacity: Option<u64>,
-    /// `handleSessionEnd` (false): register for expirations and revocations and call the `Session_End`
-    /// callback, once per ended session across the web farm.
+    /// `handleSessionEnd` (false): register for expirations and revocations and call the
+    /// `Session_End` callback, once per ended session across the web farm.
     pub handle_session_end: bool,
     /// `namespace` (default: the application's name): isolates this application's
     /// sessions in the grid.
