@@ -365,13 +365,24 @@ impl Store {
             }
             _ => {}
         }
+        self.end(obj, events, |obj, value, version| StoreEvent::Expired {
+            obj,
+            value,
+            version,
+        });
+    }
+
+    /// Removes an object for good, reporting its end (`ended`, with its final bytes) and
+    /// the lock it held.
+    fn end(
+        &mut self,
+        obj: &ObjKey,
+        events: &mut Vec<StoreEvent>,
+        ended: fn(ObjKey, Vec<u8>, u64) -> StoreEvent,
+    ) {
         if let Some(entry) = self.take(obj) {
             let was_locked = entry.lock.is_some();
-            events.push(StoreEvent::Expired {
-                obj: obj.clone(),
-                value: entry.value,
-                version: entry.version,
-            });
+            events.push(ended(obj.clone(), entry.value, entry.version));
             if was_locked {
                 events.push(StoreEvent::LockFreed { obj: obj.clone() });
             }

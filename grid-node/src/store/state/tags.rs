@@ -127,17 +127,11 @@ impl Store {
         if !self.tags.of(obj).iter().any(|t| t == tag) {
             return Reply::NotFound;
         }
-        if let Some(entry) = self.take(obj) {
-            let was_locked = entry.lock.is_some();
-            events.push(StoreEvent::Revoked {
-                obj: obj.clone(),
-                value: entry.value,
-                version: entry.version,
-            });
-            if was_locked {
-                events.push(StoreEvent::LockFreed { obj: obj.clone() });
-            }
-        }
+        self.end(obj, events, |obj, value, version| StoreEvent::Revoked {
+            obj,
+            value,
+            version,
+        });
         Reply::Removed
     }
 }
