@@ -18,6 +18,7 @@
 //! - Every time a lock frees (unlock, lease end, removal, expiry) a [`StoreEvent::LockFreed`]
 //!   comes out, so the runtime can hand the lock to the next waiter at once.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use grid_proto::{Millis, ObjKey, ObjectInfo, Op, Reply, Timeout};
@@ -517,13 +518,30 @@ impl Store {
         timeout: Option<Timeout>,
         now: Millis,
     ) -> u64 {
+        self.replace_value(obj, Cow::Borrowed(value), timeout, now)
+    }
+
+    /// [`Store::overwrite`] with bytes that may be owned already (an item merge's
+    /// result), which then take the old bytes' place without a copy.
+    fn replace_value(
+        &mut self,
+        obj: &ObjKey,
+        value: Cow<'_, [u8]>,
+        timeout: Option<Timeout>,
+        now: Millis,
+    ) -> u64 {
         let version = self.next_seq();
         let Some(entry) = self.objects.get_mut(obj) else {
             return version;
         };
         self.value_bytes = self.value_bytes - entry.value.len() as u64 + value.len() as u64;
-        entry.value.clear();
-        entry.value.extend_from_slice(value);
+        match value {
+            Cow::Owned(bytes) => entry.value = bytes,
+            Cow::Borrowed(bytes) => {
+                entry.value.clear();
+                entry.value.extend_from_slice(bytes);
+            }
+        }
         entry.version = version;
         if let Some(t) = timeout {
             entry.timeout = t;

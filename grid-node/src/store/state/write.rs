@@ -1,5 +1,7 @@
 //! `Op::Write`: the whole value or some items, tags, expiry and lock in one step.
 
+use std::borrow::Cow;
+
 use grid_proto::{items, Millis, ObjKey, Reply, Timeout, WriteBody};
 
 use super::{Store, StoreEvent};
@@ -16,12 +18,16 @@ pub(super) struct Write<'a> {
     pub(super) max_bytes: usize,
 }
 
-/// The value `body` makes of `current` (`None`: leave it); a merge may not grow past
-/// `limit`.
-fn new_value(current: &[u8], body: &WriteBody, limit: usize) -> Result<Option<Vec<u8>>, Reply> {
+/// The value `body` makes of `current` (`None`: leave it), borrowed from the operation
+/// for a whole value; a merge may not grow past `limit`.
+fn new_value<'a>(
+    current: &[u8],
+    body: &'a WriteBody,
+    limit: usize,
+) -> Result<Option<Cow<'a, [u8]>>, Reply> {
     match body {
         WriteBody::Keep => Ok(None),
-        WriteBody::Whole(value) => Ok(Some(value.clone())),
+        WriteBody::Whole(value) => Ok(Some(Cow::Borrowed(value))),
         WriteBody::Items(changes) => {
             let merged = items::apply(current, changes).map_err(|e| Reply::BadRequest {
                 reason: e.to_string(),
@@ -32,7 +38,7 @@ fn new_value(current: &[u8], body: &WriteBody, limit: usize) -> Result<Option<Ve
                     limit: limit as u64,
                 });
             }
-            Ok(Some(merged))
+            Ok(Some(Cow::Owned(merged)))
         }
     }
 }
@@ -52,7 +58,7 @@ impl Store {
                 return Reply::NotFound;
             }
             let value = match new_value(&[], w.body, w.max_bytes) {
-                Ok(value) => value.unwrap_or_default(),
+                Ok(value) => value.unwrap_or(Cow::Borrowed(&[])),
                 Err(reply) => return reply,
             };
             let timeout = w.timeout.unwrap_or_default();
@@ -66,11 +72,11 @@ impl Store {
             return reply;
         }
         let value = match new_value(&entry.value, w.body, w.max_bytes) {
-            Ok(value) => value.unwrap_or_else(|| entry.value.clone()),
+            Ok(value) => value.unwrap_or_else(|| Cow::Owned(entry.value.clone())),
             Err(reply) => return reply,
         };
         let was_locked = entry.lock.is_some();
-        let version = self.overwrite(w.obj, &value, w.timeout, now);
+        let version = self.replace_value(w.obj, value, w.timeout, now);
         if let Some(tags) = w.tags {
             self.tags.set(w.obj, tags.clone());
         }
