@@ -65,6 +65,14 @@ impl Drop for WebProcess {
     }
 }
 
+/// The grid the web tests run on: three `node_bin` nodes with 8 partitions, and a
+/// connection string with timeouts generous enough for a loaded machine.
+pub async fn web_grid(node_bin: &str) -> anyhow::Result<(crate::cluster::TestCluster, String)> {
+    let cluster = crate::cluster::TestCluster::start(node_bin, 3, &["--partitions", "8"]).await?;
+    let cs = cluster.connection_string(";requestTimeout=10s;connectTimeout=1s");
+    Ok((cluster, cs))
+}
+
 /// The session id in a `name=id` cookie.
 pub fn session_id(cookie: &str) -> &str {
     cookie.split_once('=').map_or(cookie, |(_, id)| id)

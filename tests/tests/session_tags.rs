@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use grid_client::{ClientError, GridClient, LockOptions, LockResult, Timeout, WriteOptions};
 use grid_proto::WriteBody;
 use grid_tests::cluster::TestCluster;
-use grid_tests::http::{request, session_id, HttpResponse, WebProcess};
+use grid_tests::http::{request, session_id, web_grid, HttpResponse, WebProcess};
 use grid_tests::{wait_until, DEADLINE};
 
 const NODE: &str = env!("CARGO_BIN_EXE_test-node");
@@ -17,12 +17,8 @@ const WEB: &str = env!("CARGO_BIN_EXE_test-web");
 /// The demo site's namespace (its application name).
 const NS: &str = "web-demo";
 
-async fn grid(nodes: usize) -> (TestCluster, String) {
-    let cluster = TestCluster::start(NODE, nodes, &["--partitions", "8"])
-        .await
-        .unwrap();
-    let cs = cluster.connection_string(";requestTimeout=10s;connectTimeout=1s");
-    (cluster, cs)
+async fn grid() -> (TestCluster, String) {
+    web_grid(NODE).await.unwrap()
 }
 
 async fn get(web: &WebProcess, path: &str, cookie: Option<&str>) -> HttpResponse {
@@ -39,7 +35,7 @@ fn tagged(tags: &[&str]) -> WriteOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tags_are_found_and_removed_across_partitions_and_through_a_failover() {
-    let (mut cluster, cs) = grid(3).await;
+    let (mut cluster, cs) = grid().await;
     let client = GridClient::connect(&cs).await.unwrap();
     // 40 objects over 8 partitions: the even ones tagged `even`, all tagged `all`.
     let mut even = Vec::new();
@@ -158,7 +154,7 @@ async fn a_tag_on_more_keys_than_a_page_holds_is_found_page_by_page() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn log_out_everywhere_over_two_web_servers_ends_each_session_once() {
-    let (cluster, cs) = grid(3).await;
+    let (cluster, cs) = grid().await;
     let settings = ["handleSessionEnd=true"];
     let a = WebProcess::start(WEB, &cs, &settings).unwrap();
     let b = WebProcess::start(WEB, &cs, &settings).unwrap();
@@ -227,7 +223,7 @@ async fn log_out_everywhere_over_two_web_servers_ends_each_session_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_that_set_different_items_all_land() {
-    let (_cluster, cs) = grid(3).await;
+    let (_cluster, cs) = grid().await;
     let concurrent = ["allowConcurrentRequestsPerSession=true"];
     let a = WebProcess::start(WEB, &cs, &concurrent).unwrap();
     let b = WebProcess::start(WEB, &cs, &concurrent).unwrap();
@@ -263,7 +259,7 @@ async fn concurrent_requests_that_set_different_items_all_land() {
 async fn a_large_session_writes_back_only_its_change() {
     use session_provider::{ItemResult, ProviderSettings, SessionItems, SessionStateProvider};
 
-    let (_cluster, cs) = grid(3).await;
+    let (_cluster, cs) = grid().await;
     let mut settings = ProviderSettings::default();
     settings.set("connectionString", &cs).unwrap();
     let p = SessionStateProvider::connect(settings, "large")
@@ -340,7 +336,7 @@ async fn a_large_session_writes_back_only_its_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_stored_whole_by_an_earlier_release_is_rewritten_as_items() {
-    let (_cluster, cs) = grid(3).await;
+    let (_cluster, cs) = grid().await;
     let web = WebProcess::start(WEB, &cs, &[]).unwrap();
     let cookie = get(&web, "/counter", None).await.set_cookie.unwrap();
     let client = GridClient::connect(&cs).await.unwrap();
@@ -368,7 +364,7 @@ async fn a_session_stored_whole_by_an_earlier_release_is_rewritten_as_items() {
 async fn an_id_rotation_racing_a_revocation_does_not_bring_the_session_back() {
     use session_provider::{ItemResult, ProviderSettings, SessionStateProvider};
 
-    let (_cluster, cs) = grid(3).await;
+    let (_cluster, cs) = grid().await;
     let mut settings = ProviderSettings::default();
     settings.set("connectionString", &cs).unwrap();
     let p = SessionStateProvider::connect(settings, "rotate")
@@ -403,7 +399,7 @@ async fn an_id_rotation_racing_a_revocation_does_not_bring_the_session_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_settings_name_the_connection_string_and_allow_concurrent_requests() {
-    let (_cluster, cs) = grid(3).await;
+    let (_cluster, cs) = grid().await;
     let dir = grid_tests::scratch::ScratchDir::new("app-settings").unwrap();
     let file = dir.path().join("web.toml");
     let config = format!(

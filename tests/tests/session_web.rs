@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use grid_client::{GridClient, LockOptions, LockResult};
 use grid_tests::cluster::TestCluster;
-use grid_tests::http::{request, session_id, HttpResponse, WebProcess};
+use grid_tests::http::{request, session_id, web_grid, HttpResponse, WebProcess};
 use grid_tests::{wait_until, DEADLINE};
 
 const NODE: &str = env!("CARGO_BIN_EXE_test-node");
@@ -16,11 +16,7 @@ const WEB: &str = env!("CARGO_BIN_EXE_test-web");
 const NS: &str = "web-demo";
 
 async fn grid() -> (TestCluster, String) {
-    let cluster = TestCluster::start(NODE, 3, &["--partitions", "8"])
-        .await
-        .unwrap();
-    let cs = cluster.connection_string(";requestTimeout=10s;connectTimeout=1s");
-    (cluster, cs)
+    web_grid(NODE).await.unwrap()
 }
 
 async fn get(web: &WebProcess, path: &str, cookie: Option<&str>) -> HttpResponse {
