@@ -46,6 +46,40 @@ async fn token_is_required_and_checked() {
         vec![(1, Reply::Unauthorized)]
     );
 
+    // The tag requests are behind the same gate: no lookup, no revocation without it.
+    let tagged = grid_client::WriteOptions {
+        tags: Some(vec!["user:1".into()]),
+        ..Default::default()
+    };
+    good.write("ns", "k", grid_proto::WriteBody::Keep, tagged)
+        .await
+        .unwrap();
+    let asks = [
+        Request::FindTag {
+            partition: 0,
+            namespace: "ns".into(),
+            tag: "user:1".into(),
+            after: None,
+        },
+        Request::Op(Op::RemoveTagged {
+            obj: ObjKey::new("ns", b"k".to_vec()),
+            tag: "user:1".into(),
+        }),
+    ];
+    for ask in asks {
+        let mut conn = RawConn::connect(node.client_addr()).await.unwrap();
+        conn.send(1, &ask).await.unwrap();
+        assert_eq!(
+            conn.recv_until_closed().await.unwrap(),
+            vec![(1, Reply::Unauthorized)],
+            "{ask:?}"
+        );
+    }
+    assert_eq!(
+        good.find_by_tag("ns", "user:1").await.unwrap(),
+        vec![b"k".to_vec()]
+    );
+
     // Hello without a token.
     let mut conn = RawConn::connect(node.client_addr()).await.unwrap();
     conn.send(1, &with_token(None)).await.unwrap();
